@@ -1,0 +1,113 @@
+import Postgres
+
+/// Why an append failed.
+public struct AppendError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The stream changed since it was read: another writer appended first; nothing was written.
+    public static let versionConflict = AppendError(description: "version conflict")
+    /// A human-readable reason.
+    public var description: String
+}
+
+/// A position in the global log: subscribers read strictly after it.
+public struct LogPosition: Sendable, Hashable, Comparable {
+    /// The appending transaction's id.
+    public var transactionID: UInt64
+    /// The row's position within the table.
+    public var position: Int64
+
+    /// The position before every event.
+    public static let start = LogPosition(transactionID: 0, position: 0)
+
+    /// Creates a position.
+    public init(transactionID: UInt64, position: Int64) {
+        self.transactionID = transactionID
+        self.position = position
+    }
+
+    public static func < (a: LogPosition, b: LogPosition) -> Bool {
+        (a.transactionID, a.position) < (b.transactionID, b.position)
+    }
+}
+
+/// The PostgreSQL event store: append with expected version, read a stream, read the whole log in order.
+///
+/// Every function runs synchronously on a connection, so callers compose them inside one transaction on the
+/// connection's own thread.
+public enum EventStore {
+    /// The database clock, Unix epoch milliseconds.
+    public static func now(on conn: PGConnection) throws -> Int64 {
+        let r = try conn.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now")
+        guard let row = r.rows.first else { throw AppendError(description: "no clock row") }
+        return try row.decode("now", as: Int64.self)
+    }
+
+    /// Reads a stream's events in version order.
+    public static func read(stream: String, on conn: PGConnection) throws -> [EventRecord] {
+        let r = try conn.query("""
+            SELECT stream_id, version, type, data::text AS data, at_ms, prev_hash, hash
+            FROM events WHERE stream_id = \(stream) ORDER BY version
+            """)
+        return try r.rows.map(record)
+    }
+
+    /// Appends events after `expectedVersion`, chaining each hash to the stream's head.
+    ///
+    /// Throws `AppendError.versionConflict` when the stream's head is no longer `expectedVersion`; a conflict
+    /// never overwrites. Run it inside a transaction: on a conflict the transaction must be rolled back.
+    @discardableResult
+    public static func append(
+        _ events: [NewEvent], to stream: String, expectedVersion: Int, headHash: [UInt8], at: Int64,
+        on conn: PGConnection
+    ) throws -> [EventRecord] {
+        var prev = expectedVersion == 0 ? HashChain.genesis : headHash
+        var written: [EventRecord] = []
+        written.reserveCapacity(events.count)
+        for (i, e) in events.enumerated() {
+            let version = expectedVersion + i + 1
+            let h = HashChain.hash(prev: prev, streamID: stream, version: version, type: e.type, at: at, data: e.data)
+            do {
+                try conn.query("""
+                    INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
+                    VALUES (\(stream), \(version), \(e.type), \(e.data)::json, \(at), \(prev), \(h))
+                    """)
+            } catch let error as PGError where error.isUniqueViolation {
+                throw AppendError.versionConflict
+            }
+            written.append(EventRecord(streamID: stream, version: version, type: e.type, data: e.data, at: at,
+                                       prevHash: prev, hash: h))
+            prev = h
+        }
+        return written
+    }
+
+    /// Reads up to `limit` events of every stream after `position`, in the stable log order.
+    ///
+    /// Only events of transactions older than every running transaction are returned, so an event that
+    /// commits after a later one is still read exactly once, in its place.
+    public static func readLog(after position: LogPosition, limit: Int, on conn: PGConnection) throws
+        -> [(position: LogPosition, record: EventRecord)]
+    {
+        let r = try conn.query("""
+            SELECT stream_id, version, type, data::text AS data, at_ms, prev_hash, hash,
+                   tx_id::text AS tx_id, position
+            FROM events
+            WHERE (tx_id, position) > (\(String(position.transactionID))::xid8, \(position.position))
+              AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY tx_id, position
+            LIMIT \(limit)
+            """)
+        return try r.rows.map { row in
+            let tx = try row.decode("tx_id", as: String.self)
+            guard let txID = UInt64(tx) else { throw AppendError(description: "bad tx_id") }
+            return (LogPosition(transactionID: txID, position: try row.decode("position", as: Int64.self)),
+                    try record(row))
+        }
+    }
+
+    private static func record(_ row: PGRow) throws -> EventRecord {
+        EventRecord(
+            streamID: try row.decode("stream_id"), version: try row.decode("version"), type: try row.decode("type"),
+            data: try row.decode("data"), at: try row.decode("at_ms"), prevHash: try row.decode("prev_hash"),
+            hash: try row.decode("hash"))
+    }
+}

@@ -1,0 +1,154 @@
+/// One step of a fallback flow: send on a channel, then wait for a receipt.
+public struct Step: Sendable, Hashable, Codable {
+    /// The channel of this step.
+    public var channel: Channel
+    /// How long to wait for `until` after the provider accepted the message; nil means no wait.
+    public var timeoutMs: Int64?
+    /// The receipt that ends the wait.
+    public var until: Until
+
+    /// Creates a step.
+    public init(channel: Channel, timeoutMs: Int64? = nil, until: Until = .delivered) {
+        self.channel = channel
+        self.timeoutMs = timeoutMs
+        self.until = until
+    }
+}
+
+/// A weighted alternative step order, for experiments.
+public struct Variant: Sendable, Hashable {
+    /// The relative weight of this variant.
+    public var weight: Int
+    /// The channel order this variant uses.
+    public var order: [Channel]
+
+    /// Creates a variant.
+    public init(weight: Int, order: [Channel]) {
+        self.weight = weight
+        self.order = order
+    }
+}
+
+/// A named fallback flow and the requests it applies to.
+public struct Policy: Sendable, Hashable {
+    /// The policy's name.
+    public var name: String
+    /// The ordered steps.
+    public var steps: [Step]
+    /// E.164 country calling codes (`+44`) this policy is chosen for.
+    public var matchCountry: [String]
+    /// Carrier hints this policy is chosen for.
+    public var matchCarrier: [String]
+    /// Weighted alternative orders; empty means `steps` as written.
+    public var variants: [Variant]
+
+    /// Creates a policy.
+    public init(
+        name: String, steps: [Step], matchCountry: [String] = [], matchCarrier: [String] = [],
+        variants: [Variant] = []
+    ) {
+        self.name = name
+        self.steps = steps
+        self.matchCountry = matchCountry
+        self.matchCarrier = matchCarrier
+        self.variants = variants
+    }
+
+    /// The flow used when nothing is configured: SMS, then e-mail, then voice, then push.
+    public static let builtInDefault = Policy(
+        name: "default",
+        steps: [
+            Step(channel: .sms, timeoutMs: 15_000, until: .delivered),
+            Step(channel: .email, timeoutMs: 30_000, until: .opened),
+            Step(channel: .voice, timeoutMs: 45_000, until: .verified),
+            Step(channel: .push),
+        ]
+    )
+}
+
+/// The steps chosen for one session.
+public struct Plan: Sendable, Hashable, Codable {
+    /// The policy the steps come from.
+    public var policy: String
+    /// The 1-based variant chosen, or nil when the policy has no variants.
+    public var variant: Int?
+    /// The planned steps, with effective timeouts, after skipping channels without a destination.
+    public var steps: [Step]
+
+    /// Creates a plan.
+    public init(policy: String, variant: Int?, steps: [Step]) {
+        self.policy = policy
+        self.variant = variant
+        self.steps = steps
+    }
+}
+
+/// The configured policies and the rules that pick one for a request.
+public struct PolicyBook: Sendable {
+    /// A step that is not the last and has no timeout waits this long.
+    public static let defaultStepTimeoutMs: Int64 = 30_000
+
+    /// The policies in configuration order.
+    public var policies: [Policy]
+
+    /// Creates a book; with no policies the built-in default flow applies.
+    public init(policies: [Policy]) {
+        self.policies = policies.isEmpty ? [Policy.builtInDefault] : policies
+    }
+
+    /// Chooses the policy for a request: by name, else by country or carrier, else `default`.
+    public func policy(named name: String?, destinations: [Destination], carrier: String?) throws(Rejection) -> Policy {
+        if let name {
+            guard let p = policies.first(where: { $0.name == name }) else {
+                throw .badArgument("unknown policy '\(Validation.printable(name))'")
+            }
+            return p
+        }
+        let phone = destinations.first(where: { $0.channel == .sms })?.address
+            ?? destinations.first(where: { $0.channel == .voice })?.address
+        for p in policies where !p.matchCountry.isEmpty || !p.matchCarrier.isEmpty {
+            let countryFits = p.matchCountry.isEmpty || (phone.map { ph in p.matchCountry.contains { ph.hasPrefix($0) } } ?? false)
+            let carrierFits = p.matchCarrier.isEmpty || (carrier.map { c in p.matchCarrier.contains { $0.lowercased() == c.lowercased() } } ?? false)
+            if countryFits && carrierFits { return p }
+        }
+        if let p = policies.first(where: { $0.name == "default" }) { return p }
+        throw .badArgument("no policy matches and no policy is named 'default'")
+    }
+
+    /// Plans a session: picks the policy and variant, applies the preference and skips channels without a destination.
+    ///
+    /// - Parameter pick: returns a uniform integer in `0..<n`; injected so planning stays pure.
+    public func plan(
+        policyName: String?, destinations: [Destination], prefer: [Channel], carrier: String?,
+        pick: (Int) -> Int
+    ) throws(Rejection) -> Plan {
+        let policy = try self.policy(named: policyName, destinations: destinations, carrier: carrier)
+        var steps = policy.steps
+        var variantNumber: Int?
+        let total = policy.variants.reduce(0) { $0 + max(0, $1.weight) }
+        if total > 0 {
+            var r = pick(total)
+            for (i, v) in policy.variants.enumerated() where v.weight > 0 {
+                if r < v.weight {
+                    variantNumber = i + 1
+                    steps = v.order.compactMap { ch in policy.steps.first { $0.channel == ch } }
+                    break
+                }
+                r -= v.weight
+            }
+        }
+        if !prefer.isEmpty {
+            let front = prefer.compactMap { ch in steps.first { $0.channel == ch } }
+            steps = front + steps.filter { !prefer.contains($0.channel) }
+        }
+        let available = Set(destinations.map(\.channel))
+        steps = steps.filter { available.contains($0.channel) }
+        guard !steps.isEmpty else {
+            throw .badArgument("no usable step: policy '\(policy.name)' has no channel with a destination")
+        }
+        for i in steps.indices.dropLast() where steps[i].timeoutMs == nil {
+            steps[i].timeoutMs = Self.defaultStepTimeoutMs
+        }
+        return Plan(policy: policy.name, variant: variantNumber, steps: steps)
+    }
+}

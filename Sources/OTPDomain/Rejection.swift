@@ -1,0 +1,11 @@
+/// Why a command was refused; each case maps to one wire error code.
+public enum Rejection: Error, Sendable, Equatable {
+    /// No such session (for this tenant).
+    case notFound
+    /// ISSUE reused a session id with different arguments.
+    case conflict(String)
+    /// An argument is malformed or cannot be satisfied.
+    case badArgument(String)
+    /// A pacing or abuse limit holds; retry after the given number of seconds.
+    case rateLimited(retryAfterSeconds: Int)
+}

@@ -1,0 +1,97 @@
+/// Where a session stands, as STATUS reports it.
+public enum SessionStatus: String, Sendable, Hashable, Codable {
+    case pending
+    case sent
+    case delivered
+    case verified
+    case expired
+    case locked
+    case cancelled
+    case exhausted
+
+    /// Whether the session can still change: send, verify, escalate.
+    public var isActive: Bool {
+        switch self {
+        case .pending, .sent, .delivered, .exhausted: true
+        case .verified, .expired, .locked, .cancelled: false
+        }
+    }
+}
+
+/// A step that was started (its message queued) at a stream version.
+public struct StartedStep: Sendable, Hashable {
+    /// The 1-based step number.
+    public var step: Int
+    /// The step's channel.
+    public var channel: Channel
+    /// The version of the event that started it; the message's token.
+    public var version: Int
+}
+
+/// The state of one OTP session, folded from its events.
+public struct SessionState: Sendable, Hashable {
+    /// The stream's last version (0 when the session does not exist).
+    public var version = 0
+    /// The `issued` event, or nil when the session does not exist.
+    public var issued: SessionEvent.Issued?
+    /// The session's status as recorded.
+    public var status = SessionStatus.pending
+    /// The current 1-based step.
+    public var step = 1
+    /// The version of the event that started the current step (the outbox token).
+    public var stepStartedVersion = 0
+    /// The version of the current step's `sent` event (the step timer's token), nil until handed off.
+    public var sentVersion: Int?
+    /// When the current step's message was handed to its provider.
+    public var sentAt: Int64?
+    /// When the current step's message was first reported delivered or opened.
+    public var deliveredAt: Int64?
+    /// Whether the current step's message was reported opened.
+    public var opened = false
+    /// When the code was verified.
+    public var verifiedAt: Int64?
+    /// When the session was issued.
+    public var issuedAt: Int64 = 0
+    /// When the code stops verifying.
+    public var expiresAt: Int64 = 0
+    /// Wrong codes still allowed.
+    public var attemptsLeft = 0
+    /// Every step started, in order (a repeated last step appears again).
+    public var started: [StartedStep] = []
+    /// Receipts already recorded, as "start version:outcome", for idempotency.
+    public var receiptKeys: Set<String> = []
+
+    /// An empty state: no such session.
+    public init() {}
+
+    /// The current step, or nil when the session does not exist.
+    public var currentStep: Step? {
+        guard let plan = issued?.plan, step >= 1, step <= plan.steps.count else { return nil }
+        return plan.steps[step - 1]
+    }
+
+    /// The status a reader should see at `now`: an active session past its TTL reads `expired`.
+    public func effectiveStatus(now: Int64) -> SessionStatus {
+        (status.isActive && issued != nil && now >= expiresAt) ? .expired : status
+    }
+
+    /// Whether the current step's message is queued and not yet handed to a provider.
+    public func awaitsHandOff(token: Int) -> Bool {
+        issued != nil && status.isActive && token == stepStartedVersion && sentVersion == nil
+    }
+
+    /// The most recent start of a channel's message.
+    func latestStart(of channel: Channel) -> StartedStep? {
+        started.last { $0.channel == channel }
+    }
+
+    /// Whether the current step's `until` receipt has come.
+    var untilSatisfied: Bool {
+        switch currentStep?.until {
+        case .delivered: deliveredAt != nil
+        case .opened: opened
+        case .verified: status == .verified
+        case nil: true
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import Crypto
+import EventStore
+import Foundation
+import OTPDomain
+
+/// Maps domain events to stored events and back; seals destinations with the session's key on the way in.
+///
+/// The stored JSON uses snake_case keys. Destinations never reach the log in clear: `issued` stores each
+/// as an AES-GCM box under the per-session key (bound to stream and channel).
+public struct EventCodec: Sendable {
+    private let encoder: JSONEncoder
+    private let decoder: JSONDecoder
+
+    /// Creates a codec.
+    public init() {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder = e
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        decoder = d
+    }
+
+    /// The stored form of `issued`: the destinations sealed.
+    struct StoredIssued: Codable {
+        var session: String
+        var policy: String
+        var variant: Int?
+        var steps: [Step]
+        var ttlMs: Int64
+        var digits: Int
+        var maxAttempts: Int
+        var locale: String
+        var app: String?
+        var carrier: String?
+        var channels: [Channel]
+        var destinations: [SealedDestination]
+        var codeSeed: String
+        var codeDigest: String
+        var fingerprint: String
+    }
+
+    struct SealedDestination: Codable {
+        var channel: Channel
+        var sealed: String
+    }
+
+    struct Empty: Codable {}
+
+    /// Encodes an event for the log, sealing personal data with `key`.
+    public func encode(_ event: SessionEvent, stream: String, key: SymmetricKey?) throws -> NewEvent {
+        let data: Data
+        switch event {
+        case .issued(let i):
+            guard let key else { throw SecretsError("no session key to seal destinations") }
+            let sealed = try i.destinations.map { d in
+                let box = try AES.GCM.seal(Array(d.address.utf8), using: key,
+                                           authenticating: Array("\(stream)\u{0}\(d.channel.rawValue)".utf8))
+                guard let combined = box.combined else { throw SecretsError("cannot seal a destination") }
+                return SealedDestination(channel: d.channel, sealed: combined.base64EncodedString())
+            }
+            data = try encoder.encode(StoredIssued(
+                session: i.session, policy: i.plan.policy, variant: i.plan.variant, steps: i.plan.steps, ttlMs: i.ttlMs,
+                digits: i.digits, maxAttempts: i.maxAttempts, locale: i.locale, app: i.app, carrier: i.carrier,
+                channels: i.destinations.map(\.channel), destinations: sealed, codeSeed: i.codeSeed,
+                codeDigest: i.codeDigest, fingerprint: i.fingerprint))
+        case .sent(let e): data = try encoder.encode(e)
+        case .deliveryFailed(let e): data = try encoder.encode(e)
+        case .delivered(let e), .opened(let e): data = try encoder.encode(e)
+        case .timedOut(let e): data = try encoder.encode(e)
+        case .escalated(let e): data = try encoder.encode(e)
+        case .verificationFailed(let e): data = try encoder.encode(e)
+        case .verified(let e): data = try encoder.encode(e)
+        case .exhausted(let e): data = try encoder.encode(e)
+        case .locked, .expired, .cancelled: data = try encoder.encode(Empty())
+        }
+        return NewEvent(type: event.type, data: String(decoding: data, as: UTF8.self))
+    }
+
+    /// Decodes a stored event; destinations are opened with `key`, or left out when the key was erased.
+    public func decode(_ record: EventRecord, key: SymmetricKey?) throws -> SessionEvent {
+        let data = Data(record.data.utf8)
+        switch record.type {
+        case "issued":
+            let s = try decoder.decode(StoredIssued.self, from: data)
+            let destinations: [Destination] = try key.map { key in
+                try s.destinations.map { d in
+                    guard let combined = Data(base64Encoded: d.sealed) else { throw SecretsError("bad sealed destination") }
+                    let plain = try AES.GCM.open(AES.GCM.SealedBox(combined: combined), using: key,
+                                                 authenticating: Array("\(record.streamID)\u{0}\(d.channel.rawValue)".utf8))
+                    return Destination(channel: d.channel, address: String(decoding: plain, as: UTF8.self))
+                }
+            } ?? []
+            return .issued(.init(
+                session: s.session, plan: Plan(policy: s.policy, variant: s.variant, steps: s.steps), ttlMs: s.ttlMs,
+                digits: s.digits, maxAttempts: s.maxAttempts, locale: s.locale, app: s.app, carrier: s.carrier,
+                destinations: destinations, codeSeed: s.codeSeed, codeDigest: s.codeDigest, fingerprint: s.fingerprint))
+        case "sent": return .sent(try decoder.decode(SessionEvent.Sent.self, from: data))
+        case "delivery_failed": return .deliveryFailed(try decoder.decode(SessionEvent.DeliveryFailed.self, from: data))
+        case "delivered": return .delivered(try decoder.decode(SessionEvent.Receipt.self, from: data))
+        case "opened": return .opened(try decoder.decode(SessionEvent.Receipt.self, from: data))
+        case "timed_out": return .timedOut(try decoder.decode(SessionEvent.TimedOut.self, from: data))
+        case "escalated": return .escalated(try decoder.decode(SessionEvent.Escalated.self, from: data))
+        case "verification_failed":
+            return .verificationFailed(try decoder.decode(SessionEvent.VerificationFailed.self, from: data))
+        case "verified": return .verified(try decoder.decode(SessionEvent.Verified.self, from: data))
+        case "exhausted": return .exhausted(try decoder.decode(SessionEvent.Exhausted.self, from: data))
+        case "locked": return .locked
+        case "expired": return .expired
+        case "cancelled": return .cancelled
+        default: throw SecretsError("unknown event type '\(record.type)'")
+        }
+    }
+}

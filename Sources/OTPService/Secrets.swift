@@ -1,0 +1,115 @@
+import Crypto
+import Foundation
+import OTPDomain
+
+/// The server secret and the keys derived from it: code derivation, code digests, fingerprints, key sealing.
+public struct Secrets: Sendable {
+    private let codeKey: SymmetricKey
+    private let digestKey: SymmetricKey
+    private let fingerprintKey: SymmetricKey
+    private let sealingKey: SymmetricKey
+
+    /// Derives the keys from a secret of at least 32 bytes.
+    public init(secret: [UInt8]) {
+        let master = SymmetricKey(data: secret)
+        func derive(_ label: String) -> SymmetricKey {
+            HKDF<SHA256>.deriveKey(inputKeyMaterial: master, info: Array(label.utf8), outputByteCount: 32)
+        }
+        codeKey = derive("otpd/v1/code")
+        digestKey = derive("otpd/v1/digest")
+        fingerprintKey = derive("otpd/v1/fingerprint")
+        sealingKey = derive("otpd/v1/session-key")
+    }
+
+    /// A keyed digest of ISSUE's arguments, so a repeat can be told from a conflict without keeping them.
+    public func fingerprint(_ parts: [String]) -> String {
+        let text = parts.joined(separator: "\u{0}")
+        return Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: fingerprintKey)))
+    }
+
+    /// A fresh per-session data key, sealed under the server secret and bound to the stream.
+    public func newSessionKey(stream: String) throws -> (key: SymmetricKey, sealed: [UInt8]) {
+        let key = SymmetricKey(size: .bits256)
+        let raw = key.withUnsafeBytes { Array($0) }
+        let box = try AES.GCM.seal(raw, using: sealingKey, authenticating: Array(stream.utf8))
+        guard let combined = box.combined else { throw SecretsError("cannot seal a session key") }
+        return (key, Array(combined))
+    }
+
+    /// Opens a sealed per-session key.
+    public func openSessionKey(_ sealed: [UInt8], stream: String) throws -> SymmetricKey {
+        let box = try AES.GCM.SealedBox(combined: sealed)
+        return SymmetricKey(data: try AES.GCM.open(box, using: sealingKey, authenticating: Array(stream.utf8)))
+    }
+
+    /// Loads the secret from config (`secret` hex or `secret_file`), else from `<dataDir>/secret`, creating it.
+    public static func load(hex: String?, file: String?, dataDirectory: String) throws -> (Secrets, generated: Bool) {
+        if let hex {
+            guard let bytes = Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count >= 32 else {
+                throw SecretsError("secret must be at least 64 hex characters (32 bytes)")
+            }
+            return (Secrets(secret: bytes), false)
+        }
+        let path = file ?? dataDirectory + "/secret"
+        if FileManager.default.fileExists(atPath: path) {
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count >= 32 else {
+                throw SecretsError("\(path): the secret must be at least 64 hex characters")
+            }
+            return (Secrets(secret: bytes), false)
+        }
+        if file != nil { throw SecretsError("secret_file \(path) does not exist") }
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
+        let created = FileManager.default.createFile(
+            atPath: path, contents: Data((Hex.encode(bytes) + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        guard created else { throw SecretsError("cannot write \(path)") }
+        return (Secrets(secret: bytes), true)
+    }
+}
+
+/// A problem with the secret or sealed data; never carries key material.
+public struct SecretsError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Codes derived from a random seed under the server secret; digests are HMACs.
+///
+/// The code itself is stored nowhere: the dispatcher derives it again from the seed for each message, so every
+/// step sends the same code and a database dump without the secret reveals nothing.
+public struct SecretCodeBook: CodeBook {
+    let codeKey: SymmetricKey
+    let digestKey: SymmetricKey
+
+    /// Creates the book from the server's secrets.
+    public init(_ secrets: Secrets) {
+        codeKey = secrets.codeKeyForBook
+        digestKey = secrets.digestKeyForBook
+    }
+
+    public func newSeed() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return Hex.encode((0..<16).map { _ in UInt8.random(in: .min ... .max, using: &rng) })
+    }
+
+    public func code(seed: String, digits: Int, stream: String) -> String {
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(seed)".utf8), using: codeKey))
+        let value = mac.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        var modulus: UInt64 = 1
+        for _ in 0..<digits { modulus *= 10 }
+        let n = String(value % modulus)
+        return String(repeating: "0", count: digits - n.count) + n
+    }
+
+    public func digest(code: String, stream: String) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(code)".utf8), using: digestKey))
+    }
+}
+
+extension Secrets {
+    fileprivate var codeKeyForBook: SymmetricKey { codeKey }
+    fileprivate var digestKeyForBook: SymmetricKey { digestKey }
+}
