@@ -70,8 +70,10 @@ public enum EventStore {
                     INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
                     VALUES (\(stream), \(version), \(e.type), \(e.data)::json, \(at), \(prev), \(h))
                     """)
-            } catch let error as PGError where error.isUniqueViolation {
-                throw AppendError.versionConflict
+            } catch {
+                // The do body throws only PGError (typed throws).
+                if error.isUniqueViolation { throw AppendError.versionConflict }
+                throw error
             }
             written.append(EventRecord(streamID: stream, version: version, type: e.type, data: e.data, at: at,
                                        prevHash: prev, hash: h))

@@ -49,13 +49,13 @@ public struct EventCodec: Sendable {
     struct Empty: Codable {}
 
     /// Encodes an event for the log, sealing personal data with `key`.
-    public func encode(_ event: SessionEvent, stream: String, key: SymmetricKey?) throws -> NewEvent {
+    public func encode(_ event: SessionEvent, stream: String, key: [UInt8]?) throws -> NewEvent {
         let data: Data
         switch event {
         case .issued(let i):
             guard let key else { throw SecretsError("no session key to seal destinations") }
             let sealed = try i.destinations.map { d in
-                let box = try AES.GCM.seal(Array(d.address.utf8), using: key,
+                let box = try AES.GCM.seal(Array(d.address.utf8), using: SymmetricKey(data: key),
                                            authenticating: Array("\(stream)\u{0}\(d.channel.rawValue)".utf8))
                 guard let combined = box.combined else { throw SecretsError("cannot seal a destination") }
                 return SealedDestination(channel: d.channel, sealed: combined.base64EncodedString())
@@ -79,7 +79,7 @@ public struct EventCodec: Sendable {
     }
 
     /// Decodes a stored event; destinations are opened with `key`, or left out when the key was erased.
-    public func decode(_ record: EventRecord, key: SymmetricKey?) throws -> SessionEvent {
+    public func decode(_ record: EventRecord, key: [UInt8]?) throws -> SessionEvent {
         let data = Data(record.data.utf8)
         switch record.type {
         case "issued":
@@ -87,7 +87,7 @@ public struct EventCodec: Sendable {
             let destinations: [Destination] = try key.map { key in
                 try s.destinations.map { d in
                     guard let combined = Data(base64Encoded: d.sealed) else { throw SecretsError("bad sealed destination") }
-                    let plain = try AES.GCM.open(AES.GCM.SealedBox(combined: combined), using: key,
+                    let plain = try AES.GCM.open(AES.GCM.SealedBox(combined: combined), using: SymmetricKey(data: key),
                                                  authenticating: Array("\(record.streamID)\u{0}\(d.channel.rawValue)".utf8))
                     return Destination(channel: d.channel, address: String(decoding: plain, as: UTF8.self))
                 }

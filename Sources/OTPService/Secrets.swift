@@ -4,16 +4,18 @@ import OTPDomain
 
 /// The server secret and the keys derived from it: code derivation, code digests, fingerprints, key sealing.
 public struct Secrets: Sendable {
-    private let codeKey: SymmetricKey
-    private let digestKey: SymmetricKey
-    private let fingerprintKey: SymmetricKey
-    private let sealingKey: SymmetricKey
+    // Key bytes, not SymmetricKey: swift-crypto's key type is not Sendable on Linux.
+    private let codeKey: [UInt8]
+    private let digestKey: [UInt8]
+    private let fingerprintKey: [UInt8]
+    private let sealingKey: [UInt8]
 
     /// Derives the keys from a secret of at least 32 bytes.
     public init(secret: [UInt8]) {
         let master = SymmetricKey(data: secret)
-        func derive(_ label: String) -> SymmetricKey {
+        func derive(_ label: String) -> [UInt8] {
             HKDF<SHA256>.deriveKey(inputKeyMaterial: master, info: Array(label.utf8), outputByteCount: 32)
+                .withUnsafeBytes { Array($0) }
         }
         codeKey = derive("otpd/v1/code")
         digestKey = derive("otpd/v1/digest")
@@ -24,22 +26,21 @@ public struct Secrets: Sendable {
     /// A keyed digest of ISSUE's arguments, so a repeat can be told from a conflict without keeping them.
     public func fingerprint(_ parts: [String]) -> String {
         let text = parts.joined(separator: "\u{0}")
-        return Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: fingerprintKey)))
+        return Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: SymmetricKey(data: fingerprintKey))))
     }
 
     /// A fresh per-session data key, sealed under the server secret and bound to the stream.
-    public func newSessionKey(stream: String) throws -> (key: SymmetricKey, sealed: [UInt8]) {
-        let key = SymmetricKey(size: .bits256)
-        let raw = key.withUnsafeBytes { Array($0) }
-        let box = try AES.GCM.seal(raw, using: sealingKey, authenticating: Array(stream.utf8))
+    public func newSessionKey(stream: String) throws -> (key: [UInt8], sealed: [UInt8]) {
+        let raw = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
+        let box = try AES.GCM.seal(raw, using: SymmetricKey(data: sealingKey), authenticating: Array(stream.utf8))
         guard let combined = box.combined else { throw SecretsError("cannot seal a session key") }
-        return (key, Array(combined))
+        return (raw, Array(combined))
     }
 
     /// Opens a sealed per-session key.
-    public func openSessionKey(_ sealed: [UInt8], stream: String) throws -> SymmetricKey {
+    public func openSessionKey(_ sealed: [UInt8], stream: String) throws -> [UInt8] {
         let box = try AES.GCM.SealedBox(combined: sealed)
-        return SymmetricKey(data: try AES.GCM.open(box, using: sealingKey, authenticating: Array(stream.utf8)))
+        return Array(try AES.GCM.open(box, using: SymmetricKey(data: sealingKey), authenticating: Array(stream.utf8)))
     }
 
     /// Loads the secret from config (`secret` hex or `secret_file`), else from `<dataDir>/secret`, creating it.
@@ -81,8 +82,8 @@ public struct SecretsError: Error, Sendable, CustomStringConvertible {
 /// The code itself is stored nowhere: the dispatcher derives it again from the seed for each message, so every
 /// step sends the same code and a database dump without the secret reveals nothing.
 public struct SecretCodeBook: CodeBook {
-    let codeKey: SymmetricKey
-    let digestKey: SymmetricKey
+    let codeKey: [UInt8]
+    let digestKey: [UInt8]
 
     /// Creates the book from the server's secrets.
     public init(_ secrets: Secrets) {
@@ -96,7 +97,7 @@ public struct SecretCodeBook: CodeBook {
     }
 
     public func code(seed: String, digits: Int, stream: String) -> String {
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(seed)".utf8), using: codeKey))
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(seed)".utf8), using: SymmetricKey(data: codeKey)))
         let value = mac.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         var modulus: UInt64 = 1
         for _ in 0..<digits { modulus *= 10 }
@@ -105,11 +106,11 @@ public struct SecretCodeBook: CodeBook {
     }
 
     public func digest(code: String, stream: String) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(code)".utf8), using: digestKey))
+        Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(code)".utf8), using: SymmetricKey(data: digestKey)))
     }
 }
 
 extension Secrets {
-    fileprivate var codeKeyForBook: SymmetricKey { codeKey }
-    fileprivate var digestKeyForBook: SymmetricKey { digestKey }
+    fileprivate var codeKeyForBook: [UInt8] { codeKey }
+    fileprivate var digestKeyForBook: [UInt8] { digestKey }
 }

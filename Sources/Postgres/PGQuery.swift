@@ -51,6 +51,12 @@ public struct PGQuery: Sendable, ExpressibleByStringInterpolation {
             sql += "$\(parameters.count)"
         }
 
+        /// Appends an optional value as the next `$n` parameter; `nil` is SQL NULL.
+        public mutating func appendInterpolation<Value: PGEncodable>(_ value: Value?) {
+            parameters.append(value?.pgText ?? nil)
+            sql += "$\(parameters.count)"
+        }
+
         /// Appends a trusted SQL fragment (e.g. a table name from code) verbatim.
         public mutating func appendInterpolation(unescaped fragment: String) {
             sql += fragment

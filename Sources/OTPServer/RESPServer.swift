@@ -1,0 +1,133 @@
+import Logging
+import NIOCore
+import NIOPosix
+import OTPService
+import RESP
+import ServiceLifecycle
+import Synchronization
+
+/// The TCP server: RESP/inline framing on the event loop, one task per connection, replies in request order.
+///
+/// On graceful shutdown it stops accepting, lets each connection finish the request in flight, then closes it.
+public final class RESPServer: Service {
+    let host: String
+    let port: Int
+    let handler: CommandHandler
+    let logger: Logger
+    let maxConnections: Int
+    let limits: RESPLimits
+    let group: any EventLoopGroup
+    let onListening: @Sendable (String, Int) -> Void
+    private let connections = Mutex(Registry())
+
+    private struct Registry {
+        var next = 0
+        var open: [Int: Entry] = [:]
+        var shuttingDown = false
+    }
+
+    private struct Entry {
+        var channel: any Channel
+        var busy: Bool
+    }
+
+    /// Creates a server; `onListening` is called with the bound address once it accepts connections.
+    public init(
+        host: String, port: Int, handler: CommandHandler, logger: Logger, maxConnections: Int = 10_000,
+        limits: RESPLimits = .standard, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        onListening: @escaping @Sendable (String, Int) -> Void
+    ) {
+        self.host = host
+        self.port = port
+        self.handler = handler
+        self.logger = logger
+        self.maxConnections = maxConnections
+        self.limits = limits
+        self.group = group
+        self.onListening = onListening
+    }
+
+    /// Binds, accepts and serves until graceful shutdown.
+    public func run() async throws {
+        let limits = self.limits
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(RESPRequestDecoder(limits: limits)))
+                    return try NIOAsyncChannel<RESPRequest, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let boundPort = server.channel.localAddress?.port ?? port
+        onListening(host, boundPort)
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await self.serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+            let idle = self.connections.withLock { r -> [any Channel] in
+                r.shuttingDown = true
+                return r.open.values.filter { !$0.busy }.map(\.channel)
+            }
+            for c in idle { c.close(promise: nil) }
+        }
+    }
+
+    private func register(_ channel: any Channel) -> Int? {
+        connections.withLock { r -> Int? in
+            guard !r.shuttingDown, r.open.count < maxConnections else { return nil }
+            r.next += 1
+            r.open[r.next] = Entry(channel: channel, busy: false)
+            return r.next
+        }
+    }
+
+    /// Marks a connection busy or idle; returns false when it should close (shutdown began while idle).
+    private func setBusy(_ id: Int, _ busy: Bool) -> Bool {
+        connections.withLock { r in
+            r.open[id]?.busy = busy
+            return !r.shuttingDown
+        }
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<RESPRequest, ByteBuffer>) async {
+        guard let id = register(connection.channel) else {
+            try? await connection.executeThenClose { _, outbound in
+                try await outbound.write(ByteBuffer(string: "-BUSY too many connections or shutting down\r\n"))
+            }
+            return
+        }
+        defer { _ = connections.withLock { $0.open.removeValue(forKey: id) } }
+        var state = handler.newConnection()
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                var out = ByteBuffer()
+                do {
+                    for try await request in inbound {
+                        guard setBusy(id, true) else { break }
+                        let reply = await handler.handle(request, state: &state)
+                        out.clear()
+                        reply.encode(into: &out, protocolVersion: state.protocolVersion)
+                        try await outbound.write(out)
+                        if state.closeAfterReply || !setBusy(id, false) { break }
+                    }
+                } catch let e as RESPProtocolError {
+                    out.clear()
+                    RESPValue.error("PROTO \(e.reason)").encode(into: &out, protocolVersion: state.protocolVersion)
+                    try await outbound.write(out)
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import Logging
+import OTPDomain
+
+/// A message on its way to a provider.
+public struct OutboundMessage: Sendable {
+    /// A stable id per step: the provider's idempotency key.
+    public var messageId: String
+    /// The tenant that issued the session.
+    public var tenant: String
+    /// The caller's session id.
+    public var session: String
+    /// Where to send (personal data: never logged outside the log driver).
+    public var to: String
+    /// The rendered message.
+    public var message: Message
+}
+
+/// What a provider said about a message.
+public enum DriverResult: Sendable, Equatable {
+    /// Accepted; the provider's reference if it gave one.
+    case accepted(providerRef: String?)
+    /// Refused for good (4xx): escalate now.
+    case permanentFailure(String)
+    /// Failed in a way worth retrying (5xx, refused connection, timeout).
+    case transientFailure(String)
+}
+
+/// Sends messages of one channel to a provider.
+public protocol ChannelDriver: Sendable {
+    /// The provider's name, recorded in `sent`.
+    var name: String { get }
+    /// Hands one message to the provider.
+    func send(_ message: OutboundMessage) async -> DriverResult
+}
+
+/// Development driver: prints the message, code included, to the server's output.
+public struct LogDriver: ChannelDriver {
+    public var name: String { "log" }
+    let write: @Sendable (String) -> Void
+
+    /// Creates a driver printing through `write` (standard output by default).
+    public init(write: @escaping @Sendable (String) -> Void = { line in
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }) {
+        self.write = write
+    }
+
+    public func send(_ m: OutboundMessage) async -> DriverResult {
+        var lines = ["[log driver] \(m.message.channel.rawValue) to \(m.to) (tenant \(m.tenant), session \(m.session), message \(m.messageId))"]
+        if let subject = m.message.subject { lines.append("  Subject: \(subject)") }
+        if let title = m.message.title { lines.append("  Title: \(title)") }
+        lines += m.message.text.split(separator: "\n", omittingEmptySubsequences: false).map { "  | \($0)" }
+        write(lines.joined(separator: "\n"))
+        return .accepted(providerRef: nil)
+    }
+}
+
+/// Benchmark driver: accepts every message and prints nothing.
+public struct NullDriver: ChannelDriver {
+    public var name: String { "null" }
+    public init() {}
+    public func send(_ message: OutboundMessage) async -> DriverResult { .accepted(providerRef: nil) }
+}

@@ -1,0 +1,165 @@
+import Crypto
+import EventStore
+import OTPDomain
+import Postgres
+
+/// The result of a command: the session's state after it, what was decided, and the database time.
+public struct CommandOutcome: Sendable {
+    /// The state after the command's events.
+    public var state: SessionState
+    /// The events appended and, for VERIFY, the result.
+    public var decision: Decision
+    /// The database clock when the command ran (Unix epoch milliseconds).
+    public var now: Int64
+}
+
+/// A session loaded for reading: its state, its stored events and the database time.
+public struct LoadedSession: Sendable {
+    /// The folded state.
+    public var state: SessionState
+    /// The stored events, oldest first.
+    public var records: [EventRecord]
+    /// The database clock at the read.
+    public var now: Int64
+}
+
+/// Runs commands against sessions: load, decide, append with the expected version, in one transaction.
+///
+/// A version conflict (another writer appended first) rolls back and decides again, a bounded number of
+/// times; a reply is built only from a committed transaction.
+public final class SessionService: Sendable {
+    /// The database.
+    public let pool: PGPool
+    let secrets: Secrets
+    let codes: SecretCodeBook
+    let codec = EventCodec()
+    let policies: PolicyBook
+    let limits: Limits
+    /// Signalled after a transaction that queued a message.
+    public let outboxSignal = Signal()
+
+    static let maxConflictRetries = 8
+
+    /// Creates the service.
+    public init(pool: PGPool, secrets: Secrets, policies: PolicyBook, limits: Limits) {
+        self.pool = pool
+        self.secrets = secrets
+        self.codes = SecretCodeBook(secrets)
+        self.policies = policies
+        self.limits = limits
+    }
+
+    /// The stream id of a tenant's session.
+    public static func stream(tenant: String, session: String) -> String { "\(tenant)/\(session)" }
+
+    /// Issues a session: computes the request's fingerprint and plan, then runs ISSUE.
+    public func issue(_ request: IssueRequest, tenant: String) async throws -> CommandOutcome {
+        var request = request
+        request.fingerprint = secrets.fingerprint([
+            request.session,
+            request.destinations.map { "\($0.channel.rawValue):\($0.address)" }.sorted().joined(separator: ","),
+            request.policy ?? "", String(request.ttlSeconds), String(request.digits), String(request.maxAttempts),
+            request.locale, request.app ?? "", request.prefer.map(\.rawValue).joined(separator: ","),
+            request.carrier ?? "",
+        ])
+        let plan = try policies.plan(
+            policyName: request.policy, destinations: request.destinations, prefer: request.prefer,
+            carrier: request.carrier, pick: { Int.random(in: 0..<$0) })
+        return try await execute(.issue(request, plan), tenant: tenant, session: request.session)
+    }
+
+    /// Runs a command on a session; `also` runs in the same transaction after the append.
+    public func execute(
+        _ command: SessionCommand, tenant: String, session: String,
+        also: (@Sendable (PGConnection, SessionState) throws -> Void)? = nil
+    ) async throws -> CommandOutcome {
+        let stream = Self.stream(tenant: tenant, session: session)
+        var attempt = 0
+        while true {
+            do {
+                let outcome = try await pool.withConnection { conn in
+                    try conn.transaction { conn in try self.run(command, stream: stream, also: also, on: conn) }
+                }
+                if outcome.decision.events.contains(where: Self.startsStep) { outboxSignal.signal() }
+                return outcome
+            } catch let e as AppendError where e == .versionConflict && attempt < Self.maxConflictRetries {
+                attempt += 1
+            } catch let e as PGError where e.isUniqueViolation && attempt < Self.maxConflictRetries {
+                attempt += 1  // two ISSUEs raced to create the session key: the loser decides again
+            }
+        }
+    }
+
+    /// Reads a session: its state and events, consistent with its stream.
+    public func load(tenant: String, session: String) async throws -> LoadedSession {
+        let stream = Self.stream(tenant: tenant, session: session)
+        return try await pool.withConnection { conn in
+            let now = try EventStore.now(on: conn)
+            let (records, state) = try self.load(stream: stream, on: conn)
+            return LoadedSession(state: state, records: records, now: now)
+        }
+    }
+
+    /// Loads and folds a stream on a connection.
+    func load(stream: String, on conn: PGConnection) throws -> ([EventRecord], SessionState) {
+        let records = try EventStore.read(stream: stream, on: conn)
+        guard !records.isEmpty else { return ([], SessionState()) }
+        let key = try sessionKey(stream: stream, on: conn)
+        let events = try records.map { (event: try codec.decode($0, key: key), at: $0.at) }
+        return (records, SessionDecider.fold(events))
+    }
+
+    /// Rebuilds a state from stored records alone, for REPLAY.
+    public func fold(_ records: [EventRecord], tenant: String, session: String) async throws -> SessionState {
+        let stream = Self.stream(tenant: tenant, session: session)
+        let key = try await pool.withConnection { conn in try self.sessionKey(stream: stream, on: conn) }
+        return SessionDecider.fold(try records.map { (event: try codec.decode($0, key: key), at: $0.at) })
+    }
+
+    private func sessionKey(stream: String, on conn: PGConnection) throws -> [UInt8]? {
+        let rows = try conn.query("SELECT sealed_key FROM session_keys WHERE stream_id = \(stream)").rows
+        guard let row = rows.first else { return nil }  // erased: destinations are gone, history stays
+        return try secrets.openSessionKey(try row.decode("sealed_key", as: [UInt8].self), stream: stream)
+    }
+
+    private func run(
+        _ command: SessionCommand, stream: String, also: (@Sendable (PGConnection, SessionState) throws -> Void)?,
+        on conn: PGConnection
+    ) throws -> CommandOutcome {
+        let now = try EventStore.now(on: conn)
+        let (records, state) = try load(stream: stream, on: conn)
+        let context = DecisionContext(now: now, stream: stream, codes: codes, minGapMs: limits.minGapPerChannelMs)
+        let decision = try SessionDecider.decide(command, state: state, context: context)
+        var next = state
+        if !decision.events.isEmpty {
+            var key = try sessionKey(stream: stream, on: conn)
+            if case .issued = decision.events[0] {
+                let fresh = try secrets.newSessionKey(stream: stream)
+                try conn.query("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream), \(fresh.sealed))")
+                key = fresh.key
+            }
+            let stored = try decision.events.map { try codec.encode($0, stream: stream, key: key) }
+            try EventStore.append(stored, to: stream, expectedVersion: state.version,
+                                  headHash: records.last?.hash ?? HashChain.genesis, at: now, on: conn)
+            for (i, event) in decision.events.enumerated() {
+                next = SessionDecider.evolve(next, event, at: now)
+                if Self.startsStep(event), let step = next.currentStep {
+                    try conn.query("""
+                        INSERT INTO outbox (stream_id, token, step, channel)
+                        VALUES (\(stream), \(state.version + i + 1), \(next.step), \(step.channel.rawValue))
+                        """)
+                }
+            }
+        }
+        try also?(conn, next)
+        return CommandOutcome(state: next, decision: decision, now: now)
+    }
+
+    /// Whether an event queues a message (the first step, or a move to a step).
+    static func startsStep(_ event: SessionEvent) -> Bool {
+        switch event {
+        case .issued, .escalated: true
+        default: false
+        }
+    }
+}

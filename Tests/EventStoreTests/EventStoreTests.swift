@@ -1,0 +1,141 @@
+import EventStore
+import Foundation
+import Postgres
+import PostgresTesting
+import Testing
+
+let schemaDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("schema").path
+
+/// A fresh, migrated database.
+func migratedDatabase(_ label: String) async throws -> String {
+    let url = try await TestDatabase.make(label: label)
+    let conn = try PGConnection(url: url)
+    defer { conn.close() }
+    try Migrator(directory: schemaDirectory).apply(on: conn)
+    return url
+}
+
+func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)}"#) }
+
+@Suite struct EventStoreTests {
+    @Test func appendThenReadKeepsOrderTextAndChain() async throws {
+        let url = try await migratedDatabase("es_read")
+        let conn = try PGConnection(url: url)
+        defer { conn.close() }
+        let now = try EventStore.now(on: conn)
+        try EventStore.append([event(1), event(2)], to: "t/s1", expectedVersion: 0, headHash: [], at: now, on: conn)
+        let first = try EventStore.read(stream: "t/s1", on: conn)
+        try EventStore.append([event(3)], to: "t/s1", expectedVersion: 2, headHash: first[1].hash, at: now + 1, on: conn)
+        let all = try EventStore.read(stream: "t/s1", on: conn)
+        #expect(all.map(\.version) == [1, 2, 3])
+        #expect(all.map(\.data) == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
+        #expect(all[0].prevHash == HashChain.genesis)
+        #expect(all[1].prevHash == all[0].hash)
+        #expect(all[2].prevHash == all[1].hash)
+        #expect(HashChain.firstBrokenVersion(all) == nil)
+        #expect(try EventStore.read(stream: "t/other", on: conn).isEmpty)
+    }
+
+    @Test func aConflictingAppendNeverOverwrites() async throws {
+        let url = try await migratedDatabase("es_conflict")
+        let a = try PGConnection(url: url)
+        let b = try PGConnection(url: url)
+        defer { a.close(); b.close() }
+        try EventStore.append([event(1)], to: "t/s", expectedVersion: 0, headHash: [], at: 1, on: a)
+        let head = try EventStore.read(stream: "t/s", on: a)[0].hash
+        // Both writers read version 1; the first commits, the second must fail without writing.
+        try a.transaction { c in
+            try EventStore.append([event(2)], to: "t/s", expectedVersion: 1, headHash: head, at: 2, on: c)
+        }
+        #expect(throws: AppendError.versionConflict) {
+            try b.transaction { c in
+                try EventStore.append([NewEvent(type: "other", data: "{}")], to: "t/s", expectedVersion: 1,
+                                      headHash: head, at: 3, on: c)
+            }
+        }
+        let all = try EventStore.read(stream: "t/s", on: a)
+        #expect(all.map(\.type) == ["happened", "happened"])
+        #expect(all[1].data == #"{"n":2}"#)
+    }
+
+    @Test func editedOrDeletedRowsBreakTheChainAtTheirVersion() async throws {
+        let url = try await migratedDatabase("es_tamper")
+        let conn = try PGConnection(url: url)
+        defer { conn.close() }
+        try EventStore.append((1...4).map(event), to: "t/s", expectedVersion: 0, headHash: [], at: 5, on: conn)
+        try conn.query(#"UPDATE events SET data = '{"n":99}' WHERE stream_id = 't/s' AND version = 3"#)
+        #expect(HashChain.firstBrokenVersion(try EventStore.read(stream: "t/s", on: conn)) == 3)
+        try conn.query(#"UPDATE events SET data = '{"n":3}' WHERE stream_id = 't/s' AND version = 3"#)
+        #expect(HashChain.firstBrokenVersion(try EventStore.read(stream: "t/s", on: conn)) == nil)
+        try conn.query("DELETE FROM events WHERE stream_id = 't/s' AND version = 2")
+        #expect(HashChain.firstBrokenVersion(try EventStore.read(stream: "t/s", on: conn)) == 2)
+    }
+
+    /// R4: a transaction that began first but commits last is still read, exactly once, in its place.
+    @Test func logReadersSeeEveryEventOnceWhenCommitsComeOutOfOrder() async throws {
+        let url = try await migratedDatabase("es_order")
+        let slow = try PGConnection(url: url)
+        let fast = try PGConnection(url: url)
+        let reader = try PGConnection(url: url)
+        defer { slow.close(); fast.close(); reader.close() }
+
+        try slow.execute("BEGIN")
+        try EventStore.append([event(1)], to: "t/slow", expectedVersion: 0, headHash: [], at: 1, on: slow)
+        for i in 0..<5 {
+            try fast.transaction { c in
+                try EventStore.append([event(10 + i)], to: "t/fast\(i)", expectedVersion: 0, headHash: [], at: 2, on: c)
+            }
+        }
+        // The slow transaction is still open: nothing after it may be handed out yet.
+        var seen: [String] = []
+        var position = LogPosition.start
+        func drain() throws {
+            while true {
+                let batch = try EventStore.readLog(after: position, limit: 2, on: reader)
+                if batch.isEmpty { return }
+                seen += batch.map(\.record.streamID)
+                position = batch.last!.position
+            }
+        }
+        /// Other suites share the cluster and their open transactions hold the horizon back too: poll, bounded.
+        func drain(until count: Int) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while seen.count < count && ContinuousClock.now < deadline {
+                try drain()
+                if seen.count < count { try await Task.sleep(for: .milliseconds(20)) }
+            }
+        }
+        try drain()
+        #expect(seen.isEmpty)
+        try slow.execute("COMMIT")
+        try await drain(until: 6)
+        #expect(seen == ["t/slow"] + (0..<5).map { "t/fast\($0)" })
+        // Reading again from the last checkpoint yields nothing twice.
+        try drain()
+        #expect(seen.count == 6)
+        // A rolled-back append never appears.
+        try slow.execute("BEGIN")
+        try EventStore.append([event(99)], to: "t/rolledback", expectedVersion: 0, headHash: [], at: 3, on: slow)
+        try slow.execute("ROLLBACK")
+        try fast.transaction { c in
+            try EventStore.append([event(7)], to: "t/after", expectedVersion: 0, headHash: [], at: 4, on: c)
+        }
+        try await drain(until: 7)
+        #expect(seen.suffix(1) == ["t/after"])
+        #expect(!seen.contains("t/rolledback"))
+    }
+
+    @Test func migrationsApplyOnceAndRecordThemselves() async throws {
+        let url = try await TestDatabase.make(label: "es_migrate")
+        let conn = try PGConnection(url: url)
+        defer { conn.close() }
+        let migrator = try Migrator(directory: schemaDirectory)
+        let first = try migrator.apply(on: conn)
+        #expect(first == migrator.migrations.map(\.name))
+        #expect(try migrator.apply(on: conn).isEmpty)
+        let recorded = try conn.query("SELECT count(*) FROM schema_migrations").rows[0].decode(0, as: Int.self)
+        #expect(recorded == migrator.migrations.count)
+    }
+}
+

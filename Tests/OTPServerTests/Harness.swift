@@ -1,0 +1,196 @@
+import EventStore
+import Foundation
+import Logging
+import OTPDomain
+import OTPServer
+import OTPService
+import Postgres
+import PostgresTesting
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+/// The repository's root, found from this file's path.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+/// Collects what the log driver prints, so a test can read codes as a developer reads the server's output.
+final class CapturedLog: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    func append(_ text: String) { lines.withLock { $0.append(contentsOf: text.split(separator: "\n").map(String.init)) } }
+    var all: [String] { lines.withLock { $0 } }
+
+    /// Every code printed for a session, in order.
+    func codes(session: String) -> [String] {
+        var out: [String] = []
+        var inSession = false
+        for line in all {
+            if line.hasPrefix("[log driver]") {
+                inSession = line.contains("session \(session),")
+            } else if inSession, let r = line.range(of: #"code is (\d+)"#, options: .regularExpression) {
+                out.append(String(line[r].dropFirst(8)))
+            }
+        }
+        return out
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; no fixed sleeps.
+func eventually<T>(timeout: Duration = .seconds(10), _ what: String, _ condition: () async throws -> T?) async throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if let value = try await condition() { return value }
+        if ContinuousClock.now > deadline { throw HarnessError("timed out waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A real otpd server (RESP server, dispatcher, service) on a free loopback port, on a fresh database.
+final class TestServer: Sendable {
+    let port: Int
+    let databaseURL: String
+    let log: CapturedLog
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+    let pool: PGPool
+
+    static func start(label: String, config: String = "") async throws -> TestServer {
+        let url = try await TestDatabase.make(label: label)
+        let conn = try PGConnection(url: url)
+        try Migrator(directory: repositoryRoot + "/schema").apply(on: conn)
+        conn.close()
+        let c = try Configuration.parse(config, file: "test.toml")
+        let secrets = Secrets(secret: Array(repeating: 7, count: 32))
+        let pool = PGPool(url: url, size: 4)
+        let service = SessionService(pool: pool, secrets: secrets, policies: PolicyBook(policies: c.policies), limits: c.limits)
+        let log = CapturedLog()
+        var drivers: [Channel: any ChannelDriver] = [:]
+        for ch in Channel.allCases { drivers[ch] = LogDriver(write: { log.append($0) }) }
+        var logger = Logger(label: "otpd-test")
+        logger.logLevel = .warning
+        let dispatcher = Dispatcher(
+            service: service, drivers: drivers, settings: c.channels,
+            renderer: MessageRenderer(settings: MessageSettings(appName: c.appName, appDomain: c.appDomain)),
+            logger: logger, pollInterval: .milliseconds(50))
+        let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
+        let bound = Mutex<Int?>(nil)
+        let server = RESPServer(host: "127.0.0.1", port: 0, handler: handler, logger: logger,
+                                maxConnections: c.maxConnections) { _, port in bound.withLock { $0 = port } }
+        let group = ServiceGroup(services: [dispatcher, server], logger: logger)
+        let task = Task { try await group.run() }
+        let port = try await eventually("the server to listen") { bound.withLock { $0 } }
+        return TestServer(port: port, databaseURL: url, log: log, group: group, task: task, pool: pool)
+    }
+
+    private init(port: Int, databaseURL: String, log: CapturedLog, group: ServiceGroup, task: Task<Void, any Error>, pool: PGPool) {
+        self.port = port
+        self.databaseURL = databaseURL
+        self.log = log
+        self.group = group
+        self.task = task
+        self.pool = pool
+    }
+
+    /// The code the log driver printed for a session (the latest), waiting for the dispatcher.
+    func code(session: String) async throws -> String {
+        try await eventually("a code for \(session) in the log") { log.codes(session: session).last }
+    }
+
+    /// Waits until the session's current step was handed to the provider.
+    func waitUntilSent(_ session: String) async throws {
+        _ = try await eventually("\(session) sent") {
+            pairs(try await redisCLI(port, ["STATUS", session]))["status"] == "sent" ? true : nil
+        }
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+        await pool.close()
+    }
+}
+
+/// The result of a client process.
+struct ProcessResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a program to completion without blocking a cooperative thread.
+func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe()
+    let err = Pipe()
+    let inp = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = inp
+    let outData = Mutex(Data())
+    let errData = Mutex(Data())
+    out.fileHandleForReading.readabilityHandler = { h in
+        let d = h.availableData
+        outData.withLock { $0.append(d) }
+    }
+    err.fileHandleForReading.readabilityHandler = { h in
+        let d = h.availableData
+        errData.withLock { $0.append(d) }
+    }
+    let status: Int32 = try await withCheckedThrowingContinuation { c in
+        p.terminationHandler = { proc in c.resume(returning: proc.terminationStatus) }
+        do {
+            try p.run()
+            if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
+            try? inp.fileHandleForWriting.close()
+        } catch {
+            c.resume(throwing: error)
+        }
+    }
+    out.fileHandleForReading.readabilityHandler = nil
+    err.fileHandleForReading.readabilityHandler = nil
+    let restOut = out.fileHandleForReading.readDataToEndOfFile()
+    let restErr = err.fileHandleForReading.readDataToEndOfFile()
+    let o = outData.withLock { $0 + restOut }
+    let e = errData.withLock { $0 + restErr }
+    return ProcessResult(status: status, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+}
+
+/// redis-cli against the test server; returns its output lines.
+func redisCLI(_ port: Int, _ args: [String], extra: [String] = []) async throws -> [String] {
+    let r = try await run(["redis-cli", "-p", String(port)] + extra + args)
+    #expect(r.status == 0, "redis-cli failed: \(r.stderr)")
+    var lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    if lines.last == "" { lines.removeLast() }
+    return lines
+}
+
+/// Runs a Python script (redis-py or raw sockets) with PORT in its environment; returns its output.
+func python(_ port: Int, _ script: String, env: [String: String] = [:]) async throws -> String {
+    var e = env
+    e["PORT"] = String(port)
+    let r = try await run(["python3", "-c", script], environment: e)
+    guard r.status == 0 else { throw HarnessError("python failed (\(r.status)): \(r.stderr)\n\(r.stdout)") }
+    return r.stdout
+}
+
+/// A RESP2 flat map reply as printed by redis-cli (key, value, key, value ...) into a dictionary.
+func pairs(_ lines: [String]) -> [String: String] {
+    var d: [String: String] = [:]
+    var i = 0
+    while i + 1 < lines.count {
+        d[lines[i]] = lines[i + 1]
+        i += 2
+    }
+    return d
+}

@@ -1,0 +1,252 @@
+import Postgres
+import PostgresTesting
+import Testing
+
+@Suite("PGConnection against a real server")
+struct ConnectionTests {
+    @Test func parametersAreNeverConcatenatedIntoSQL() async throws {
+        let evil = "'; DROP TABLE x; --"
+        let (readBack, matches, remaining) = try await withWorker("inject") { worker in
+            try await worker.submit { connection in
+                try connection.execute("CREATE TABLE x (id serial PRIMARY KEY, v text NOT NULL)")
+                try connection.query("INSERT INTO x (v) VALUES (\(evil))")
+                let rows = try connection.query("SELECT v FROM x WHERE v = \(evil)").rows
+                let count = try connection.query("SELECT count(*) AS n FROM x").rows.first?.decode("n", as: Int.self)
+                return (try rows.first?.decode("v", as: String.self), rows.count, count)
+            }
+        }
+        #expect(readBack == evil)
+        #expect(matches == 1)
+        #expect(remaining == 1)
+    }
+
+    @Test func nullsRoundTripAsNil() async throws {
+        let rows = try await withWorker("nulls") { worker in
+            try await worker.submit { connection in
+                try connection.execute("CREATE TABLE n (id int PRIMARY KEY, a int, b text)")
+                try connection.query("INSERT INTO n VALUES (1, \(nil as Int?), \(nil as String?))")
+                try connection.query("INSERT INTO n VALUES (2, \(Optional(7)), \(Optional("x")))")
+                return try connection.query("SELECT id, a, b FROM n ORDER BY id").rows
+            }
+        }
+        try #require(rows.count == 2)
+        #expect(rows[0]["a"] == nil)
+        #expect(try rows[0].decodeIfPresent("a", as: Int.self) == nil)
+        #expect(try rows[0].decodeIfPresent("b", as: String.self) == nil)
+        let error = #expect(throws: PGError.self) { try rows[0].decode("a", as: Int.self) }
+        #expect(error?.code == .decoding)
+        #expect(try rows[1].decodeIfPresent("a", as: Int.self) == 7)
+        #expect(try rows[1].decode("b", as: String.self) == "x")
+    }
+
+    @Test func byteaRoundTripsEveryByteValue() async throws {
+        let bytes = (0...255).map { UInt8($0) } + [0, 0, 255]
+        let (decoded, length, empty) = try await withWorker("bytea") { worker in
+            try await worker.submit { connection in
+                let row = try connection.query(
+                    "SELECT \(bytes)::bytea AS b, octet_length(\(bytes)::bytea) AS n, \([UInt8]())::bytea AS e"
+                ).rows.first
+                return (
+                    try row?.decode("b", as: [UInt8].self), try row?.decode("n", as: Int.self),
+                    try row?.decode("e", as: [UInt8].self)
+                )
+            }
+        }
+        #expect(decoded == bytes)
+        #expect(length == bytes.count)
+        #expect(empty == [])
+    }
+
+    @Test func integerExtremesBooleansAndDoublesRoundTrip() async throws {
+        let row = try await withWorker("numbers") { worker in
+            try await worker.submit { connection in
+                try connection.query(
+                    """
+                    SELECT \(Int64.max)::bigint AS max64, \(Int64.min)::bigint AS min64,
+                           \(Int32.max)::int AS max32, \(Int32.min)::int AS min32, \(Int.min)::bigint AS minInt,
+                           \(true)::bool AS t, \(false)::bool AS f, \(0.1)::float8 AS tenth,
+                           \(Double.infinity)::float8 AS inf, \("naïve ✓")::text AS unicode
+                    """
+                ).rows.first
+            }
+        }
+        let r = try #require(row)
+        #expect(try r.decode("max64", as: Int64.self) == .max)
+        #expect(try r.decode("min64", as: Int64.self) == .min)
+        #expect(try r.decode("max32", as: Int32.self) == .max)
+        #expect(try r.decode("min32", as: Int32.self) == .min)
+        #expect(try r.decode("minint", as: Int.self) == .min)
+        #expect(try r.decode("t", as: Bool.self) == true)
+        #expect(try r.decode("f", as: Bool.self) == false)
+        #expect(try r.decode("tenth", as: Double.self) == 0.1)
+        #expect(try r.decode("inf", as: Double.self) == .infinity)
+        #expect(try r.decode("unicode", as: String.self) == "naïve ✓")
+    }
+
+    @Test func uniqueViolationCarriesSQLStateButNotTheValue() async throws {
+        let secret = "secret-value-4711"
+        let outcome: Result<Int, PGError> = try await withWorker("unique") { worker in
+            try await worker.submit { connection in
+                try connection.execute("CREATE TABLE u (id text PRIMARY KEY)")
+                let first = try connection.query("INSERT INTO u VALUES (\(secret))").affectedRows
+                do {
+                    try connection.query("INSERT INTO u VALUES (\(secret))")
+                    return .success(first)
+                } catch let error as PGError {
+                    return .failure(error)
+                }
+            }
+        }
+        guard case .failure(let error) = outcome else {
+            Issue.record("the duplicate insert succeeded")
+            return
+        }
+        #expect(error.code == .server)
+        #expect(error.sqlState == "23505")
+        #expect(error.isUniqueViolation)
+        #expect(!error.description.contains(secret))
+        #expect(!String(describing: error).contains(secret))
+        #expect(!error.debugDescription.contains(secret))
+        #expect(!error.debugDescription.contains("Key ("))
+        #expect(error.debugDescription.contains("u_pkey"))
+    }
+
+    @Test func transactionRollsBackWhenTheBodyThrows() async throws {
+        let (rolledBack, committed, caught) = try await withWorker("txn") { worker in
+            try await worker.submit { connection in
+                try connection.execute("CREATE TABLE t (v int)")
+                var caught: (any Error)?
+                do {
+                    try connection.transaction { tx in
+                        try tx.query("INSERT INTO t VALUES (\(1))")
+                        throw Boom()
+                    }
+                } catch {
+                    caught = error
+                }
+                let afterRollback = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode("n", as: Int.self)
+                let inserted = try connection.transaction { tx in
+                    try tx.query("INSERT INTO t VALUES (\(2)), (\(3))").affectedRows
+                }
+                let afterCommit = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode("n", as: Int.self)
+                return (afterRollback, afterCommit.map { ($0, inserted) }, caught is Boom)
+            }
+        }
+        #expect(rolledBack == 0)
+        #expect(committed?.0 == 2)
+        #expect(committed?.1 == 2)
+        #expect(caught)
+    }
+
+    @Test func transactionWithASwallowedErrorIsRolledBackNotCommitted() async throws {
+        let (sqlState, count, nestedCount) = try await withWorker("txnabort") { worker in
+            try await worker.submit { connection in
+                try connection.execute("CREATE TABLE t (v int)")
+                var sqlState: String?
+                do {
+                    try connection.transaction { tx in
+                        try tx.query("INSERT INTO t VALUES (\(1))")
+                        _ = try? tx.query("SELECT 1 / \(0)")
+                    }
+                } catch let error as PGError {
+                    sqlState = error.sqlState
+                }
+                let count = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode("n", as: Int.self)
+                // A nested transaction is a savepoint: its failure does not abort the outer one.
+                try connection.transaction { tx in
+                    try tx.query("INSERT INTO t VALUES (\(10))")
+                    _ = try? tx.transaction { inner in
+                        try inner.query("INSERT INTO t VALUES (\(11))")
+                        throw Boom()
+                    }
+                }
+                let nested = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode("n", as: Int.self)
+                return (sqlState, count, nested)
+            }
+        }
+        #expect(sqlState == "25P02")
+        #expect(count == 0)
+        #expect(nestedCount == 1)
+    }
+
+    @Test func statementTimeoutCancelsSlowQueriesQuickly() async throws {
+        let settings = PGSettings(statementTimeout: .milliseconds(200))
+        let (error, elapsed, usable) = try await withWorker("timeout", settings: settings) { worker in
+            let start = ContinuousClock.now
+            var caught: PGError?
+            do {
+                _ = try await worker.submit { connection in try connection.query("SELECT pg_sleep(10)") }
+            } catch let error as PGError {
+                caught = error
+            }
+            let elapsed = start.duration(to: .now)
+            let usable = try await worker.submit { connection in
+                try connection.query("SELECT \(1)::int AS one").rows.first?.decode("one", as: Int.self)
+            }
+            return (caught, elapsed, usable)
+        }
+        #expect(error?.isQueryCanceled == true)
+        #expect(error?.code == .server)
+        #expect(elapsed < .seconds(3))
+        #expect(usable == 1)
+    }
+
+    @Test func sessionSettingsAreApplied() async throws {
+        let settings = PGSettings(
+            statementTimeout: .milliseconds(1500), lockTimeout: .milliseconds(700),
+            idleInTransactionTimeout: .seconds(9), applicationName: "otpd-test"
+        )
+        let row = try await withWorker("settings", settings: settings) { worker in
+            try await worker.submit { connection in
+                try connection.query(
+                    """
+                    SELECT current_setting('statement_timeout') AS st, current_setting('lock_timeout') AS lt,
+                           current_setting('idle_in_transaction_session_timeout') AS it,
+                           current_setting('application_name') AS app
+                    """
+                ).rows.first
+            }
+        }
+        #expect(row?["st"] == "1500ms")
+        #expect(row?["lt"] == "700ms")
+        #expect(row?["it"] == "9s")
+        #expect(row?["app"] == "otpd-test")
+    }
+
+    @Test func listenNotifyRoundTrip() async throws {
+        let url = try await TestDatabase.make(label: "notify")
+        let listener = PGWorker(url: url)
+        let notifier = PGWorker(url: url)
+        let outcome: Result<(PGNotification?, PGNotification?), any Error>
+        do {
+            let quiet = try await listener.submit { connection in
+                try connection.query("LISTEN \(identifier: "otpd_events")")
+                return try connection.waitForNotification(timeout: .milliseconds(100))
+            }
+            try await notifier.submit { connection in
+                _ = try connection.query("SELECT pg_notify(\("otpd_events"), \("hello 'world'"))")
+            }
+            let received = try await listener.submit { connection in
+                try connection.waitForNotification(timeout: .seconds(5))
+            }
+            outcome = .success((quiet, received))
+        } catch {
+            outcome = .failure(error)
+        }
+        await listener.close()
+        await notifier.close()
+        let (quiet, notification) = try outcome.get()
+        #expect(quiet == nil)
+        #expect(notification?.channel == "otpd_events")
+        #expect(notification?.payload == "hello 'world'")
+    }
+
+    @Test func directConnectionReportsConnectionErrorsWithoutHanging() throws {
+        // Port 1 on loopback is closed: the connect fails immediately with `.connection`.
+        let error = #expect(throws: PGError.self) {
+            _ = try PGConnection(url: "postgresql://otpd@127.0.0.1:1/otpd")
+        }
+        #expect(error?.code == .connection)
+        #expect(error?.sqlState == nil)
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Postgres
+import PostgresTesting
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@Suite("EmbeddedPostgres and reconnects")
+struct EmbeddedPostgresTests {
+    /// Creates a root-owned 0700 directory (unreachable for the postgres user when we are root).
+    private func privateTemporaryDirectory() throws -> String {
+        var template = Array("/var/tmp/otpd-pgtest-XXXXXX".utf8CString)
+        return try template.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress, mkdtemp(base) != nil else {
+                throw PGError(code: .launch, message: "mkdtemp failed")
+            }
+            return String(cString: base)
+        }
+    }
+
+    @Test func stoppedServerFailsFastThenThePoolRecoversAfterRestart() async throws {
+        let directory = try privateTemporaryDirectory()
+        let requested = directory + "/data"
+        let cluster = EmbeddedPostgres(
+            dataDirectory: requested,
+            database: "otpd",
+            settings: ["fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"]
+        )
+        let effective = cluster.effectiveDataDirectory
+        if geteuid() == 0 {
+            // A root-owned 0700 parent is unreachable for postgres: the cluster moves under /var/tmp.
+            #expect(effective.hasPrefix("/var/tmp/otpd-"))
+            #expect(effective != requested)
+        } else {
+            #expect(effective == requested)
+        }
+        let clusterDirectory = (effective as NSString).deletingLastPathComponent
+        TestClusterCleanup.register(cluster, removing: clusterDirectory)
+
+        let url = try await BlockingThread.run { try cluster.start() }
+        #expect(url.hasPrefix("postgresql://otpd@127.0.0.1:"))
+        #expect(url.hasSuffix("/otpd"))
+        #expect(FileManager.default.fileExists(atPath: effective + "/PG_VERSION"))
+
+        let pool = PGPool(url: url, size: 2, acquireTimeout: .seconds(2))
+        let one = try await pool.withConnection { connection in
+            try connection.query("SELECT \(1)::int AS one").rows.first?.decode("one", as: Int.self)
+        }
+        #expect(one == 1)
+
+        try await BlockingThread.run { cluster.stop() }
+        for _ in 0..<3 {
+            let start = ContinuousClock.now
+            let error = await #expect(throws: PGError.self) {
+                try await pool.withConnection { connection in try connection.query("SELECT 1") }
+            }
+            #expect(error?.code == .connection)
+            #expect(start.duration(to: .now) < .seconds(2))
+        }
+
+        let restartedURL = try await BlockingThread.run { try cluster.start() }
+        #expect(restartedURL == url)  // the previous port is reused, so existing pools can reconnect
+        let recovered: Int? = await poll(for: .seconds(20)) {
+            try? await pool.withConnection { connection in
+                try connection.query("SELECT \(2)::int AS two").rows.first?.decode("two", as: Int.self)
+            }
+        }
+        #expect(recovered == 2)
+        await pool.close()
+
+        // A port that is already taken gives a clear launch error with the log tail.
+        try await BlockingThread.run { cluster.stop() }
+        let admin = try PGURL(parsing: try await TestDatabase.adminURL())
+        let busyPort = try #require(admin.port)
+        let conflicting = EmbeddedPostgres(dataDirectory: requested, settings: ["fsync": "off"], port: busyPort)
+        let launchError = await #expect(throws: PGError.self) {
+            try await BlockingThread.run { try conflicting.start() }
+        }
+        #expect(launchError?.code == .launch)
+        #expect(launchError?.description.contains("already in use") == true)
+        #expect(launchError?.description.contains("log tail") == true)
+
+        try? FileManager.default.removeItem(atPath: clusterDirectory)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}

@@ -1,0 +1,122 @@
+import Postgres
+import PostgresTesting
+import Synchronization
+import Testing
+
+/// A flag shared between a test and a body running on a worker thread.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}
+
+@Suite("PGPool")
+struct PoolTests {
+    @Test func poolRunsManyConcurrentBodies() async throws {
+        let url = try await TestDatabase.make(label: "pool")
+        let pool = PGPool(url: url, size: 4)
+        let results: [(Int, Int, Int)]
+        do {
+            results = try await withThrowingTaskGroup(of: (Int, Int, Int).self) { group in
+                for index in 0..<40 {
+                    group.addTask {
+                        try await pool.withConnection { connection in
+                            let row = try connection.query(
+                                "SELECT pg_sleep(0.02), pg_backend_pid() AS pid, \(index)::int AS i"
+                            ).rows.first
+                            return (index, try row?.decode("i", as: Int.self) ?? -1, try row?.decode("pid", as: Int.self) ?? -1)
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        } catch {
+            await pool.close()
+            throw error
+        }
+        await pool.close()
+        #expect(results.count == 40)
+        #expect(results.allSatisfy { $0.0 == $0.1 })
+        let backends = Set(results.map(\.2))
+        #expect(backends.count > 1)
+        #expect(backends.count <= 4)
+    }
+
+    @Test func bodyErrorsPropagateAsIs() async throws {
+        let url = try await TestDatabase.make(label: "poolerr")
+        let pool = PGPool(url: url, size: 1)
+        await #expect(throws: Boom.self) {
+            try await pool.withConnection { _ in throw Boom() }
+        }
+        let error = await #expect(throws: PGError.self) {
+            try await pool.withConnection { connection in try connection.query("SELECT * FROM missing_table") }
+        }
+        #expect(error?.sqlState == "42P01")
+        // The worker is still healthy afterwards.
+        let one = try await pool.withConnection { connection in
+            try connection.query("SELECT \(1)::int AS one").rows.first?.decode("one", as: Int.self)
+        }
+        #expect(one == 1)
+        await pool.close()
+        let closed = await #expect(throws: PGError.self) {
+            try await pool.withConnection { _ in 1 }
+        }
+        #expect(closed?.code == .closed)
+    }
+
+    @Test func waitingForABusyPoolTimesOut() async throws {
+        let url = try await TestDatabase.make(label: "pooltimeout")
+        let pool = PGPool(url: url, size: 1, acquireTimeout: .milliseconds(200))
+        let started = Flag()
+        let holder = Task {
+            try await pool.withConnection { connection in
+                started.set()
+                try connection.query("SELECT pg_sleep(1.5)")
+            }
+        }
+        let running = await poll(for: .seconds(10)) { started.isSet ? true : nil }
+        #expect(running == true)
+        let start = ContinuousClock.now
+        let error = await #expect(throws: PGError.self) {
+            try await pool.withConnection { _ in 1 }
+        }
+        #expect(error?.code == .timeout)
+        #expect(start.duration(to: .now) < .seconds(1.2))
+        _ = try await holder.value
+        // Once free again, the worker is handed out normally.
+        #expect(try await pool.withConnection { _ in 2 } == 2)
+        await pool.close()
+    }
+
+    @Test func poolRecoversByItselfAfterItsBackendIsTerminated() async throws {
+        let url = try await TestDatabase.make(label: "poolkill")
+        let pool = PGPool(url: url, size: 1)
+        let admin = PGWorker(url: url)
+        let backendPID: Int = try await pool.withConnection { connection in
+            try connection.query("SELECT pg_backend_pid() AS pid").rows.first?.decode("pid", as: Int.self) ?? -1
+        }
+        let terminated = try await admin.submit { connection in
+            try connection.query("SELECT pg_terminate_backend(\(backendPID)) AS ok").rows.first?.decode("ok", as: Bool.self)
+        }
+        #expect(terminated == true)
+        let unexpected = Mutex<[String]>([])
+        let newPID: Int? = await poll(for: .seconds(15)) {
+            do {
+                let pid = try await pool.withConnection { connection in
+                    try connection.query("SELECT pg_backend_pid() AS pid").rows.first?.decode("pid", as: Int.self)
+                }
+                return pid
+            } catch let error as PGError where error.code == .connection {
+                return nil  // Still reconnecting: expected, try again.
+            } catch {
+                unexpected.withLock { $0.append(String(describing: error)) }
+                return nil
+            }
+        }
+        await pool.close()
+        await admin.close()
+        #expect(newPID != nil)
+        #expect(newPID != backendPID)
+        #expect(unexpected.withLock { $0 }.isEmpty)
+    }
+}
