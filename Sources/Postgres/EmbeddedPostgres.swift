@@ -407,35 +407,14 @@ enum Command {
 
     /// Runs `executable` with `arguments`, capturing stdout and stderr through a temporary file.
     static func run(_ executable: String, _ arguments: [String], asPostgres: Bool) throws(PGError) -> Result {
-        let process = Process()
-        if asPostgres {
-            process.executableURL = URL(fileURLWithPath: try runuserPath())
-            process.arguments = ["-u", "postgres", "--", executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-        }
-        process.currentDirectoryURL = URL(fileURLWithPath: "/")
+        let command = asPostgres ? [try runuserPath(), "-u", "postgres", "--", executable] + arguments : [executable] + arguments
         let outputPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("otpd-command-\(UUID().uuidString).log").path
-        guard FileManager.default.createFile(atPath: outputPath, contents: nil),
-            let output = FileHandle(forWritingAtPath: outputPath)
-        else { throw .launch("could not create a temporary file for \(executable)'s output") }
-        defer {
-            try? output.close()
-            try? FileManager.default.removeItem(atPath: outputPath)
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        guard let status = ChildProcess.run(command[0], Array(command.dropFirst()), outputPath: outputPath) else {
+            throw .launch("could not run \(executable)")
         }
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = output
-        process.standardError = output
-        do {
-            try process.run()
-        } catch {
-            throw .launch("could not run \(executable): \(error)")
-        }
-        process.waitUntilExit()
-        let text = EmbeddedPostgres.readLog(outputPath, from: 0)
-        return Result(status: process.terminationStatus, output: text)
+        return Result(status: status, output: EmbeddedPostgres.readLog(outputPath, from: 0))
     }
 
     /// The last `lines` lines of `text`.

@@ -98,22 +98,14 @@ public enum TestClusterCleanup {
             if [ "$#" -gt 0 ]; then "$@" >/dev/null 2>&1; fi
             rm -rf "$dir"
             """
-        let process = Process()
         let bash = ["/bin/bash", "/usr/bin/bash"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/bin/bash"
         let arguments = [bash, "-c", script, "otpd-test-watchdog", String(getpid()), directory] + stopCommand
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/setsid") {
-            // Its own session: a Ctrl-C to the test's process group does not kill the watchdog.
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-            process.arguments = arguments
+            // Its own session (a Ctrl-C to the test's process group does not kill it); -f returns at once.
+            _ = ChildProcess.run("/usr/bin/setsid", ["-f"] + arguments)
         } else {
-            process.executableURL = URL(fileURLWithPath: bash)
-            process.arguments = Array(arguments.dropFirst())
+            _ = ChildProcess.run(bash, Array(arguments.dropFirst()), wait: false)
         }
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        process.currentDirectoryURL = URL(fileURLWithPath: "/")
-        try? process.run()
     }
 
     /// Immediate shutdown (SIGQUIT, what `pg_ctl stop -m immediate` sends) and removal of every registered cluster.

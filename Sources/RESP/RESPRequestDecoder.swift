@@ -68,17 +68,17 @@ extension RESPRequestDecoder {
     /// Parses `<prefix><decimal>\r\n` at `start`, returning the value and the index after the line, or `nil` if incomplete.
     ///
     /// The digits are validated as they arrive, so a bad or oversize header fails before its line ending.
-    /// Only plain decimal without leading zeros is accepted; `-1` only when `allowMinusOne` is set.
+    /// Only plain decimal without leading zeros is accepted; `-1` only for an array header.
     @inline(__always)
     static func parseHeader(
         _ bytes: UnsafeRawBufferPointer,
         at start: Int,
-        allowMinusOne: Bool,
-        limit: Int,
-        invalid: RESPProtocolError,
-        overLimit: RESPProtocolError,
-        tooLong: RESPProtocolError
+        isArray: Bool,
+        limit: Int
     ) throws(RESPProtocolError) -> (value: Int, next: Int)? {
+        var invalid: RESPProtocolError { isArray ? .invalidMultibulkLength : .invalidBulkLength }
+        var overLimit: RESPProtocolError { isArray ? .tooManyArguments : .bulkTooLong }
+        var tooLong: RESPProtocolError { isArray ? .multibulkHeaderTooLong : .bulkHeaderTooLong }
         var index = start + 1
         var value = 0
         var digits = 0
@@ -88,10 +88,7 @@ extension RESPRequestDecoder {
             if byte == .cr {
                 guard index + 1 < bytes.count else { return nil }
                 guard bytes[index + 1] == .lf, digits > 0 else { throw invalid }
-                if negative {
-                    return (-1, index + 2)  // value is 1 here, checked below
-                }
-                return (value, index + 2)
+                return (negative ? -1 : value, index + 2)  // a negative value can only be 1
             }
             guard index - start < Self.maxHeaderLength else { throw tooLong }
             if byte &- .zero < 10 {
@@ -105,7 +102,7 @@ extension RESPRequestDecoder {
                 } else if o1 || o2 || value > limit {
                     throw overLimit
                 }
-            } else if byte == .minus && index == start + 1 && allowMinusOne {
+            } else if byte == .minus && index == start + 1 && isArray {
                 negative = true
             } else {
                 throw invalid
@@ -126,11 +123,8 @@ extension RESPRequestDecoder {
             let (count, headerEnd) = try Self.parseHeader(
                 bytes,
                 at: 0,
-                allowMinusOne: true,
-                limit: limits.maxArrayCount,
-                invalid: .invalidMultibulkLength,
-                overLimit: .tooManyArguments,
-                tooLong: .multibulkHeaderTooLong
+                isArray: true,
+                limit: limits.maxArrayCount
             )
         else { return .needMoreData }
         if count <= 0 {
@@ -147,11 +141,8 @@ extension RESPRequestDecoder {
                     let (length, dataStart) = try Self.parseHeader(
                         bytes,
                         at: index,
-                        allowMinusOne: false,
-                        limit: limits.maxBulkLength,
-                        invalid: .invalidBulkLength,
-                        overLimit: .bulkTooLong,
-                        tooLong: .bulkHeaderTooLong
+                        isArray: false,
+                        limit: limits.maxBulkLength
                     )
                 else { return .needMoreData }
                 let dataEnd = dataStart + length

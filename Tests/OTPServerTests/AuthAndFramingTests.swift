@@ -22,6 +22,24 @@ let tenantsConfig = """
     @Test func tenantsNeedAuthAndRolesLimitCommands() async throws {
         let server = try await TestServer.start(label: "auth", config: tenantsConfig)
         defer { Task { await server.stop() } }
+        // Before AUTH, with a raw socket: redis-py 8 itself sends CLIENT SETINFO on connect, which is NOAUTH here.
+        let raw = try await python(server.port, """
+            import os, socket
+            s = socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=5)
+            f = s.makefile('rb')
+            for line in [b'PING', b'ISSUE a1 sms:+15551234567', b'NOSUCH', b'CLIENT SETINFO LIB-NAME x',
+                         b'AUTH acme wrong', b'AUTH nobody service-secret', b'HELLO 4', b'AUTH acme gateway-secret',
+                         b'ISSUE a2 sms:+15551234567', b'HISTORY a1', b'PING']:
+                s.sendall(line + b'\\r\\n')
+                print(f.readline().decode().strip())
+            """)
+        #expect(raw.split(separator: "\n").map(String.init) == [
+            "+PONG", "-NOAUTH authentication required", "-NOAUTH authentication required",
+            "-NOAUTH authentication required", "-NOAUTH invalid credentials", "-NOAUTH invalid credentials",
+            "-ERR unsupported protocol version '4'", "+OK", "-NOPERM this credential may not run ISSUE",
+            "-NOPERM this credential may not run HISTORY", "+PONG",
+        ])
+        // After AUTH, with redis-py (which authenticates with HELLO 3 AUTH).
         let out = try await python(server.port, """
             import os, redis
             port = int(os.environ['PORT'])
@@ -30,47 +48,27 @@ let tenantsConfig = """
                     return r.execute_command(*args)
                 except redis.exceptions.ResponseError as e:
                     return 'ERR:' + str(e)
-                except redis.exceptions.AuthenticationError as e:
-                    return 'AUTHERR:' + str(e)
-            anon = redis.Redis(port=port, decode_responses=True)
-            print(attempt(anon, 'PING'))
-            print(attempt(anon, 'ISSUE', 'a1', 'sms:+15551234567'))
-            print(attempt(anon, 'NOSUCH'))
-            print(attempt(anon, 'AUTH', 'acme', 'wrong'))
-            print(attempt(anon, 'AUTH', 'nobody', 'service-secret'))
             svc = redis.Redis(port=port, username='acme', password='service-secret', decode_responses=True)
-            print(attempt(svc, 'ISSUE', 'a1', 'sms:+15551234567')[0:2])
+            print(attempt(svc, 'ISSUE', 'a1', 'sms:+15551234567')['session'])
             print(attempt(svc, 'RECEIPT', 'a1', 'sms', 'delivered'))
-            print(attempt(svc, 'STATUS', 'a1')[2:4])
+            print(attempt(svc, 'STATUS', 'a1')['step'])
             gw = redis.Redis(port=port, username='acme', password='gateway-secret', decode_responses=True)
-            print(attempt(gw, 'ISSUE', 'a2', 'sms:+15551234567'))
-            print(attempt(gw, 'HISTORY', 'a1'))
+            print(attempt(gw, 'RECEIPT', 'nope', 'sms', 'delivered'))
             other = redis.Redis(port=port, username='globex', password='globex-secret', decode_responses=True)
             print(attempt(other, 'STATUS', 'a1'))
             print(attempt(other, 'VERIFY', 'a1', '123456'))
-            print(attempt(other, 'ISSUE', 'a1', 'sms:+15551234567')[0:2])
-            h = redis.Redis(port=port, decode_responses=True, protocol=3)
-            print(attempt(h, 'HELLO', '3', 'AUTH', 'acme', 'service-secret')['tenant'])
-            print(attempt(anon, 'HELLO', '4'))
+            print(attempt(other, 'ISSUE', 'a1', 'email:x@example.com')['steps'])
+            print(attempt(svc, 'STATUS', 'a1')['steps'])
+            try:
+                redis.Redis(port=port, username='acme', password='nope').ping()
+            except redis.exceptions.AuthenticationError as e:
+                print('refused:', e)
             """)
         let lines = out.split(separator: "\n").map(String.init)
-        #expect(lines.count == 15, "\(lines)")
-        guard lines.count == 15 else { return }
-        #expect(lines[0] == "True")
-        #expect(lines[1].hasPrefix("AUTHERR:") || lines[1].contains("NOAUTH") || lines[1].contains("uthentication"))
-        #expect(lines[2].contains("uthentication"))  // unknown commands too, before AUTH
-        #expect(lines[3] == lines[4])  // the same answer for a wrong token and an unknown tenant
-        #expect(lines[3].contains("invalid"))
-        #expect(lines[5] == "['session', 'a1']")
-        #expect(lines[6].contains("NOPERM"))  // service may not send receipts
-        #expect(lines[7] == "['status', 'pending']" || lines[7] == "['status', 'sent']")
-        #expect(lines[8].contains("NOPERM"))
-        #expect(lines[9].contains("NOPERM"))  // role is checked before the session
-        #expect(lines[10].contains("NOTFOUND"))
-        #expect(lines[11].contains("NOTFOUND"))
-        #expect(lines[12] == "['session', 'a1']")  // the same id is a separate session for another tenant
-        #expect(lines[13] == "acme")
-        #expect(lines[14].hasPrefix("ERR:"))
+        #expect(lines == [
+            "a1", "ERR:this credential may not run RECEIPT", "1", "ERR:NOTFOUND no such session",
+            "ERR:NOTFOUND no such session", "ERR:NOTFOUND no such session", "email", "sms", "refused: invalid credentials",
+        ])
     }
 
     @Test func oversizeAndJunkInputCloseWithPROTOWhileOthersKeepWorking() async throws {
@@ -99,7 +97,8 @@ let tenantsConfig = """
                 alive = keep.recv(100)
                 keep.close()
                 s.close()
-                return repr(data.split(b'\\r\\n')[0].decode()) + ' ' + alive.decode().strip()
+                replies = [l for l in data.split(b'\\r\\n') if l]
+                return replies[-1].decode() + ' | ' + alive.decode().strip()
             print(exchange(b'A' * 16385))
             print(exchange(b'*65\\r\\n'))
             print(exchange(b'*1\\r\\n$65537\\r\\n'))
@@ -109,11 +108,16 @@ let tenantsConfig = """
             """)
         let lines = out.split(separator: "\n").map(String.init)
         #expect(lines.count == 6)
+        // Each connection ends with -PROTO and is closed; another connection is served meanwhile.
         for line in lines {
-            #expect(line.hasPrefix("'-PROTO "), "\(line)")
-            #expect(line.hasSuffix("+PONG"), "another connection kept working: \(line)")
+            #expect(line.hasPrefix("-PROTO "), "\(line)")
+            #expect(line.hasSuffix(" | +PONG"), "another connection kept working: \(line)")
         }
-        #expect(lines[3] == "'-PROTO unbalanced quotes' +PONG")
+        #expect(lines[0] == "-PROTO inline request too long | +PONG")
+        #expect(lines[1] == "-PROTO too many arguments | +PONG")
+        #expect(lines[2] == "-PROTO bulk string too long | +PONG")
+        #expect(lines[3] == "-PROTO unbalanced quotes | +PONG")
+        #expect(lines[4] == "-PROTO expected '$', got '+' | +PONG")
     }
 
     @Test func inlineCommandsQuotingAndPipelining() async throws {
