@@ -26,12 +26,16 @@ public enum SessionDecider {
             s.expiresAt = at + i.ttlMs
             s.attemptsLeft = i.maxAttempts
             if let first = i.plan.steps.first {
-                s.started = [StartedStep(step: 1, channel: first.channel, version: s.version)]
+                s.started = [StartedStep(step: 1, channel: first.channel, version: s.version, reason: nil)]
             }
         case .sent(let e):
             if e.step == s.step && s.sentVersion == nil {
                 s.sentVersion = s.version
                 s.sentAt = at
+                if !s.started.isEmpty {
+                    s.started[s.started.count - 1].sentAt = at
+                    s.started[s.started.count - 1].sentVersion = s.version
+                }
                 if s.status == .pending { s.status = .sent }
             }
         case .delivered(let r), .opened(let r):
@@ -58,7 +62,21 @@ public enum SessionDecider {
             s.deliveredAt = nil
             s.opened = false
             s.status = .pending
-            s.started.append(StartedStep(step: e.to, channel: e.toChannel, version: s.version))
+            s.started.append(StartedStep(step: e.to, channel: e.toChannel, version: s.version, reason: e.reason))
+        case .escalationWithdrawn(let w):
+            if s.started.count >= 2 {
+                s.started.removeLast()
+                let back = s.started[s.started.count - 1]
+                s.step = back.step
+                s.stepStartedVersion = back.version
+                s.sentVersion = back.sentVersion
+                s.sentAt = back.sentAt
+            } else {
+                s.step = w.to
+            }
+            s.status = .delivered
+            s.deliveredAt = at
+            s.opened = w.outcome == .opened
         case .verificationFailed(let f):
             s.attemptsLeft = f.attemptsLeft
         case .verified:
@@ -140,9 +158,17 @@ public enum SessionDecider {
             if s.receiptKeys.contains(receiptKey(start, outcome)) { return Decision(events: []) }
             let late = start.version != s.stepStartedVersion
             let receipt = SessionEvent.Receipt(step: start.step, channel: channel, detail: detail, late: late)
+            // A late delivery for the step just left on a timeout, before the next message went out: no second send.
+            var withdrawal: [SessionEvent] = []
+            if late, s.status == .pending, s.sentVersion == nil, s.started.count >= 2,
+                s.started[s.started.count - 1].reason == .timeout, s.started[s.started.count - 2].version == start.version,
+                now < s.expiresAt
+            {
+                withdrawal = [.escalationWithdrawn(.init(from: s.step, to: start.step, channel: channel, outcome: outcome))]
+            }
             switch outcome {
-            case .delivered: return Decision(events: [.delivered(receipt)])
-            case .opened: return Decision(events: [.opened(receipt)])
+            case .delivered: return Decision(events: [.delivered(receipt)] + withdrawal)
+            case .opened: return Decision(events: [.opened(receipt)] + withdrawal)
             case .failed:
                 var events: [SessionEvent] = [
                     .deliveryFailed(.init(step: start.step, channel: channel, reason: detail ?? "failed receipt",

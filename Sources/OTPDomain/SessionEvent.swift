@@ -21,6 +21,7 @@ public enum SessionEvent: Sendable, Hashable {
     case expired
     case cancelled
     case exhausted(Exhausted)
+    case escalationWithdrawn(Withdrawn)
 
     /// The event's type name as stored and shown in HISTORY.
     public var type: String {
@@ -38,6 +39,7 @@ public enum SessionEvent: Sendable, Hashable {
         case .expired: "expired"
         case .cancelled: "cancelled"
         case .exhausted: "exhausted"
+        case .escalationWithdrawn: "escalation_withdrawn"
         }
     }
 
@@ -165,6 +167,21 @@ public enum SessionEvent: Sendable, Hashable {
         public init(step: Int, channel: Channel) {
             self.step = step
             self.channel = channel
+        }
+    }
+
+    /// A late receipt for the previous step came before the next step's message was handed off: the session
+    /// returns to that step and the queued message is not sent.
+    public struct Withdrawn: Sendable, Hashable, Codable {
+        public var from: Int
+        public var to: Int
+        public var channel: Channel
+        public var outcome: ReceiptOutcome
+        public init(from: Int, to: Int, channel: Channel, outcome: ReceiptOutcome) {
+            self.from = from
+            self.to = to
+            self.channel = channel
+            self.outcome = outcome
         }
     }
 

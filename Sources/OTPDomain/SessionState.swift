@@ -26,6 +26,11 @@ public struct StartedStep: Sendable, Hashable {
     public var channel: Channel
     /// The version of the event that started it; the message's token.
     public var version: Int
+    /// Why it started: nil for the first step, else the escalation's reason.
+    public var reason: EscalationReason?
+    /// When its message was handed off, and the version of that `sent` event.
+    public var sentAt: Int64?
+    public var sentVersion: Int?
 }
 
 /// The state of one OTP session, folded from its events.

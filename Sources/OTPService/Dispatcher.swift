@@ -85,9 +85,7 @@ public final class Dispatcher: Service {
     }
 
     func deliver(_ c: Claim) async {
-        guard let slash = c.stream.firstIndex(of: "/") else { return }
-        let tenant = String(c.stream[..<slash])
-        let session = String(c.stream[c.stream.index(after: slash)...])
+        guard let (tenant, session) = SessionService.split(c.stream) else { return }
         let removeRow: @Sendable (PGConnection, SessionState) throws -> Void = { conn, _ in
             try conn.query("DELETE FROM outbox WHERE stream_id = \(c.stream) AND token = \(c.token)")
         }

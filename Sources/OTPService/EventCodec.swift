@@ -73,6 +73,7 @@ public struct EventCodec: Sendable {
         case .verificationFailed(let e): data = try encoder.encode(e)
         case .verified(let e): data = try encoder.encode(e)
         case .exhausted(let e): data = try encoder.encode(e)
+        case .escalationWithdrawn(let e): data = try encoder.encode(e)
         case .locked, .expired, .cancelled: data = try encoder.encode(Empty())
         }
         return NewEvent(type: event.type, data: String(decoding: data, as: UTF8.self))
@@ -106,6 +107,8 @@ public struct EventCodec: Sendable {
             return .verificationFailed(try decoder.decode(SessionEvent.VerificationFailed.self, from: data))
         case "verified": return .verified(try decoder.decode(SessionEvent.Verified.self, from: data))
         case "exhausted": return .exhausted(try decoder.decode(SessionEvent.Exhausted.self, from: data))
+        case "escalation_withdrawn":
+            return .escalationWithdrawn(try decoder.decode(SessionEvent.Withdrawn.self, from: data))
         case "locked": return .locked
         case "expired": return .expired
         case "cancelled": return .cancelled

@@ -37,6 +37,8 @@ public final class SessionService: Sendable {
     let limits: Limits
     /// Signalled after a transaction that queued a message.
     public let outboxSignal = Signal()
+    /// Signalled after a transaction that set a deadline.
+    public let timerSignal = Signal()
 
     static let maxConflictRetries = 8
 
@@ -81,6 +83,7 @@ public final class SessionService: Sendable {
                     try conn.transaction { conn in try self.run(command, stream: stream, also: also, on: conn) }
                 }
                 if outcome.decision.events.contains(where: Self.startsStep) { outboxSignal.signal() }
+                if !outcome.decision.events.isEmpty { timerSignal.signal() }
                 return outcome
             } catch let e as AppendError where e == .versionConflict && attempt < Self.maxConflictRetries {
                 attempt += 1
@@ -151,8 +154,30 @@ public final class SessionService: Sendable {
                 }
             }
         }
+        try syncTimers(stream: stream, from: state.timers, to: next.timers, on: conn)
         try also?(conn, next)
         return CommandOutcome(state: next, decision: decision, now: now)
+    }
+
+    /// Writes the deadlines that changed between two states.
+    private func syncTimers(stream: String, from old: [TimerSpec], to new: [TimerSpec], on conn: PGConnection) throws {
+        guard old != new else { return }
+        for t in new where !old.contains(t) {
+            try conn.query("""
+                INSERT INTO timers (stream_id, name, due_ms, token) VALUES (\(stream), \(t.name), \(t.dueAt), \(t.token))
+                ON CONFLICT (stream_id, name)
+                DO UPDATE SET due_ms = EXCLUDED.due_ms, token = EXCLUDED.token, leased_until_ms = NULL
+                """)
+        }
+        for t in old where !new.contains(where: { $0.name == t.name }) {
+            try conn.query("DELETE FROM timers WHERE stream_id = \(stream) AND name = \(t.name)")
+        }
+    }
+
+    /// Splits a stream id into tenant and session.
+    static func split(_ stream: String) -> (tenant: String, session: String)? {
+        guard let slash = stream.firstIndex(of: "/") else { return nil }
+        return (String(stream[..<slash]), String(stream[stream.index(after: slash)...]))
     }
 
     /// Whether an event queues a message (the first step, or a move to a step).

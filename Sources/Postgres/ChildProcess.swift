@@ -46,8 +46,9 @@ public enum ChildProcess {
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
-        let rc = argv.withUnsafeBufferPointer { buffer in
-            posix_spawn(&pid, executable, &actions, &attributes, buffer.baseAddress!, environ)
+        let rc = argv.withUnsafeBufferPointer { buffer -> Int32 in
+            guard let arguments = buffer.baseAddress else { return EINVAL }
+            return posix_spawn(&pid, executable, &actions, &attributes, arguments, environ)
         }
         guard rc == 0 else { return nil }
         guard wait else { return 0 }

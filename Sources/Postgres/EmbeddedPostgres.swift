@@ -273,8 +273,14 @@ public struct EmbeddedPostgres: Sendable {
             let line = text.split(separator: "\n").first,
             let pid = pid_t(line.trimmingCharacters(in: .whitespaces)), pid > 0
         else { return nil }
-        if kill(pid, 0) == 0 || errno == EPERM { return pid }
-        return nil
+        guard kill(pid, 0) == 0 || errno == EPERM else { return nil }
+        // A stale pid file whose pid now belongs to another program must not get that program stopped.
+        if let commandLine = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+            !String(decoding: commandLine, as: UTF8.self).contains("postgres")
+        {
+            return nil
+        }
+        return pid
     }
 
     private static func fileSize(_ path: String) -> UInt64 {

@@ -43,6 +43,7 @@ public final class PGPool: Sendable {
     ///
     /// Waits at most the acquire timeout for a free worker (then throws `.timeout`). Errors thrown by
     /// `body` propagate as-is; a `PGError` with code `.connection` makes that worker reconnect.
+    @discardableResult
     public func withConnection<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
         let worker = try await acquire()
         defer { release(worker) }

@@ -72,6 +72,7 @@ public final class PGWorker: Sendable {
     /// Errors thrown by `body` propagate as-is; a `PGError` with code `.connection` (or a connection
     /// found broken afterwards) makes the worker reconnect. Fails with `.connection` while the worker is
     /// disconnected and `.closed` after `close()`. A running body is not interrupted by task cancellation.
+    @discardableResult
     public func submit<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             let job = Job(

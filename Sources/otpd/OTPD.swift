@@ -139,6 +139,7 @@ struct Serve: AsyncParsableCommand {
                                                                  androidAppHash: c.androidAppHash))
         let dispatcher = Dispatcher(service: service, drivers: drivers, settings: c.channels, renderer: renderer,
                                     logger: logger)
+        let scheduler = Scheduler(service: service, logger: logger)
         let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
         let server = RESPServer(
             host: address.host, port: address.port, handler: handler, logger: logger, maxConnections: c.maxConnections
@@ -147,7 +148,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("otpd listening on \(shown)\n".utf8))
         }
         let group = ServiceGroup(
-            services: [dispatcher, server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+            services: [dispatcher, scheduler, server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
             logger: logger)
         do {
             try await group.run()

@@ -28,8 +28,9 @@ final class CapturedLog: Sendable {
         for line in all {
             if line.hasPrefix("[log driver]") {
                 inSession = line.contains("session \(session),")
-            } else if inSession, let r = line.range(of: #"code is (\d+)"#, options: .regularExpression) {
-                out.append(String(line[r].dropFirst(8)))
+            } else if inSession, let r = line.range(of: #"code is \d+(, \d)*"#, options: .regularExpression) {
+                // "code is 123456" (SMS, e-mail, push) or "code is 1, 2, 3, 4, 5, 6" (voice).
+                out.append(String(line[r].dropFirst(8).filter(\.isNumber)))
             }
         }
         return out
@@ -60,8 +61,9 @@ final class TestServer: Sendable {
     let task: Task<Void, any Error>
     let pool: PGPool
 
-    static func start(label: String, config: String = "") async throws -> TestServer {
-        let url = try await TestDatabase.make(label: label)
+    static func start(label: String, config: String = "", databaseURL: String? = nil) async throws -> TestServer {
+        let url: String
+        if let databaseURL { url = databaseURL } else { url = try await TestDatabase.make(label: label) }
         let conn = try PGConnection(url: url)
         try Migrator(directory: repositoryRoot + "/schema").apply(on: conn)
         conn.close()
@@ -78,11 +80,12 @@ final class TestServer: Sendable {
             service: service, drivers: drivers, settings: c.channels,
             renderer: MessageRenderer(settings: MessageSettings(appName: c.appName, appDomain: c.appDomain)),
             logger: logger, pollInterval: .milliseconds(50))
+        let scheduler = Scheduler(service: service, logger: logger)
         let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
         let bound = Mutex<Int?>(nil)
         let server = RESPServer(host: "127.0.0.1", port: 0, handler: handler, logger: logger,
                                 maxConnections: c.maxConnections) { _, port in bound.withLock { $0 = port } }
-        let group = ServiceGroup(services: [dispatcher, server], logger: logger)
+        let group = ServiceGroup(services: [dispatcher, scheduler, server], logger: logger)
         let task = Task { try await group.run() }
         let port = try await eventually("the server to listen") { bound.withLock { $0 } }
         return TestServer(port: port, databaseURL: url, log: log, group: group, task: task, pool: pool)
@@ -114,6 +117,17 @@ final class TestServer: Sendable {
         _ = try? await task.value
         await pool.close()
     }
+}
+
+/// Event types of every stream, read straight from the database.
+func eventTypes(_ databaseURL: String) throws -> [String: [String]] {
+    let conn = try PGConnection(url: databaseURL)
+    defer { conn.close() }
+    var out: [String: [String]] = [:]
+    for row in try conn.query("SELECT stream_id, type FROM events ORDER BY stream_id, version").rows {
+        out[try row.decode("stream_id"), default: []].append(try row.decode("type"))
+    }
+    return out
 }
 
 /// The result of a client process.

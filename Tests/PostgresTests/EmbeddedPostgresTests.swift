@@ -40,6 +40,9 @@ struct EmbeddedPostgresTests {
         }
         let clusterDirectory = (effective as NSString).deletingLastPathComponent
         TestClusterCleanup.register(cluster, removing: clusterDirectory)
+        if clusterDirectory != directory {
+            TestClusterCleanup.register(cluster, removing: directory)
+        }
 
         let url = try await BlockingThread.run { try cluster.start() }
         #expect(url.hasPrefix("postgresql://otpd@127.0.0.1:"))
@@ -74,8 +77,9 @@ struct EmbeddedPostgresTests {
 
         // A port that is already taken gives a clear launch error with the log tail.
         try await BlockingThread.run { cluster.stop() }
-        let admin = try PGURL(parsing: try await TestDatabase.adminURL())
-        let busyPort = try #require(admin.port)
+        let listener = try LoopbackListener()
+        defer { listener.close() }
+        let busyPort = listener.port
         let conflicting = EmbeddedPostgres(dataDirectory: requested, settings: ["fsync": "off"], port: busyPort)
         let launchError = await #expect(throws: PGError.self) {
             try await BlockingThread.run { try conflicting.start() }
@@ -86,5 +90,36 @@ struct EmbeddedPostgresTests {
 
         try? FileManager.default.removeItem(atPath: clusterDirectory)
         try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// A TCP socket listening on a free 127.0.0.1 port, to make a port busy.
+struct LoopbackListener {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw PGError(code: .launch, message: "socket failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                bind(fd, raw, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, raw, &length) == 0
+            }
+        }
+        guard ok else {
+            Glibc.close(fd)
+            throw PGError(code: .launch, message: "bind/listen failed")
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() {
+        _ = Glibc.close(fd)
     }
 }

@@ -64,6 +64,20 @@ struct PoolTests {
         #expect(closed?.code == .closed)
     }
 
+    @Test func unreachableServerFailsFastWithConnectionErrors() async throws {
+        // Nothing listens on loopback port 1; an invalid URL cannot connect at all.
+        for url in ["postgresql://otpd@127.0.0.1:1/otpd", "mysql://nope"] {
+            let pool = PGPool(url: url, size: 1, acquireTimeout: .seconds(1))
+            let start = ContinuousClock.now
+            let error = await #expect(throws: PGError.self) {
+                try await pool.withConnection { _ in 1 }
+            }
+            #expect(error?.code == .connection)
+            #expect(start.duration(to: .now) < .seconds(2))
+            await pool.close()
+        }
+    }
+
     @Test func waitingForABusyPoolTimesOut() async throws {
         let url = try await TestDatabase.make(label: "pooltimeout")
         let pool = PGPool(url: url, size: 1, acquireTimeout: .milliseconds(200))

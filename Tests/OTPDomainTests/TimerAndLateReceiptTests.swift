@@ -1,0 +1,101 @@
+import OTPDomain
+import Testing
+
+@Suite struct TimerRules {
+    @Test func aPendingSessionWaitsOnlyForItsExpiry() throws {
+        let s = try issuedSession().state
+        #expect(s.timers == [TimerSpec(name: "expiry", dueAt: 600_000, token: 1)])
+    }
+
+    @Test func aSentStepWaitsForItsTimeoutFromTheHandOff() throws {
+        let s = try sentSession().state
+        #expect(s.timers == [
+            TimerSpec(name: "expiry", dueAt: 600_000, token: 1), TimerSpec(name: "step", dueAt: 15_100, token: 2),
+        ])
+        #expect(s.timers[1].command == .timeOutStep(token: 2))
+    }
+
+    @Test func theStepTimerGoesOnceItsUntilReceiptComes() throws {
+        let g = try sentSession()
+        let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 200)
+        #expect(g.and(d.events, at: 200).state.timers.map(\.name) == ["expiry"])
+    }
+
+    @Test func aLastStepWithoutTimeoutAndFinishedSessionsHaveNoStepTimer() throws {
+        let plan = Plan(policy: "p", variant: nil, steps: [Step(channel: .push)])
+        #expect(try sentSession(plan: plan).state.timers.map(\.name) == ["expiry"])
+        let g = try sentSession()
+        let v = try g.when(.verify(code: "123456"), at: 200)
+        #expect(g.and(v.events, at: 200).state.timers.isEmpty)
+    }
+
+    @Test func smsSilentFallsThroughEveryChannelToExhausted() throws {
+        let plan = Plan(policy: "p", variant: nil, steps: [
+            Step(channel: .sms, timeoutMs: 100), Step(channel: .email, timeoutMs: 100),
+            Step(channel: .voice, timeoutMs: 100), Step(channel: .push, timeoutMs: 100),
+        ])
+        var g = try issuedSession(plan: plan)
+        var t: Int64 = 10
+        var types: [String] = []
+        for _ in 0..<4 {
+            let handOff = try g.when(.recordHandOff(token: g.state.stepStartedVersion, messageId: "m", provider: "log",
+                                                   providerRef: nil), at: t)
+            g = g.and(handOff.events, at: t)
+            t += 150
+            guard let timer = g.state.timers.first(where: { $0.name == "step" }), let command = timer.command else {
+                Issue.record("no step timer")
+                return
+            }
+            let fired = try g.when(command, at: t)
+            g = g.and(fired.events, at: t)
+            types += (handOff.events + fired.events).map(\.type)
+        }
+        #expect(types == [
+            "sent", "timed_out", "escalated", "sent", "timed_out", "escalated", "sent", "timed_out", "escalated",
+            "sent", "timed_out", "exhausted",
+        ])
+        #expect(g.state.status == .exhausted)
+        #expect(try g.when(.verify(code: "123456"), at: t).verifyResult == .verified)
+    }
+}
+
+@Suite struct LateReceiptRules {
+    /// Step 1 sent at 100, timed out at 15 100: step 2 is queued but not handed off.
+    func escalatedOnTimeout() throws -> Given {
+        let g = try sentSession()
+        let d = try g.when(.timeOutStep(token: 2), at: 15_100)
+        return g.and(d.events, at: 15_100)
+    }
+
+    @Test func aLateDeliveryBeforeTheNextHandOffWithdrawsTheEscalation() throws {
+        let g = try escalatedOnTimeout()
+        #expect(g.state.step == 2)
+        let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 15_200)
+        #expect(d.events == [
+            .delivered(.init(step: 1, channel: .sms, detail: nil, late: true)),
+            .escalationWithdrawn(.init(from: 2, to: 1, channel: .sms, outcome: .delivered)),
+        ])
+        let after = g.and(d.events, at: 15_200)
+        #expect(after.state.step == 1)
+        #expect(after.state.status == .delivered)
+        #expect(!after.state.awaitsHandOff(token: 4))  // the queued e-mail is not sent
+        #expect(after.state.timers.map(\.name) == ["expiry"])
+        #expect(try after.when(.verify(code: "123456"), at: 16_000).events == [.verified(.init(step: 1, channel: .sms))])
+    }
+
+    @Test func aLateDeliveryAfterTheNextHandOffIsOnlyRecorded() throws {
+        var g = try escalatedOnTimeout()
+        let h = try g.when(.recordHandOff(token: 4, messageId: "m2", provider: "log", providerRef: nil), at: 15_150)
+        g = g.and(h.events, at: 15_150)
+        let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 15_200)
+        #expect(d.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: true))])
+    }
+
+    @Test func aResendIsNotWithdrawnByALateReceipt() throws {
+        let g = try sentSession()
+        let r = try g.when(.resend, at: 200)
+        let after = g.and(r.events, at: 200)
+        let d = try after.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 300)
+        #expect(d.events.count == 1)
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import Postgres
+import Testing
+
+let fastPolicy = """
+    [[policy]]
+    name = "default"
+    steps = [
+      { channel = "sms",   timeout = "300ms", until = "delivered" },
+      { channel = "email", timeout = "300ms", until = "opened" },
+      { channel = "voice", timeout = "300ms", until = "verified" },
+      { channel = "push",  timeout = "300ms" },
+    ]
+    """
+
+/// Fallback that drives itself: durable timers, step timeouts, expiry, several instances, restarts.
+@Suite struct FallbackTests {
+    @Test func silentChannelsFallThroughToExhaustedInOrder() async throws {
+        let server = try await TestServer.start(label: "fallback", config: fastPolicy)
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "f1", "sms:+15551234567", "email:a@example.com",
+                                              "voice:+15551234567", "push:device-token-123"])
+        let status = try await eventually(timeout: .seconds(20), "exhausted") {
+            let s = pairs(try await redisCLI(server.port, ["STATUS", "f1"]))
+            return s["status"] == "exhausted" ? s : nil
+        }
+        #expect(status["channel"] == "push")
+        let history = try await redisCLI(server.port, ["HISTORY", "f1"])
+        let types = stride(from: 0, to: history.count, by: 10).map { history[$0 + 3] }
+        #expect(types == [
+            "issued", "sent", "timed_out", "escalated", "sent", "timed_out", "escalated", "sent", "timed_out",
+            "escalated", "sent", "timed_out", "exhausted",
+        ])
+        // One code on every channel; the code still verifies after the last step.
+        let codes = server.log.codes(session: "f1")
+        #expect(codes.count == 4)
+        #expect(Set(codes).count == 1)
+        #expect(pairs(try await redisCLI(server.port, ["VERIFY", "f1", codes[0]]))["result"] == "verified")
+    }
+
+    @Test func aDeliveredReceiptStopsTheFallback() async throws {
+        let server = try await TestServer.start(label: "stopfall", config: fastPolicy)
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "f2", "sms:+15551234567", "email:a@example.com"])
+        try await server.waitUntilSent("f2")
+        #expect(try await redisCLI(server.port, ["RECEIPT", "f2", "sms", "delivered"]) == ["OK"])
+        // Well past the 300 ms timeout: still on SMS, delivered, and nothing more was sent.
+        try await Task.sleep(for: .milliseconds(900))
+        let s = pairs(try await redisCLI(server.port, ["STATUS", "f2"]))
+        #expect(s["status"] == "delivered")
+        #expect(s["channel"] == "sms")
+        #expect(server.log.codes(session: "f2").count == 1)
+    }
+
+    @Test func theExpiryTimerRecordsExpired() async throws {
+        let server = try await TestServer.start(label: "expiry")
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "e1", "push:device-token-123", "TTL", "30"])
+        let code = try await server.code(session: "e1")
+        let types = try await eventually(timeout: .seconds(45), "expired event") { () -> [String]? in
+            let t = try eventTypes(server.databaseURL)["default/e1"] ?? []
+            return t.last == "expired" ? t : nil
+        }
+        #expect(types == ["issued", "sent", "expired"])
+        let v = pairs(try await redisCLI(server.port, ["VERIFY", "e1", code]))
+        #expect(v["result"] == "expired")
+        #expect(v["status"] == "expired")
+    }
+
+    @Test func twoInstancesEscalateEachSessionExactlyOnce() async throws {
+        let a = try await TestServer.start(label: "multi", config: fastPolicy)
+        let b = try await TestServer.start(label: "multi", config: fastPolicy, databaseURL: a.databaseURL)
+        defer { Task { await a.stop(); await b.stop() } }
+        let n = 200
+        let script = """
+            import os, redis
+            ports = [int(p) for p in os.environ['PORTS'].split(',')]
+            clients = [redis.Redis(port=p, protocol=2) for p in ports]
+            pipes = [c.pipeline(transaction=False) for c in clients]
+            for i in range(\(n)):
+                pipes[i % 2].execute_command('ISSUE', 'm%d' % i, 'sms:+1555%07d' % i, 'email:u%d@example.com' % i)
+            for p in pipes:
+                p.execute()
+            print('ok')
+            """
+        #expect(try await python(a.port, script, env: ["PORTS": "\(a.port),\(b.port)"]).contains("ok"))
+        let streams = try await eventually(timeout: .seconds(60), "every session on its last step") { () -> [String: [String]]? in
+            let all = try eventTypes(a.databaseURL)
+            let done = all.values.filter { $0.last == "exhausted" }.count
+            return all.count == n && done == n ? all : nil
+        }
+        // SMS times out and escalates to e-mail, whose own timeout ends the session: one event per deadline.
+        for (stream, types) in streams {
+            #expect(types == ["issued", "sent", "timed_out", "escalated", "sent", "timed_out", "exhausted"], "\(stream)")
+        }
+        // Each step was handed to a driver exactly once, across both instances.
+        let sends = a.log.all.filter { $0.hasPrefix("[log driver]") }.count + b.log.all.filter { $0.hasPrefix("[log driver]") }.count
+        #expect(sends == 2 * n)
+    }
+
+    @Test func pendingTimersSurviveARestart() async throws {
+        let slow = """
+            [[policy]]
+            name = "default"
+            steps = [ { channel = "sms", timeout = "2s" }, { channel = "email" } ]
+            """
+        let first = try await TestServer.start(label: "restart", config: slow)
+        _ = try await redisCLI(first.port, ["ISSUE", "k1", "sms:+15551234567", "email:a@example.com"])
+        try await first.waitUntilSent("k1")
+        await first.stop()
+        let conn = try PGConnection(url: first.databaseURL)
+        let pending = try conn.query("SELECT name FROM timers WHERE stream_id = 'default/k1' ORDER BY name").rows
+            .map { try $0.decode(0, as: String.self) }
+        conn.close()
+        #expect(pending == ["expiry", "step"])
+
+        let second = try await TestServer.start(label: "restart", config: slow, databaseURL: first.databaseURL)
+        defer { Task { await second.stop() } }
+        let types = try await eventually(timeout: .seconds(15), "the escalation after restart") { () -> [String]? in
+            let t = try eventTypes(second.databaseURL)["default/k1"] ?? []
+            return t.filter { $0 == "sent" }.count == 2 ? t : nil
+        }
+        #expect(types == ["issued", "sent", "timed_out", "escalated", "sent"])
+        #expect(second.log.codes(session: "k1").count == 1)  // the new instance sent the e-mail
+    }
+}
