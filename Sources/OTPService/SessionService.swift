@@ -35,6 +35,7 @@ public final class SessionService: Sendable {
     let codec = EventCodec()
     let policies: PolicyBook
     let limits: Limits
+    let pacing: Pacing
     /// Signalled after a transaction that queued a message.
     public let outboxSignal = Signal()
     /// Signalled after a transaction that set a deadline.
@@ -49,6 +50,7 @@ public final class SessionService: Sendable {
         self.codes = SecretCodeBook(secrets)
         self.policies = policies
         self.limits = limits
+        self.pacing = Pacing(limits: limits, secrets: secrets)
     }
 
     /// The stream id of a tenant's session.
@@ -64,9 +66,19 @@ public final class SessionService: Sendable {
             request.locale, request.app ?? "", request.prefer.map(\.rawValue).joined(separator: ","),
             request.carrier ?? "",
         ])
-        let plan = try policies.plan(
+        var plan = try policies.plan(
             policyName: request.policy, destinations: request.destinations, prefer: request.prefer,
             carrier: request.carrier, pick: { Int.random(in: 0..<$0) })
+        // Against SMS pumping: a country over its ceiling gets no SMS or voice step where the session has another.
+        let destinations = request.destinations
+        let pacing = self.pacing
+        let skip = try await pool.withConnection { conn in
+            try pacing.pumpingChannels(destinations, now: try EventStore.now(on: conn), on: conn)
+        }
+        if !skip.isEmpty {
+            plan.steps.removeAll { skip.contains($0.channel) }
+            guard !plan.steps.isEmpty else { throw Rejection.rateLimited(retryAfterSeconds: 60) }
+        }
         return try await execute(.issue(request, plan), tenant: tenant, session: request.session)
     }
 
@@ -141,15 +153,20 @@ public final class SessionService: Sendable {
                 try conn.query("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream), \(fresh.sealed))")
                 key = fresh.key
             }
+            for event in decision.events { next = SessionDecider.evolve(next, event, at: now) }
+            if let tenant = Self.split(stream)?.tenant {
+                try pacing.apply(command, events: decision.events, after: next, tenant: tenant, now: now, on: conn)
+            }
             let stored = try decision.events.map { try codec.encode($0, stream: stream, key: key) }
             try EventStore.append(stored, to: stream, expectedVersion: state.version,
                                   headHash: records.last?.hash ?? HashChain.genesis, at: now, on: conn)
+            var partial = state
             for (i, event) in decision.events.enumerated() {
-                next = SessionDecider.evolve(next, event, at: now)
-                if Self.startsStep(event), let step = next.currentStep {
+                partial = SessionDecider.evolve(partial, event, at: now)
+                if Self.startsStep(event), let step = partial.currentStep {
                     try conn.query("""
                         INSERT INTO outbox (stream_id, token, step, channel)
-                        VALUES (\(stream), \(state.version + i + 1), \(next.step), \(step.channel.rawValue))
+                        VALUES (\(stream), \(state.version + i + 1), \(partial.step), \(step.channel.rawValue))
                         """)
                 }
             }

@@ -1,0 +1,122 @@
+import OTPDomain
+import OTPService
+import Testing
+
+@Suite struct ConfigurationTests {
+    @Test func theProtocolExampleParses() throws {
+        let c = try Configuration.parse("""
+            listen = "127.0.0.1:7379"
+            database_url = "postgresql://user@127.0.0.1:5432/otp"
+            app_name = "AcmeApp"
+            app_domain = "acme.example"
+
+            [[tenant]]
+            name = "acme"
+            token = "service-secret"
+            roles = ["service", "auditor", "analyst"]
+
+            [[tenant]]
+            name = "acme"
+            token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+            roles = ["gateway"]
+
+            [channel.sms]
+            driver = "webhook"
+            url = "http://127.0.0.1:9901/sms"
+
+            [channel.email]
+            driver = "smtp"
+            host = "127.0.0.1"
+            port = 2525
+            from = "AcmeApp <no-reply@acme.example>"
+
+            [[policy]]
+            name = "default"
+            steps = [
+              { channel = "sms",   timeout = "15s", until = "delivered" },
+              { channel = "email", timeout = "30s", until = "opened" },
+              { channel = "voice", timeout = "45s", until = "verified" },
+              { channel = "push" },
+            ]
+
+            [[policy]]
+            name = "uk"
+            match_country = ["+44"]
+            variants = [
+              { weight = 50, order = ["voice", "sms", "email"] },
+              { weight = 50, order = ["sms", "voice", "email"] },
+            ]
+            steps = [
+              { channel = "sms",   timeout = "20s", until = "delivered" },
+              { channel = "voice", timeout = "45s", until = "verified" },
+              { channel = "email", timeout = "60s", until = "opened" },
+            ]
+
+            [limits]
+            sends_per_destination_10m = 5
+            min_gap_per_channel = "30s"
+            prefix_sends_per_minute = 600
+            """, file: "otpd.toml")
+        #expect(c.appName == "AcmeApp")
+        #expect(c.tenants.count == 2)
+        #expect(c.tenants[0].roles == [.service, .auditor, .analyst])
+        #expect(c.channel(.sms).driver == "webhook")
+        #expect(c.channel(.voice).driver == "log")
+        #expect(c.channels[.email]?.port == 2525)
+        #expect(c.policies.map(\.name) == ["default", "uk"])
+        #expect(c.policies[0].steps[0] == Step(channel: .sms, timeoutMs: 15_000, until: .delivered))
+        #expect(c.policies[0].steps[3] == Step(channel: .push, timeoutMs: nil, until: .delivered))
+        #expect(c.policies[1].matchCountry == ["+44"])
+        #expect(c.policies[1].variants.map(\.order) == [[.voice, .sms, .email], [.sms, .voice, .email]])
+        #expect(c.limits.minGapPerChannelMs == 30_000)
+    }
+
+    @Test func anEmptyFileGivesTheDevelopmentDefaults() throws {
+        let c = try Configuration.parse("")
+        #expect(c.listen == "127.0.0.1:7379")
+        #expect(c.tenants.isEmpty)
+        #expect(c.printsCodes)
+        #expect(PolicyBook(policies: c.policies).policies == [Policy.builtInDefault])
+    }
+
+    @Test(arguments: [
+        ("listen = 7379", "otpd.toml: listen: must be a string"),
+        ("bogus = 1", "otpd.toml: bogus: unknown key"),
+        ("[[tenant]]\nname = \"a\"\nroles = [\"boss\"]\ntoken = \"t\"", "otpd.toml: tenant[0].roles: unknown role 'boss'"),
+        ("[[tenant]]\nname = \"a\"\nroles = [\"service\"]", "otpd.toml: tenant[0]: needs token or token_sha256"),
+        ("[channel.fax]\ndriver = \"log\"", "otpd.toml: channel.fax: unknown channel 'fax' (sms, email, voice, push)"),
+        ("[channel.sms]\ndriver = \"smtp\"\nhost = \"h\"\nfrom = \"f\"", "otpd.toml: channel.sms.driver: smtp sends e-mail only"),
+        ("[channel.sms]\ndriver = \"webhook\"", "otpd.toml: channel.sms.url: is required for webhook"),
+        ("[[policy]]\nname = \"default\"\nsteps = [{ channel = \"sms\", timeout = \"soon\" }]",
+         "otpd.toml: policy[0].steps[0].timeout: must be a duration such as \"500ms\", \"15s\" or \"2m\""),
+        ("[[policy]]\nname = \"x\"\nsteps = [{ channel = \"sms\" }]", "otpd.toml: policy: no policy is named \"default\""),
+        ("[[policy]]\nname = \"default\"\nmatch_country = [\"44\"]\nsteps = [{ channel = \"sms\" }]",
+         "otpd.toml: policy[0].match_country: '44' is not a country calling code such as \"+44\""),
+        ("[limits]\nmin_gap_per_channel = \"x\"", "otpd.toml: limits.min_gap_per_channel: must be a duration such as \"500ms\", \"15s\" or \"2m\""),
+        ("listen = \"nowhere\"", "otpd.toml: listen: must be HOST:PORT"),
+    ])
+    func badConfigurationNamesTheFileTheKeyAndTheProblem(text: String, message: String) {
+        #expect {
+            try Configuration.parse(text, file: "otpd.toml")
+        } throws: { error in
+            (error as? ConfigurationError)?.description == message
+        }
+    }
+
+    @Test func aTOMLSyntaxErrorNamesTheLine() {
+        #expect {
+            try Configuration.parse("listen = \"a\"\n[[tenant\n", file: "otpd.toml")
+        } throws: { error in
+            (error as? ConfigurationError)?.description.contains("line 2") == true
+        }
+    }
+
+    @Test func durations() {
+        #expect(DurationText.milliseconds("500ms") == 500)
+        #expect(DurationText.milliseconds("15s") == 15_000)
+        #expect(DurationText.milliseconds("2m") == 120_000)
+        #expect(DurationText.milliseconds("7") == 7_000)
+        #expect(DurationText.milliseconds("-1s") == nil)
+        #expect(DurationText.milliseconds("s") == nil)
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import Synchronization
+import PostgresTesting
+import Testing
+
+/// The real `otpd` executable: flags, the listening line, replies, and a clean exit on SIGTERM.
+@Suite struct ExecutableTests {
+    /// The otpd binary built beside the test bundle.
+    static var binary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("otpd").path
+    }
+
+    @Test func otpdPrintsItsAddressServesAndExitsZeroOnSIGTERM() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            Issue.record("otpd was not built at \(Self.binary)")
+            return
+        }
+        let url = try await TestDatabase.make(label: "binary")
+        let dataDir = "/var/tmp/otpd-bin-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["serve", "--listen", "127.0.0.1:0", "--database-url", url, "--data-dir", dataDir]
+        var env = ProcessInfo.processInfo.environment
+        env["OTPD_SCHEMA_DIR"] = repositoryRoot + "/schema"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        let lines = LineCollector()
+        out.fileHandleForReading.readabilityHandler = { h in lines.append(h.availableData) }
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        let listening = try await eventually(timeout: .seconds(30), "the listening line") {
+            lines.all.first { $0.hasPrefix("otpd listening on ") }
+        }
+        #expect(listening.range(of: #"^otpd listening on 127\.0\.0\.1:\d+$"#, options: .regularExpression) != nil)
+        let port = Int(listening.split(separator: ":").last ?? "") ?? 0
+        #expect(try await redisCLI(port, ["PING"]) == ["PONG"])
+        _ = try await redisCLI(port, ["ISSUE", "x1", "email:a@example.com"])
+        #expect(try await eventually("the log driver's message") { lines.all.contains { $0.contains("your code is") } ? true : nil })
+        let status: Int32 = try await withCheckedThrowingContinuation { c in
+            p.terminationHandler = { c.resume(returning: $0.terminationStatus) }
+            kill(p.processIdentifier, SIGTERM)
+        }
+        out.fileHandleForReading.readabilityHandler = nil
+        #expect(status == 0)
+        #expect(FileManager.default.fileExists(atPath: dataDir + "/secret"))
+    }
+
+    @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            Issue.record("otpd was not built at \(Self.binary)")
+            return
+        }
+        let file = "/var/tmp/otpd-bad-\(UUID().uuidString.prefix(8)).toml"
+        try "[limits]\nmin_gap_per_channel = \"soon\"\n".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let r = try await run([Self.binary, "--config", file])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("\(file): limits.min_gap_per_channel: must be a duration"))
+    }
+}
+
+/// Collects a process's output lines as they arrive.
+final class LineCollector: Sendable {
+    private let state = Mutex<(buffer: String, lines: [String])>(("", []))
+    func append(_ data: Data) {
+        state.withLock { s in
+            s.buffer += String(decoding: data, as: UTF8.self)
+            while let nl = s.buffer.firstIndex(of: "\n") {
+                s.lines.append(String(s.buffer[..<nl]))
+                s.buffer = String(s.buffer[s.buffer.index(after: nl)...])
+            }
+        }
+    }
+    var all: [String] { state.withLock { $0.lines } }
+}

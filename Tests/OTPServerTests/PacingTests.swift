@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+
+/// Pacing and abuse limits, each answered `-RATELIMITED retry_after=<s>`.
+@Suite struct PacingTests {
+    func start(_ label: String, _ limits: String) async throws -> TestServer {
+        try await TestServer.start(label: label, config: "[limits]\n" + limits)
+    }
+
+    @Test func sessionsPerDestinationPerDay() async throws {
+        let server = try await start("pace_sessions", "sessions_per_destination_day = 2\nmin_gap_per_channel = \"0s\"")
+        defer { Task { await server.stop() } }
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "p1", "email:a@example.com"]))["session"] == "p1")
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "p2", "email:a@example.com"]))["session"] == "p2")
+        let third = try await redisCLI(server.port, ["ISSUE", "p3", "email:a@example.com"])
+        #expect(third.first?.hasPrefix("RATELIMITED retry_after=") == true, "\(third)")
+        // Nothing was recorded for the refused session, and another address is not limited.
+        #expect(try await redisCLI(server.port, ["STATUS", "p3"]).first?.hasPrefix("NOTFOUND") == true)
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "p4", "email:b@example.com"]))["session"] == "p4")
+    }
+
+    @Test func minimumGapPerChannelAndSendsPerTenMinutes() async throws {
+        let server = try await start("pace_gap", "sends_per_destination_10m = 2\nmin_gap_per_channel = \"30s\"")
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "g1", "sms:+15551234567", "voice:+15551234567"])
+        // The same phone on the same channel again within 30 s.
+        let again = try await redisCLI(server.port, ["ISSUE", "g2", "sms:+15551234567"])
+        #expect(again.first.map { $0.hasPrefix("RATELIMITED retry_after=") && Int($0.dropFirst(24)).map { (1...30).contains($0) } == true } == true, "\(again)")
+        // RESEND moves to voice: another channel, same phone: the second send in ten minutes is allowed...
+        #expect(pairs(try await redisCLI(server.port, ["RESEND", "g1"]))["channel"] == "voice")
+        // ...and a third is not.
+        let third = try await redisCLI(server.port, ["ISSUE", "g3", "voice:+15551234567", "sms:+15551234567"])
+        #expect(third.first?.hasPrefix("RATELIMITED") == true, "\(third)")
+    }
+
+    @Test func tenantDailyBudget() async throws {
+        let server = try await start("pace_tenant", "tenant_sends_per_day = 2")
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "t1", "email:a@example.com"])
+        _ = try await redisCLI(server.port, ["ISSUE", "t2", "email:b@example.com"])
+        #expect(try await redisCLI(server.port, ["ISSUE", "t3", "email:c@example.com"]).first?.hasPrefix("RATELIMITED") == true)
+    }
+
+    @Test func aCountryOverItsCeilingLosesSMSAndVoice() async throws {
+        let server = try await start("pace_prefix", "prefix_sends_per_minute = 1")
+        defer { Task { await server.stop() } }
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "c1", "sms:+447700900001"]))["steps"] == "sms")
+        let fallback = pairs(try await redisCLI(server.port, ["ISSUE", "c2", "sms:+447700900002", "email:a@example.com"]))
+        #expect(fallback["steps"] == "email")
+        #expect(try await redisCLI(server.port, ["ISSUE", "c3", "sms:+447700900003"]).first?.hasPrefix("RATELIMITED") == true)
+        // Another country is not affected.
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "c4", "sms:+33612345678"]))["steps"] == "sms")
+    }
+
+    @Test func consecutiveFailuresAcrossSessionsBlockTheDestination() async throws {
+        let server = try await start("pace_fail", "consecutive_failures_per_destination = 3\nmin_gap_per_channel = \"0s\"")
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "b1", "email:a@example.com", "MAXATTEMPTS", "2"])
+        let code = try await server.code(session: "b1")
+        let wrong = code == "000000" ? "111111" : "000000"
+        _ = try await redisCLI(server.port, ["VERIFY", "b1", wrong])
+        _ = try await redisCLI(server.port, ["VERIFY", "b1", wrong])  // locked
+        _ = try await redisCLI(server.port, ["ISSUE", "b2", "email:a@example.com"])
+        _ = try await redisCLI(server.port, ["VERIFY", "b2", wrong])  // the third in a row, across sessions
+        let refused = try await redisCLI(server.port, ["ISSUE", "b3", "email:a@example.com"])
+        #expect(refused.first?.hasPrefix("RATELIMITED") == true, "\(refused)")
+        // A success resets the count.
+        let other = try await TestServer.start(label: "pace_fail2", config: "[limits]\nconsecutive_failures_per_destination = 2\nmin_gap_per_channel = \"0s\"")
+        defer { Task { await other.stop() } }
+        _ = try await redisCLI(other.port, ["ISSUE", "r1", "email:z@example.com"])
+        let c = try await other.code(session: "r1")
+        let w = c == "000000" ? "111111" : "000000"
+        _ = try await redisCLI(other.port, ["VERIFY", "r1", w])
+        _ = try await redisCLI(other.port, ["VERIFY", "r1", c])
+        _ = try await redisCLI(other.port, ["ISSUE", "r2", "email:z@example.com"])
+        _ = try await redisCLI(other.port, ["VERIFY", "r2", w])
+        #expect(pairs(try await redisCLI(other.port, ["ISSUE", "r3", "email:z@example.com"]))["session"] == "r3")
+    }
+}

@@ -1,0 +1,254 @@
+import Crypto
+import Foundation
+import NIOCore
+import NIOPosix
+import OTPDomain
+@testable import OTPService
+import Testing
+
+@Suite struct WebhookDriverTests {
+    private static let code = "482913"
+    private static let phone = "+15555550123"
+    private static let renderer = MessageRenderer(settings: MessageSettings(appName: "Acme"))
+
+    private static func outbound(_ channel: OTPDomain.Channel, to: String = phone) -> OutboundMessage {
+        OutboundMessage(messageId: "m-\(channel.rawValue)-1", tenant: "acme", session: "s-42", to: to,
+                        message: renderer.render(channel: channel, code: code, app: nil, locale: "en"))
+    }
+
+    /// Starts a provider answering `status`/`body` after `delay`, runs `body`, then stops the provider.
+    private static func withProvider<T>(
+        status: Int = 200, body answer: String = "", delay: Duration = .zero,
+        _ run: (FakeProvider) async throws -> T
+    ) async throws -> T {
+        let provider = try await FakeProvider.start { _ in (status, answer, delay) }
+        do {
+            let result = try await run(provider)
+            await provider.stop()
+            return result
+        } catch {
+            await provider.stop()
+            throw error
+        }
+    }
+
+    /// Sends one message through a fresh driver pointed at `provider`.
+    private static func send(_ m: OutboundMessage, to provider: FakeProvider, path: String = "/otp",
+                             secret: String? = nil, timeout: Duration = .seconds(5)) async throws -> DriverResult {
+        let driver = try WebhookDriver(url: provider.baseURL + path, secret: secret, timeout: timeout)
+        return await driver.send(m)
+    }
+
+    private static func hmacHex(_ body: [UInt8], key: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(key.utf8)))
+        return mac.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A transient reason must never leak the code or the destination.
+    private static func expectTransient(_ result: DriverResult, sourceLocation: SourceLocation = #_sourceLocation) {
+        guard case .transientFailure(let reason) = result else {
+            Issue.record("expected a transient failure, got \(result)", sourceLocation: sourceLocation)
+            return
+        }
+        #expect(!reason.isEmpty, sourceLocation: sourceLocation)
+        #expect(!reason.contains(code), sourceLocation: sourceLocation)
+        #expect(!reason.contains(phone), sourceLocation: sourceLocation)
+    }
+
+    // MARK: Request shape
+
+    @Test func smsRequestHasTheContractKeysAndHeaders() async throws {
+        let m = Self.outbound(.sms)
+        try await Self.withProvider { provider in
+            let result = try await Self.send(m, to: provider, path: "/hooks/otp?v=1")
+            #expect(result == .accepted(providerRef: nil))
+            let requests = provider.requests
+            try #require(requests.count == 1)
+            let r = requests[0]
+            #expect(r.method == "POST")
+            #expect(r.path == "/hooks/otp?v=1")
+            #expect(r.header("Content-Type") == "application/json")
+            #expect(r.header("Idempotency-Key") == m.messageId)
+            #expect(r.header("User-Agent") == "otpd")
+            #expect(r.header("Host") == "127.0.0.1:\(provider.port)")
+            #expect(r.header("Content-Length") == String(r.body.count))
+            #expect(r.header("X-OTPD-Signature") == nil)
+            let json = try #require(r.json)
+            #expect(Set(json.keys) == ["message_id", "tenant", "session", "channel", "to", "text", "locale"])
+            #expect(json["message_id"] as? String == m.messageId)
+            #expect(json["tenant"] as? String == "acme")
+            #expect(json["session"] as? String == "s-42")
+            #expect(json["channel"] as? String == "sms")
+            #expect(json["to"] as? String == Self.phone)
+            #expect(json["text"] as? String == m.message.text)
+            #expect(json["locale"] as? String == "en")
+            #expect((json["text"] as? String)?.contains(Self.code) == true)
+        }
+    }
+
+    @Test func emailRequestHasSubjectAndHTML() async throws {
+        let m = Self.outbound(.email, to: "ann@example.com")
+        let subject = try #require(m.message.subject)
+        let html = try #require(m.message.html)
+        try await Self.withProvider { provider in
+            let result = try await Self.send(m, to: provider)
+            #expect(result == .accepted(providerRef: nil))
+            let json = try #require(provider.requests.first?.json)
+            #expect(Set(json.keys) == ["message_id", "tenant", "session", "channel", "to", "text", "locale",
+                                       "subject", "html"])
+            #expect(json["channel"] as? String == "email")
+            #expect(json["to"] as? String == "ann@example.com")
+            #expect(json["subject"] as? String == subject)
+            #expect(json["html"] as? String == html)
+            #expect(json["text"] as? String == m.message.text)
+        }
+    }
+
+    @Test func pushRequestHasTitleAndDataCode() async throws {
+        let m = Self.outbound(.push, to: "device-token-1")
+        let title = try #require(m.message.title)
+        try await Self.withProvider { provider in
+            let result = try await Self.send(m, to: provider)
+            #expect(result == .accepted(providerRef: nil))
+            let json = try #require(provider.requests.first?.json)
+            #expect(Set(json.keys) == ["message_id", "tenant", "session", "channel", "to", "text", "locale",
+                                       "title", "data"])
+            #expect(json["channel"] as? String == "push")
+            #expect(json["title"] as? String == title)
+            let data = try #require(json["data"] as? [String: Any])
+            #expect(data.count == 1)
+            #expect(data["code"] as? String == Self.code)
+        }
+    }
+
+    @Test func voiceRequestHasSSML() async throws {
+        let m = Self.outbound(.voice)
+        let ssml = try #require(m.message.ssml)
+        try await Self.withProvider { provider in
+            let result = try await Self.send(m, to: provider)
+            #expect(result == .accepted(providerRef: nil))
+            let json = try #require(provider.requests.first?.json)
+            #expect(Set(json.keys) == ["message_id", "tenant", "session", "channel", "to", "text", "locale", "ssml"])
+            #expect(json["ssml"] as? String == ssml)
+        }
+    }
+
+    @Test func bodyIsCompactJSONWithSortedKeys() async throws {
+        try await Self.withProvider { provider in
+            _ = try await Self.send(Self.outbound(.sms), to: provider)
+            let text = try #require(provider.requests.first?.text)
+            #expect(text.hasPrefix("{\"channel\":\"sms\",\"locale\":\"en\",\"message_id\":"))
+        }
+    }
+
+    @Test func signatureIsHMACOfTheExactBodyWhenASecretIsSet() async throws {
+        let secret = "s3cr3t-ключ"
+        try await Self.withProvider { provider in
+            let result = try await Self.send(Self.outbound(.email), to: provider, secret: secret)
+            #expect(result == .accepted(providerRef: nil))
+            let r = try #require(provider.requests.first)
+            #expect(r.header("X-OTPD-Signature") == "sha256=" + Self.hmacHex(r.body, key: secret))
+        }
+    }
+
+    @Test func noSignatureWithoutASecret() async throws {
+        try await Self.withProvider { provider in
+            _ = try await Self.send(Self.outbound(.push), to: provider, secret: nil)
+            let r = try #require(provider.requests.first)
+            #expect(r.header("X-OTPD-Signature") == nil)
+        }
+    }
+
+    // MARK: Answers
+
+    @Test func okWithProviderRefIsAcceptedWithTheRef() async throws {
+        try await Self.withProvider(status: 200, body: #"{"provider_ref":"abc","other":1}"#) { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            #expect(result == .accepted(providerRef: "abc"))
+        }
+    }
+
+    @Test func createdWithoutBodyIsAcceptedWithoutRef() async throws {
+        try await Self.withProvider(status: 201, body: "") { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            #expect(result == .accepted(providerRef: nil))
+        }
+    }
+
+    @Test func okWithNonJSONOrNonStringRefIsAcceptedWithoutRef() async throws {
+        try await Self.withProvider(status: 202, body: "queued") { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            #expect(result == .accepted(providerRef: nil))
+        }
+        try await Self.withProvider(status: 200, body: #"{"provider_ref":42}"#) { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            #expect(result == .accepted(providerRef: nil))
+        }
+    }
+
+    @Test(arguments: [400, 404, 422])
+    func clientErrorsArePermanent(status: Int) async throws {
+        try await Self.withProvider(status: status, body: #"{"error":"no"}"#) { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            #expect(result == .permanentFailure("HTTP \(status)"))
+        }
+    }
+
+    @Test(arguments: [500, 503])
+    func serverErrorsAreTransient(status: Int) async throws {
+        try await Self.withProvider(status: status) { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            #expect(result == .transientFailure("HTTP \(status)"))
+            Self.expectTransient(result)
+        }
+    }
+
+    @Test func refusedConnectionIsTransient() async throws {
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(listener.localAddress?.port)
+        try await listener.close()
+        let driver = try WebhookDriver(url: "http://127.0.0.1:\(port)/otp", secret: "k", timeout: .seconds(2))
+        let result = await driver.send(Self.outbound(.sms))
+        Self.expectTransient(result)
+    }
+
+    @Test func slowProviderTimesOutAsTransient() async throws {
+        try await Self.withProvider(status: 200, body: #"{"provider_ref":"late"}"#, delay: .seconds(3)) { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider, timeout: .milliseconds(300))
+            Self.expectTransient(result)
+        }
+    }
+
+    @Test func hangUpWithoutAnswerIsTransient() async throws {
+        try await Self.withProvider(status: 0) { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            Self.expectTransient(result)
+            #expect(provider.requests.count == 1)
+        }
+    }
+
+    // MARK: URLs
+
+    @Test func parsesHTTPURLs() throws {
+        let a = try WebhookDriver(url: "http://hooks.example.com:8080/v1/otp?x=1", secret: nil, timeout: .seconds(1))
+        #expect(a.host == "hooks.example.com")
+        #expect(a.port == 8080)
+        #expect(a.path == "/v1/otp?x=1")
+        #expect(a.name == "webhook")
+        let b = try WebhookDriver(url: "HTTP://example.com", secret: nil, timeout: .seconds(1))
+        #expect(b.port == 80)
+        #expect(b.path == "/")
+        let c = try WebhookDriver(url: "http://[::1]:9000/h", secret: nil, timeout: .seconds(1))
+        #expect(c.host == "::1")
+        #expect(c.port == 9000)
+    }
+
+    @Test(arguments: ["https://example.com/otp", "ftp://example.com/otp", "example.com/otp",
+                      "http://:80/otp", "http://example.com:0/", "http://example.com:99999/", "http://u:p@example.com/"])
+    func rejectsUnusableURLs(url: String) {
+        #expect(throws: WebhookURLError.self) {
+            _ = try WebhookDriver(url: url, secret: nil, timeout: .seconds(1))
+        }
+    }
+}
