@@ -125,6 +125,7 @@ let package = Package(
             name: "OTPServerTests",
             dependencies: [
                 "OTPServer", "OTPService", "OTPDomain", "Postgres", "PostgresTesting", "EventStore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

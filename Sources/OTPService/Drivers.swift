@@ -14,6 +14,15 @@ public struct OutboundMessage: Sendable {
     public var to: String
     /// The rendered message.
     public var message: Message
+
+    /// Creates a message for a driver.
+    public init(messageId: String, tenant: String, session: String, to: String, message: Message) {
+        self.messageId = messageId
+        self.tenant = tenant
+        self.session = session
+        self.to = to
+        self.message = message
+    }
 }
 
 /// What a provider said about a message.
@@ -61,4 +70,36 @@ public struct NullDriver: ChannelDriver {
     public var name: String { "null" }
     public init() {}
     public func send(_ message: OutboundMessage) async -> DriverResult { .accepted(providerRef: nil) }
+}
+
+/// The drivers a configuration asks for, one per channel.
+public enum ChannelDrivers {
+    /// Builds every channel's driver; `log` lets tests capture what the log driver prints.
+    public static func make(
+        _ configuration: Configuration, log: LogDriver = LogDriver()
+    ) throws(ConfigurationError) -> [Channel: any ChannelDriver] {
+        var drivers: [Channel: any ChannelDriver] = [:]
+        for channel in Channel.allCases {
+            let settings = configuration.channel(channel)
+            let key = "channel.\(channel.rawValue)"
+            switch settings.driver {
+            case "log": drivers[channel] = log
+            case "null": drivers[channel] = NullDriver()
+            case "webhook":
+                guard let url = settings.url else {
+                    throw ConfigurationError(file: "config", key: key + ".url", message: "is required for webhook")
+                }
+                do {
+                    drivers[channel] = try WebhookDriver(url: url, secret: settings.secret,
+                                                         timeout: .milliseconds(settings.timeoutMs))
+                } catch {
+                    throw ConfigurationError(file: "config", key: key + ".url", message: "\(error)")
+                }
+            default:
+                throw ConfigurationError(file: "config", key: key + ".driver",
+                                         message: "driver '\(settings.driver)' is not available in this version (log, null, webhook)")
+            }
+        }
+        return drivers
+    }
 }

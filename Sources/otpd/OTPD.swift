@@ -109,6 +109,11 @@ struct Serve: AsyncParsableCommand {
         }
         guard let address = HostPort(c.listen) else { throw ValidationError("bad listen address") }
 
+        let drivers: [Channel: any ChannelDriver]
+        do { drivers = try ChannelDrivers.make(c) } catch {
+            stderr("otpd: configuration error: \(error)")
+            throw ExitCode(2)
+        }
         let db = try Database.open(c)
         defer { db.embedded?.stop() }
         let applied = try db.migrate()
@@ -125,16 +130,6 @@ struct Serve: AsyncParsableCommand {
         let pool = PGPool(url: db.url, size: 8)
         let service = SessionService(pool: pool, secrets: secrets, policies: PolicyBook(policies: c.policies),
                                      limits: c.limits)
-        var drivers: [Channel: any ChannelDriver] = [:]
-        for channel in Channel.allCases {
-            switch c.channel(channel).driver {
-            case "log": drivers[channel] = LogDriver()
-            case "null": drivers[channel] = NullDriver()
-            default:
-                stderr("otpd: channel \(channel.rawValue): driver '\(c.channel(channel).driver)' is not available yet")
-                throw ExitCode(2)
-            }
-        }
         let renderer = MessageRenderer(settings: MessageSettings(appName: c.appName, appDomain: c.appDomain,
                                                                  androidAppHash: c.androidAppHash))
         let dispatcher = Dispatcher(service: service, drivers: drivers, settings: c.channels, renderer: renderer,

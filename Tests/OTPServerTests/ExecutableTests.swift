@@ -38,7 +38,7 @@ import Testing
         let port = Int(listening.split(separator: ":").last ?? "") ?? 0
         #expect(try await redisCLI(port, ["PING"]) == ["PONG"])
         _ = try await redisCLI(port, ["ISSUE", "x1", "email:a@example.com"])
-        #expect(try await eventually("the log driver's message") { lines.all.contains { $0.contains("your code is") } ? true : nil })
+        #expect(try await eventually("the log driver's message") { lines.all.contains { $0.contains("Your otpd code is") } ? true : nil })
         let status: Int32 = try await withCheckedThrowingContinuation { c in
             p.terminationHandler = { c.resume(returning: $0.terminationStatus) }
             kill(p.processIdentifier, SIGTERM)

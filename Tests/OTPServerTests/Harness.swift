@@ -72,8 +72,7 @@ final class TestServer: Sendable {
         let pool = PGPool(url: url, size: 4)
         let service = SessionService(pool: pool, secrets: secrets, policies: PolicyBook(policies: c.policies), limits: c.limits)
         let log = CapturedLog()
-        var drivers: [Channel: any ChannelDriver] = [:]
-        for ch in Channel.allCases { drivers[ch] = LogDriver(write: { log.append($0) }) }
+        let drivers = try ChannelDrivers.make(c, log: LogDriver(write: { log.append($0) }))
         var logger = Logger(label: "otpd-test")
         logger.logLevel = .warning
         let dispatcher = Dispatcher(

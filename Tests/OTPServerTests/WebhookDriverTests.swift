@@ -3,7 +3,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import OTPDomain
-@testable import OTPService
+import OTPService
 import Testing
 
 @Suite struct WebhookDriverTests {
@@ -211,12 +211,14 @@ import Testing
         let driver = try WebhookDriver(url: "http://127.0.0.1:\(port)/otp", secret: "k", timeout: .seconds(2))
         let result = await driver.send(Self.outbound(.sms))
         Self.expectTransient(result)
+        #expect(result == .transientFailure("connection refused"))
     }
 
     @Test func slowProviderTimesOutAsTransient() async throws {
         try await Self.withProvider(status: 200, body: #"{"provider_ref":"late"}"#, delay: .seconds(3)) { provider in
             let result = try await Self.send(Self.outbound(.sms), to: provider, timeout: .milliseconds(300))
             Self.expectTransient(result)
+            #expect(result == .transientFailure("timeout"))
         }
     }
 
@@ -226,6 +228,23 @@ import Testing
             Self.expectTransient(result)
             #expect(provider.requests.count == 1)
         }
+    }
+
+    @Test func oversizedAnswerIsCutShortAndStillClassifiedByStatus() async throws {
+        let big = #"{"provider_ref":"big","pad":""# + String(repeating: "x", count: 100_000) + #""}"#
+        try await Self.withProvider(status: 200, body: big) { provider in
+            let result = try await Self.send(Self.outbound(.sms), to: provider)
+            #expect(result == .accepted(providerRef: nil))
+        }
+    }
+
+    @Test(arguments: ["garbage\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"provider_ref\"", "HTTP/1.1 abc\r\n\r\n"])
+    func malformedAnswerIsTransient(answer: String) async throws {
+        let server = try await RawServer.start(answer: answer)
+        let driver = try WebhookDriver(url: "http://127.0.0.1:\(server.port)/otp", secret: nil, timeout: .seconds(2))
+        let result = await driver.send(Self.outbound(.sms))
+        try? await server.channel.close()
+        Self.expectTransient(result)
     }
 
     // MARK: URLs
@@ -249,6 +268,42 @@ import Testing
     func rejectsUnusableURLs(url: String) {
         #expect(throws: WebhookURLError.self) {
             _ = try WebhookDriver(url: url, secret: nil, timeout: .seconds(1))
+        }
+    }
+}
+
+/// A TCP server that answers every connection's first bytes with fixed raw text, then hangs up.
+private struct RawServer {
+    let channel: any NIOCore.Channel
+    let port: Int
+
+    static func start(answer: String) async throws -> RawServer {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { child in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(RawAnswerHandler(answer: answer))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(channel.localAddress?.port)
+        return RawServer(channel: channel, port: port)
+    }
+}
+
+private final class RawAnswerHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let answer: String
+    private var answered = false
+
+    init(answer: String) { self.answer = answer }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        answered = true
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: answer))).whenComplete { _ in
+            loopBound.value.close(promise: nil)
         }
     }
 }

@@ -1,0 +1,56 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// Fallback against real HTTP providers on loopback (the webhook driver and a fake provider).
+@Suite struct ProviderFallbackTests {
+    final class Counter: Sendable {
+        let value = Mutex(0)
+        func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    }
+
+    @Test func aRefusalEscalatesAtOnceAndTransientErrorsAreRetriedWithOneIdempotencyKey() async throws {
+        let sms = try await FakeProvider.start { _ in (status: 400, body: #"{"error":"invalid number"}"#, delay: .zero) }
+        let calls = Counter()
+        let email = try await FakeProvider.start { _ in
+            calls.next() <= 2 ? (status: 503, body: "busy", delay: .zero)
+                : (status: 200, body: #"{"provider_ref":"ref-1"}"#, delay: .zero)
+        }
+        let server = try await TestServer.start(label: "provider", config: """
+            [channel.sms]
+            driver = "webhook"
+            url = "\(sms.baseURL)/sms"
+
+            [channel.email]
+            driver = "webhook"
+            url = "\(email.baseURL)/email"
+            secret = "s3cret"
+
+            [[policy]]
+            name = "default"
+            steps = [ { channel = "sms", timeout = "10s" }, { channel = "email", timeout = "10s" } ]
+            """)
+        defer { Task { await server.stop(); await sms.stop(); await email.stop() } }
+
+        _ = try await redisCLI(server.port, ["ISSUE", "w1", "sms:+15551234567", "email:user@example.com"])
+        let status = try await eventually(timeout: .seconds(20), "the e-mail step sent") { () -> [String: String]? in
+            let s = pairs(try await redisCLI(server.port, ["STATUS", "w1"]))
+            return s["channel"] == "email" && s["status"] == "sent" ? s : nil
+        }
+        #expect(status["step"] == "2")
+        let history = try await redisCLI(server.port, ["HISTORY", "w1"])
+        let types = stride(from: 0, to: history.count, by: 10).map { history[$0 + 3] }
+        #expect(types == ["issued", "delivery_failed", "escalated", "sent"])
+        #expect(history.contains { $0.contains(#""reason":"failure""#) })
+        #expect(history.contains { $0.contains(#""provider_ref":"ref-1""#) })
+
+        // The 4xx was not retried; the 5xx were, always with the same idempotency key.
+        #expect(sms.requests.count == 1)
+        #expect(email.requests.count == 3)
+        let keys = Set(email.requests.compactMap { $0.header("Idempotency-Key") })
+        #expect(keys.count == 1)
+        #expect(email.requests.allSatisfy { $0.header("X-OTPD-Signature")?.hasPrefix("sha256=") == true })
+        #expect(sms.requests[0].json?["to"] as? String == "+15551234567")
+        #expect(email.requests[0].json?["subject"] as? String != nil)
+    }
+}
