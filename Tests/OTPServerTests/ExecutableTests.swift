@@ -24,11 +24,15 @@ import Testing
         var env = ProcessInfo.processInfo.environment
         env["OTPD_SCHEMA_DIR"] = repositoryRoot + "/schema"
         p.environment = env
-        let out = Pipe()
+        // Output to a file the test reads as it grows (no pipe readability handlers: see `run`).
+        let outPath = dataDir + ".out"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: outPath) }
+        guard let out = FileHandle(forWritingAtPath: outPath) else { throw HarnessError("no output file") }
+        defer { try? out.close() }
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
-        let lines = LineCollector()
-        out.fileHandleForReading.readabilityHandler = { h in lines.append(h.availableData) }
+        let lines = OutputFile(path: outPath)
         try p.run()
         defer { if p.isRunning { p.terminate() } }
         let listening = try await eventually(timeout: .seconds(30), "the listening line") {
@@ -43,7 +47,6 @@ import Testing
             p.terminationHandler = { c.resume(returning: $0.terminationStatus) }
             kill(p.processIdentifier, SIGTERM)
         }
-        out.fileHandleForReading.readabilityHandler = nil
         #expect(status == 0)
         #expect(FileManager.default.fileExists(atPath: dataDir + "/secret"))
     }
@@ -62,17 +65,10 @@ import Testing
     }
 }
 
-/// Collects a process's output lines as they arrive.
-final class LineCollector: Sendable {
-    private let state = Mutex<(buffer: String, lines: [String])>(("", []))
-    func append(_ data: Data) {
-        state.withLock { s in
-            s.buffer += String(decoding: data, as: UTF8.self)
-            while let nl = s.buffer.firstIndex(of: "\n") {
-                s.lines.append(String(s.buffer[..<nl]))
-                s.buffer = String(s.buffer[s.buffer.index(after: nl)...])
-            }
-        }
+/// A process's output file, read as lines.
+struct OutputFile: Sendable {
+    var path: String
+    var all: [String] {
+        ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
-    var all: [String] { state.withLock { $0.lines } }
 }

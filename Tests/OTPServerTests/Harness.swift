@@ -137,6 +137,9 @@ struct ProcessResult {
 }
 
 /// Runs a program to completion without blocking a cooperative thread.
+///
+/// Output goes to temporary files, not pipes: Foundation's pipe readability handlers are dispatch sources,
+/// and closing their descriptors while the sources wind down has crashed libdispatch's event loop here.
 func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -144,39 +147,26 @@ func run(_ arguments: [String], input: String? = nil, environment: [String: Stri
     var env = ProcessInfo.processInfo.environment
     for (k, v) in environment { env[k] = v }
     p.environment = env
-    let out = Pipe()
-    let err = Pipe()
-    let inp = Pipe()
+    let base = NSTemporaryDirectory() + "otpd-test-\(UUID().uuidString)"
+    let files = (out: base + ".out", err: base + ".err", in: base + ".in")
+    defer { for f in [files.out, files.err, files.in] { try? FileManager.default.removeItem(atPath: f) } }
+    FileManager.default.createFile(atPath: files.out, contents: nil)
+    FileManager.default.createFile(atPath: files.err, contents: nil)
+    FileManager.default.createFile(atPath: files.in, contents: Data((input ?? "").utf8))
+    guard let out = FileHandle(forWritingAtPath: files.out), let err = FileHandle(forWritingAtPath: files.err),
+        let inp = FileHandle(forReadingAtPath: files.in)
+    else { throw HarnessError("cannot create temporary files") }
+    defer { try? out.close(); try? err.close(); try? inp.close() }
     p.standardOutput = out
     p.standardError = err
     p.standardInput = inp
-    let outData = Mutex(Data())
-    let errData = Mutex(Data())
-    out.fileHandleForReading.readabilityHandler = { h in
-        let d = h.availableData
-        outData.withLock { $0.append(d) }
-    }
-    err.fileHandleForReading.readabilityHandler = { h in
-        let d = h.availableData
-        errData.withLock { $0.append(d) }
-    }
     let status: Int32 = try await withCheckedThrowingContinuation { c in
         p.terminationHandler = { proc in c.resume(returning: proc.terminationStatus) }
-        do {
-            try p.run()
-            if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
-            try? inp.fileHandleForWriting.close()
-        } catch {
-            c.resume(throwing: error)
-        }
+        do { try p.run() } catch { c.resume(throwing: error) }
     }
-    out.fileHandleForReading.readabilityHandler = nil
-    err.fileHandleForReading.readabilityHandler = nil
-    let restOut = out.fileHandleForReading.readDataToEndOfFile()
-    let restErr = err.fileHandleForReading.readDataToEndOfFile()
-    let o = outData.withLock { $0 + restOut }
-    let e = errData.withLock { $0 + restErr }
-    return ProcessResult(status: status, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    let o = (try? String(contentsOfFile: files.out, encoding: .utf8)) ?? ""
+    let e = (try? String(contentsOfFile: files.err, encoding: .utf8)) ?? ""
+    return ProcessResult(status: status, stdout: o, stderr: e)
 }
 
 /// redis-cli against the test server; returns its output lines.
