@@ -110,18 +110,18 @@ public final class SessionService: Sendable {
         let stream = Self.stream(tenant: tenant, session: session)
         return try await pool.withConnection { conn in
             let now = try EventStore.now(on: conn)
-            let (records, state) = try self.load(stream: stream, on: conn)
+            let (records, state, _) = try self.load(stream: stream, on: conn)
             return LoadedSession(state: state, records: records, now: now)
         }
     }
 
-    /// Loads and folds a stream on a connection.
-    func load(stream: String, on conn: PGConnection) throws -> ([EventRecord], SessionState) {
+    /// Loads and folds a stream on a connection; also returns the session's data key (nil once erased).
+    func load(stream: String, on conn: PGConnection) throws -> ([EventRecord], SessionState, [UInt8]?) {
         let records = try EventStore.read(stream: stream, on: conn)
-        guard !records.isEmpty else { return ([], SessionState()) }
+        guard !records.isEmpty else { return ([], SessionState(), nil) }
         let key = try sessionKey(stream: stream, on: conn)
         let events = try records.map { (event: try codec.decode($0, key: key), at: $0.at) }
-        return (records, SessionDecider.fold(events))
+        return (records, SessionDecider.fold(events), key)
     }
 
     /// Rebuilds a state from stored records alone, for REPLAY.
@@ -142,33 +142,36 @@ public final class SessionService: Sendable {
         on conn: PGConnection
     ) throws -> CommandOutcome {
         let now = try EventStore.now(on: conn)
-        let (records, state) = try load(stream: stream, on: conn)
+        let (records, state, loadedKey) = try load(stream: stream, on: conn)
+        var key = loadedKey
         let context = DecisionContext(now: now, stream: stream, codes: codes, minGapMs: limits.minGapPerChannelMs)
         let decision = try SessionDecider.decide(command, state: state, context: context)
         var next = state
         if !decision.events.isEmpty {
-            var key = try sessionKey(stream: stream, on: conn)
             if case .issued = decision.events[0] {
                 let fresh = try secrets.newSessionKey(stream: stream)
                 try conn.query("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream), \(fresh.sealed))")
                 key = fresh.key
             }
-            for event in decision.events { next = SessionDecider.evolve(next, event, at: now) }
+            // Each event that starts a step queues its message, keyed by the event's version (the token).
+            var queued: [(token: Int, step: Int, channel: Channel)] = []
+            for (i, event) in decision.events.enumerated() {
+                next = SessionDecider.evolve(next, event, at: now)
+                if Self.startsStep(event), let step = next.currentStep {
+                    queued.append((state.version + i + 1, next.step, step.channel))
+                }
+            }
             if let tenant = Self.split(stream)?.tenant {
                 try pacing.apply(command, events: decision.events, after: next, tenant: tenant, now: now, on: conn)
             }
             let stored = try decision.events.map { try codec.encode($0, stream: stream, key: key) }
             try EventStore.append(stored, to: stream, expectedVersion: state.version,
                                   headHash: records.last?.hash ?? HashChain.genesis, at: now, on: conn)
-            var partial = state
-            for (i, event) in decision.events.enumerated() {
-                partial = SessionDecider.evolve(partial, event, at: now)
-                if Self.startsStep(event), let step = partial.currentStep {
-                    try conn.query("""
-                        INSERT INTO outbox (stream_id, token, step, channel)
-                        VALUES (\(stream), \(state.version + i + 1), \(partial.step), \(step.channel.rawValue))
-                        """)
-                }
+            for q in queued {
+                try conn.query("""
+                    INSERT INTO outbox (stream_id, token, step, channel)
+                    VALUES (\(stream), \(q.token), \(q.step), \(q.channel.rawValue))
+                    """)
             }
         }
         try syncTimers(stream: stream, from: state.timers, to: next.timers, on: conn)

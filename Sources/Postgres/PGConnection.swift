@@ -84,6 +84,7 @@ public final class PGConnection {
     ///
     /// If `body` swallowed a server error so that the transaction is aborted, the transaction is rolled
     /// back and a `.server` error with SQLSTATE 25P02 is thrown instead of a silent "COMMIT".
+    @discardableResult
     public func transaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
         let handle = try liveHandle()
         if PQtransactionStatus(handle) != PQTRANS_IDLE {

@@ -26,7 +26,7 @@ import Testing
         p.environment = env
         // Output to a file the test reads as it grows (no pipe readability handlers: see `run`).
         let outPath = dataDir + ".out"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: outPath) }
         guard let out = FileHandle(forWritingAtPath: outPath) else { throw HarnessError("no output file") }
         defer { try? out.close() }

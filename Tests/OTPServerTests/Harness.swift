@@ -150,9 +150,9 @@ func run(_ arguments: [String], input: String? = nil, environment: [String: Stri
     let base = NSTemporaryDirectory() + "otpd-test-\(UUID().uuidString)"
     let files = (out: base + ".out", err: base + ".err", in: base + ".in")
     defer { for f in [files.out, files.err, files.in] { try? FileManager.default.removeItem(atPath: f) } }
-    FileManager.default.createFile(atPath: files.out, contents: nil)
-    FileManager.default.createFile(atPath: files.err, contents: nil)
-    FileManager.default.createFile(atPath: files.in, contents: Data((input ?? "").utf8))
+    _ = FileManager.default.createFile(atPath: files.out, contents: nil)
+    _ = FileManager.default.createFile(atPath: files.err, contents: nil)
+    _ = FileManager.default.createFile(atPath: files.in, contents: Data((input ?? "").utf8))
     guard let out = FileHandle(forWritingAtPath: files.out), let err = FileHandle(forWritingAtPath: files.err),
         let inp = FileHandle(forReadingAtPath: files.in)
     else { throw HarnessError("cannot create temporary files") }
