@@ -51,6 +51,65 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: dataDir + "/secret"))
     }
 
+    /// Starts the binary on a database; returns the process, its port and its output.
+    func launch(_ url: String, config: String, dataDir: String) async throws -> (Process, Int, OutputFile) {
+        let configPath = dataDir + ".toml"
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["--config", configPath, "--listen", "127.0.0.1:0", "--database-url", url, "--data-dir", dataDir]
+        var env = ProcessInfo.processInfo.environment
+        env["OTPD_SCHEMA_DIR"] = repositoryRoot + "/schema"
+        p.environment = env
+        let outPath = dataDir + ".\(UUID().uuidString.prefix(4)).out"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        guard let out = FileHandle(forWritingAtPath: outPath) else { throw HarnessError("no output file") }
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        try? out.close()
+        let lines = OutputFile(path: outPath)
+        let listening = try await eventually(timeout: .seconds(30), "the listening line") {
+            lines.all.first { $0.hasPrefix("otpd listening on ") }
+        }
+        return (p, Int(listening.split(separator: ":").last ?? "") ?? 0, lines)
+    }
+
+    @Test func pendingTimersFireOnceAfterKillMinus9AndARestart() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            Issue.record("otpd was not built at \(Self.binary)")
+            return
+        }
+        let url = try await TestDatabase.make(label: "kill9")
+        let dataDir = "/var/tmp/otpd-kill-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let config = """
+            [[policy]]
+            name = "default"
+            steps = [ { channel = "sms", timeout = "3s" }, { channel = "email" } ]
+            """
+        let (first, port, _) = try await launch(url, config: config, dataDir: dataDir)
+        for i in 0..<5 {
+            _ = try await redisCLI(port, ["ISSUE", "k\(i)", "sms:+1555000000\(i)", "email:k\(i)@example.com"])
+        }
+        _ = try await eventually("five SMS sent") { () -> Bool? in
+            let types = try eventTypes(url)
+            return types.count == 5 && types.values.allSatisfy { $0.contains("sent") } ? true : nil
+        }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        let (second, _, _) = try await launch(url, config: config, dataDir: dataDir)
+        defer { kill(second.processIdentifier, SIGTERM); second.waitUntilExit() }
+        let streams = try await eventually(timeout: .seconds(20), "every timer fired after the restart") { () -> [String: [String]]? in
+            let types = try eventTypes(url)
+            return types.values.allSatisfy { $0.filter { $0 == "sent" }.count == 2 } ? types : nil
+        }
+        for (stream, types) in streams {
+            #expect(types == ["issued", "sent", "timed_out", "escalated", "sent"], "\(stream)")
+        }
+    }
+
     @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             Issue.record("otpd was not built at \(Self.binary)")
