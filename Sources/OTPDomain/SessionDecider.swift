@@ -29,7 +29,11 @@ public enum SessionDecider {
                 s.started = [StartedStep(step: 1, channel: first.channel, version: s.version, reason: nil)]
             }
         case .sent(let e):
-            if e.step == s.step && s.sentVersion == nil {
+            if let token = s.withdrawn.first(where: { $0.value.step == e.step && $0.value.sentAt == nil })?.key,
+                e.step != s.step || s.sentVersion != nil
+            {
+                s.withdrawn[token]?.sentAt = at
+            } else if e.step == s.step && s.sentVersion == nil {
                 s.sentVersion = s.version
                 s.sentAt = at
                 if !s.started.isEmpty {
@@ -65,7 +69,8 @@ public enum SessionDecider {
             s.started.append(StartedStep(step: e.to, channel: e.toChannel, version: s.version, reason: e.reason))
         case .escalationWithdrawn(let w):
             if s.started.count >= 2 {
-                s.started.removeLast()
+                let gone = s.started.removeLast()
+                s.withdrawn[gone.version] = gone
                 let back = s.started[s.started.count - 1]
                 s.step = back.step
                 s.stepStartedVersion = back.version
@@ -185,6 +190,13 @@ public enum SessionDecider {
             return Decision(events: [now >= s.expiresAt ? .expired : .cancelled])
 
         case .recordHandOff(let token, let messageId, let provider, let providerRef):
+            if let gone = s.withdrawn[token], gone.sentAt == nil {
+                // The provider already had it when the escalation was withdrawn: the send is recorded, the step stays.
+                return Decision(events: [
+                    .sent(.init(step: gone.step, channel: gone.channel, messageId: messageId, provider: provider,
+                                providerRef: providerRef))
+                ])
+            }
             guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
             return Decision(events: [
                 .sent(.init(step: s.step, channel: current.channel, messageId: messageId, provider: provider,

@@ -63,6 +63,8 @@ public struct SessionState: Sendable, Hashable {
     public var attemptsLeft = 0
     /// Every step started, in order (a repeated last step appears again).
     public var started: [StartedStep] = []
+    /// Steps whose start was withdrawn by a late receipt, by token: a hand-off already under way is still recorded.
+    public var withdrawn: [Int: StartedStep] = [:]
     /// Receipts already recorded, as "start version:outcome", for idempotency.
     public var receiptKeys: Set<String> = []
 

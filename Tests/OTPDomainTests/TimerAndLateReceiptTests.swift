@@ -99,3 +99,21 @@ import Testing
         #expect(d.events.count == 1)
     }
 }
+
+@Suite struct WithdrawnHandOffRules {
+    @Test func aHandOffAlreadyUnderWayWhenTheEscalationWasWithdrawnIsStillRecorded() throws {
+        let g = try sentSession()
+        let t = try g.when(.timeOutStep(token: 2), at: 15_100)
+        var after = g.and(t.events, at: 15_100)
+        let r = try after.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 15_200)
+        after = after.and(r.events, at: 15_200)
+        #expect(after.state.step == 1)
+        // The dispatcher had already called the e-mail provider (token 4) when the withdrawal committed.
+        let h = try after.when(.recordHandOff(token: 4, messageId: "m2", provider: "webhook", providerRef: nil), at: 15_300)
+        #expect(h.events == [.sent(.init(step: 2, channel: .email, messageId: "m2", provider: "webhook", providerRef: nil))])
+        let final = after.and(h.events, at: 15_300)
+        #expect(final.state.step == 1)
+        #expect(final.state.status == .delivered)
+        #expect(try final.when(.recordHandOff(token: 4, messageId: "m2", provider: "webhook", providerRef: nil), at: 15_400).events.isEmpty)
+    }
+}
