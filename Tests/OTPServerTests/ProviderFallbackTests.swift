@@ -54,3 +54,36 @@ import Testing
         #expect(email.requests[0].json?["subject"] as? String != nil)
     }
 }
+
+extension ProviderFallbackTests {
+    /// The e-mail provider is slow, so the SMS receipt arrives while the escalation's message is in flight: the
+    /// escalation is withdrawn (the session returns to SMS, delivered) and the e-mail already under way is still
+    /// recorded as sent. (Withdrawal before the hand-off began, where nothing is sent, is a domain test.)
+    @Test func aLateReceiptWithdrawsTheEscalation() async throws {
+        let email = try await FakeProvider.start { _ in (status: 200, body: "{}", delay: .seconds(2)) }
+        let server = try await TestServer.start(label: "withdraw", config: """
+            [channel.email]
+            driver = "webhook"
+            url = "\(email.baseURL)/email"
+
+            [[policy]]
+            name = "default"
+            steps = [ { channel = "sms", timeout = "300ms" }, { channel = "email", timeout = "10s" } ]
+            """)
+        defer { Task { await server.stop(); await email.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "late1", "sms:+15551234567", "email:user@example.com"])
+        _ = try await eventually(timeout: .seconds(10), "the escalation to e-mail") {
+            email.requests.isEmpty ? nil : true
+        }
+        #expect(try await redisCLI(server.port, ["RECEIPT", "late1", "sms", "delivered"]) == ["OK"])
+        let s = pairs(try await redisCLI(server.port, ["STATUS", "late1"]))
+        #expect(s["channel"] == "sms")
+        #expect(s["status"] == "delivered")
+        let types = try await eventually(timeout: .seconds(10), "the e-mail hand-off recorded") { () -> [String]? in
+            let t = try eventTypes(server.databaseURL)["default/late1"] ?? []
+            return t.last == "sent" && t.contains("escalation_withdrawn") ? t : nil
+        }
+        #expect(types == ["issued", "sent", "timed_out", "escalated", "delivered", "escalation_withdrawn", "sent"])
+        #expect(pairs(try await redisCLI(server.port, ["STATUS", "late1"]))["channel"] == "sms")
+    }
+}
