@@ -138,4 +138,27 @@ let tenantsConfig = """
         #expect(out.trimmingCharacters(in: .whitespacesAndNewlines)
             == #"b"$11\r\nhello world\r\n$4\r\nit's\r\n$3\r\nA\tB\r\n$1\r\na\r\n-ERR unknown command 'b'\r\n+OK\r\n""#)
     }
+
+    @Test func pastMaxConnectionsANewConnectionGetsBusyAndIsClosed() async throws {
+        let server = try await TestServer.start(label: "maxconn", config: "max_connections = 2")
+        defer { Task { await server.stop() } }
+        let out = try await python(server.port, """
+            import os, socket
+            port = int(os.environ['PORT'])
+            held = [socket.create_connection(('127.0.0.1', port), timeout=5) for _ in range(2)]
+            for h in held:
+                h.sendall(b'PING\\r\\n')
+                print(h.recv(100).decode().strip())
+            extra = socket.create_connection(('127.0.0.1', port), timeout=5)
+            data = b''
+            while True:
+                chunk = extra.recv(100)
+                if not chunk:
+                    break
+                data += chunk
+            print(data.decode().strip())
+            held[0].close()
+            """)
+        #expect(out.split(separator: "\n").map(String.init) == ["+PONG", "+PONG", "-BUSY too many connections or shutting down"])
+    }
 }
