@@ -58,7 +58,8 @@ public final class RESPServer: Service {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(RESPRequestDecoder(limits: limits)))
-                    return try NIOAsyncChannel<RESPRequest, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    try channel.pipeline.syncOperations.addHandler(RequestBatcher())
+                    return try NIOAsyncChannel<[RESPRequest], ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
         let boundPort = server.channel.localAddress?.port ?? port
@@ -99,7 +100,7 @@ public final class RESPServer: Service {
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<RESPRequest, ByteBuffer>) async {
+    private func serve(_ connection: NIOAsyncChannel<[RESPRequest], ByteBuffer>) async {
         guard let id = register(connection.channel) else {
             try? await connection.executeThenClose { _, outbound in
                 try await outbound.write(ByteBuffer(string: "-BUSY too many connections or shutting down\r\n"))
@@ -112,11 +113,15 @@ public final class RESPServer: Service {
             try await connection.executeThenClose { inbound, outbound in
                 var out = ByteBuffer()
                 do {
-                    for try await request in inbound {
+                    // One batch is every request decoded from one read: its replies go out in one write.
+                    for try await batch in inbound {
                         guard setBusy(id, true) else { break }
-                        let reply = await handler.handle(request, state: &state)
                         out.clear()
-                        reply.encode(into: &out, protocolVersion: state.protocolVersion)
+                        for request in batch {
+                            let reply = await handler.handle(request, state: &state)
+                            reply.encode(into: &out, protocolVersion: state.protocolVersion)
+                            if state.closeAfterReply { break }
+                        }
                         try await outbound.write(out)
                         if state.closeAfterReply || !setBusy(id, false) { break }
                     }
@@ -129,5 +134,42 @@ public final class RESPServer: Service {
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+/// Gathers the requests decoded from one read into a batch, so the connection answers them in one write.
+///
+/// A framing error is passed on after the batch decoded before it, so those requests are still answered
+/// before `-PROTO`.
+final class RequestBatcher: ChannelInboundHandler {
+    typealias InboundIn = RESPRequest
+    typealias InboundOut = [RESPRequest]
+
+    private var batch: [RESPRequest] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        batch.append(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flush(context)
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        flush(context)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        flush(context)
+        context.fireChannelInactive()
+    }
+
+    private func flush(_ context: ChannelHandlerContext) {
+        guard !batch.isEmpty else { return }
+        let ready = batch
+        batch.removeAll(keepingCapacity: true)
+        context.fireChannelRead(wrapInboundOut(ready))
     }
 }
