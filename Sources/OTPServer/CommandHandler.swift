@@ -77,7 +77,7 @@ public final class CommandHandler: Sendable {
         guard let first = args.first else { return .error("ERR empty command") }
         let name = first.uppercased()
         let rest = Array(args.dropFirst())
-        let shown = Validation.printable(first)
+        var shown: String { Validation.printable(first) }  // only for error replies
         guard let command = Self.table[name] else {
             if state.tenant == nil { return .error("NOAUTH authentication required") }
             return .error("ERR unknown command '\(shown)'")
