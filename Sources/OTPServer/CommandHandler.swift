@@ -39,22 +39,23 @@ public final class CommandHandler: Sendable {
     struct Command: Sendable {
         var minArgs: Int
         var maxArgs: Int
-        var role: Role?  // nil: any connection (PING, HELLO, AUTH, QUIT)
+        /// The roles that may run it; nil: any connection, before AUTH too (PING, HELLO, AUTH, QUIT).
+        var roles: Set<Role>?
     }
 
     static let table: [String: Command] = [
-        "PING": Command(minArgs: 0, maxArgs: 1, role: nil),
-        "HELLO": Command(minArgs: 0, maxArgs: 4, role: nil),
-        "AUTH": Command(minArgs: 2, maxArgs: 2, role: nil),
-        "QUIT": Command(minArgs: 0, maxArgs: 0, role: nil),
-        "ISSUE": Command(minArgs: 2, maxArgs: 64, role: .service),
-        "VERIFY": Command(minArgs: 2, maxArgs: 2, role: .service),
-        "RESEND": Command(minArgs: 1, maxArgs: 1, role: .service),
-        "CANCEL": Command(minArgs: 1, maxArgs: 1, role: .service),
-        "RECEIPT": Command(minArgs: 3, maxArgs: 4, role: .gateway),
-        "STATUS": Command(minArgs: 1, maxArgs: 1, role: .service),  // auditors too: see `allowed`
-        "HISTORY": Command(minArgs: 1, maxArgs: 1, role: .auditor),
-        "REPLAY": Command(minArgs: 1, maxArgs: 1, role: .auditor),
+        "PING": Command(minArgs: 0, maxArgs: 1, roles: nil),
+        "HELLO": Command(minArgs: 0, maxArgs: 4, roles: nil),
+        "AUTH": Command(minArgs: 2, maxArgs: 2, roles: nil),
+        "QUIT": Command(minArgs: 0, maxArgs: 0, roles: nil),
+        "ISSUE": Command(minArgs: 2, maxArgs: 64, roles: [.service]),
+        "VERIFY": Command(minArgs: 2, maxArgs: 2, roles: [.service]),
+        "RESEND": Command(minArgs: 1, maxArgs: 1, roles: [.service]),
+        "CANCEL": Command(minArgs: 1, maxArgs: 1, roles: [.service]),
+        "RECEIPT": Command(minArgs: 3, maxArgs: 4, roles: [.gateway]),
+        "STATUS": Command(minArgs: 1, maxArgs: 1, roles: [.service, .auditor]),
+        "HISTORY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor]),
+        "REPLAY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor]),
     ]
 
     /// Creates a handler; with no tenants the server is single-tenant and needs no AUTH.
@@ -82,11 +83,11 @@ public final class CommandHandler: Sendable {
             if state.tenant == nil { return .error("NOAUTH authentication required") }
             return .error("ERR unknown command '\(shown)'")
         }
-        if command.role != nil && state.tenant == nil { return .error("NOAUTH authentication required") }
+        if command.roles != nil && state.tenant == nil { return .error("NOAUTH authentication required") }
         guard rest.count >= command.minArgs && rest.count <= command.maxArgs else {
             return .error("ERR wrong number of arguments for '\(shown)'")
         }
-        if let role = command.role, !allowed(name, role: role, roles: state.roles) {
+        if let allowed = command.roles, allowed.isDisjoint(with: state.roles) {
             return .error("NOPERM this credential may not run \(name)")
         }
         do {
@@ -121,11 +122,6 @@ public final class CommandHandler: Sendable {
             logger.warning("command failed", metadata: ["command": "\(name)", "error": "\(error)"])
             return .error("UNAVAILABLE the database cannot be reached; nothing was recorded")
         }
-    }
-
-    private func allowed(_ name: String, role: Role, roles: Set<Role>) -> Bool {
-        if name == "STATUS" { return roles.contains(.service) || roles.contains(.auditor) }
-        return roles.contains(role)
     }
 
     static func reply(_ r: Rejection) -> RESPValue {

@@ -161,4 +161,42 @@ let tenantsConfig = """
             """)
         #expect(out.split(separator: "\n").map(String.init) == ["+PONG", "+PONG", "-BUSY too many connections or shutting down"])
     }
+
+    /// S3: every command against every role, each role alone on its credential.
+    @Test func everyCommandAgainstEveryRole() async throws {
+        let roles = ["service", "gateway", "auditor", "analyst"]
+        let config = roles.map { "[[tenant]]\nname = \"m\"\ntoken = \"\($0)-token\"\nroles = [\"\($0)\"]\n" }.joined(separator: "\n")
+        let server = try await TestServer.start(label: "matrix", config: config)
+        defer { Task { await server.stop() } }
+        // Each command fails after the role check (bad argument or unknown session), so every reply is one line.
+        let commands = [
+            "ISSUE nope fax:1": ["service"], "VERIFY nope 123456": ["service"], "RESEND nope": ["service"],
+            "CANCEL nope": ["service"], "STATUS nope": ["service", "auditor"], "RECEIPT nope sms delivered": ["gateway"],
+            "HISTORY nope": ["auditor"], "REPLAY nope": ["auditor"],
+        ]
+        let out = try await python(server.port, """
+            import os, socket, json
+            commands = json.loads(os.environ['COMMANDS'])
+            for role in ['service', 'gateway', 'auditor', 'analyst']:
+                s = socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=5)
+                f = s.makefile('rb')
+                s.sendall(('AUTH m %s-token\\r\\n' % role).encode())
+                assert f.readline().strip() == b'+OK'
+                for c in commands:
+                    s.sendall((c + '\\r\\n').encode())
+                    print(role, c.split()[0], f.readline().decode().split()[0])
+                s.close()
+            """, env: ["COMMANDS": String(decoding: try JSONSerialization.data(withJSONObject: Array(commands.keys)), as: UTF8.self)])
+        let lines = out.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        #expect(lines.count == roles.count * commands.count)
+        for line in lines where line.count == 3 {
+            let (role, command, code) = (line[0], line[1], line[2])
+            let allowed = commands.first { $0.key.hasPrefix(command + " ") }?.value.contains(role) == true
+            if allowed {
+                #expect(code != "-NOPERM", "\(role) may run \(command)")
+            } else {
+                #expect(code == "-NOPERM", "\(role) may not run \(command), got \(code)")
+            }
+        }
+    }
 }
