@@ -10,7 +10,8 @@ let package = Package(
     name: "otpd",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "otpd", targets: ["otpd"])
+        .executable(name: "otpd", targets: ["otpd"]),
+        .executable(name: "otpctl", targets: ["otpctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -93,6 +94,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "otpctl",
+            dependencies: [
+                "EventStore",
+                "Postgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             exclude: ["README.md"],
             swiftSettings: swiftSettings

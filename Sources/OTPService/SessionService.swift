@@ -115,6 +115,15 @@ public final class SessionService: Sendable {
         }
     }
 
+    /// Reads a session's stored events as they are, without decoding them (HISTORY, REPLAY: a tampered row
+    /// must still be shown and reported).
+    public func records(tenant: String, session: String) async throws -> (records: [EventRecord], now: Int64) {
+        let stream = Self.stream(tenant: tenant, session: session)
+        return try await pool.withConnection { conn in
+            (try EventStore.read(stream: stream, on: conn), try EventStore.now(on: conn))
+        }
+    }
+
     /// Loads and folds a stream on a connection; also returns the session's data key (nil once erased).
     func load(stream: String, on conn: PGConnection) throws -> ([EventRecord], SessionState, [UInt8]?) {
         let records = try EventStore.read(stream: stream, on: conn)

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Postgres
 import PostgresTesting
 import Testing
 
@@ -108,6 +109,37 @@ import Testing
         for (stream, types) in streams {
             #expect(types == ["issued", "sent", "timed_out", "escalated", "sent"], "\(stream)")
         }
+    }
+
+    /// S7: an event row edited by SQL is reported by REPLAY and by `otpctl verify` at its stream and version.
+    @Test func tamperingIsReportedAtTheExactStreamAndVersion() async throws {
+        let otpctl = URL(fileURLWithPath: Self.binary).deletingLastPathComponent().appendingPathComponent("otpctl").path
+        guard FileManager.default.isExecutableFile(atPath: otpctl) else {
+            Issue.record("otpctl was not built at \(otpctl)")
+            return
+        }
+        let server = try await TestServer.start(label: "tamper")
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "v1", "email:a@example.com"])
+        _ = try await redisCLI(server.port, ["ISSUE", "v2", "email:b@example.com"])
+        try await server.waitUntilSent("v1")
+        let clean = try await run([otpctl, "verify", "--database-url", server.databaseURL])
+        #expect(clean.status == 0)
+        #expect(clean.stdout.contains("checked 2 streams"))
+        #expect(clean.stdout.contains("all chains ok"))
+
+        let conn = try PGConnection(url: server.databaseURL)
+        try conn.query(#"UPDATE events SET data = '{"step":1}' WHERE stream_id = 'default/v1' AND version = 2"#)
+        conn.close()
+        let tampered = try await run([otpctl, "verify", "--database-url", server.databaseURL])
+        #expect(tampered.status == 1)
+        #expect(tampered.stdout.contains("broken: default/v1 at version 2"))
+        #expect(!tampered.stdout.contains("default/v2"))
+        let replay = pairs(try await redisCLI(server.port, ["REPLAY", "v1"]))
+        #expect(replay["chain"] == "broken")
+        #expect(replay["broken_at"] == "2")
+        let history = try await run([otpctl, "history", "--database-url", server.databaseURL, "v2"])
+        #expect(history.stdout.split(separator: "\n").first?.hasPrefix(#"{"version":1,"type":"issued""#) == true)
     }
 
     @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
