@@ -43,23 +43,8 @@ public final class Dispatcher: Service {
 
     /// Runs until graceful shutdown, finishing the sends in flight.
     public func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let claims: [Claim]
-            do {
-                claims = try await claim()
-            } catch {
-                logger.warning("dispatcher: cannot claim messages", metadata: ["error": "\(error)"])
-                await service.outboxSignal.wait(timeout: .seconds(1))
-                continue
-            }
-            if claims.isEmpty {
-                await service.outboxSignal.wait(timeout: pollInterval)
-                continue
-            }
-            await withTaskGroup(of: Void.self) { group in
-                for c in claims { group.addTask { await self.deliver(c) } }
-            }
-        }
+        await runClaimLoop("dispatcher", logger: logger, signal: service.outboxSignal,
+                           claim: { (try await claim(), pollInterval) }, work: { await self.deliver($0) })
     }
 
     /// Claims due messages with a lease (`FOR UPDATE SKIP LOCKED`, so instances never take the same row).

@@ -37,21 +37,8 @@ public final class Scheduler: Service {
 
     /// Runs until graceful shutdown.
     public func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            do {
-                let (claims, wait) = try await claimDue()
-                if claims.isEmpty {
-                    await service.timerSignal.wait(timeout: wait)
-                    continue
-                }
-                await withTaskGroup(of: Void.self) { group in
-                    for c in claims { group.addTask { await self.fire(c) } }
-                }
-            } catch {
-                logger.warning("scheduler: cannot claim timers", metadata: ["error": "\(error)"])
-                await service.timerSignal.wait(timeout: .seconds(1))
-            }
-        }
+        await runClaimLoop("scheduler", logger: logger, signal: service.timerSignal,
+                           claim: { try await claimDue() }, work: { await self.fire($0) })
     }
 
     /// Claims due timers; returns them and how long to sleep when there are none.
