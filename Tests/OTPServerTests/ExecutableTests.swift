@@ -18,29 +18,10 @@ import Testing
         }
         let url = try await TestDatabase.make(label: "binary")
         let dataDir = "/var/tmp/otpd-bin-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: dataDir) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["serve", "--listen", "127.0.0.1:0", "--database-url", url, "--data-dir", dataDir]
-        var env = ProcessInfo.processInfo.environment
-        env["OTPD_SCHEMA_DIR"] = repositoryRoot + "/schema"
-        p.environment = env
-        // Output to a file the test reads as it grows (no pipe readability handlers: see `run`).
-        let outPath = dataDir + ".out"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: outPath) }
-        guard let out = FileHandle(forWritingAtPath: outPath) else { throw HarnessError("no output file") }
-        defer { try? out.close() }
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        let lines = OutputFile(path: outPath)
-        try p.run()
+        defer { Self.cleanUp(dataDir) }
+        let (p, port, lines) = try await launch(url, config: "", dataDir: dataDir)
         defer { if p.isRunning { p.terminate() } }
-        let listening = try await eventually(timeout: .seconds(30), "the listening line") {
-            lines.all.first { $0.hasPrefix("otpd listening on ") }
-        }
-        #expect(listening.range(of: #"^otpd listening on 127\.0\.0\.1:\d+$"#, options: .regularExpression) != nil)
-        let port = Int(listening.split(separator: ":").last ?? "") ?? 0
+        #expect(lines.all.contains { $0.range(of: #"^otpd listening on 127\.0\.0\.1:\d+$"#, options: .regularExpression) != nil })
         #expect(try await redisCLI(port, ["PING"]) == ["PONG"])
         _ = try await redisCLI(port, ["ISSUE", "x1", "email:a@example.com"])
         #expect(try await eventually("the log driver's message") { lines.all.contains { $0.contains("Your otpd code is") } ? true : nil })
@@ -52,7 +33,17 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: dataDir + "/secret"))
     }
 
-    /// Starts the binary on a database; returns the process, its port and its output.
+    /// Removes a test's data directory and the config and output files `launch` put beside it.
+    static func cleanUp(_ dataDir: String) {
+        let parent = (dataDir as NSString).deletingLastPathComponent
+        let name = (dataDir as NSString).lastPathComponent
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where f.hasPrefix(name) {
+            try? FileManager.default.removeItem(atPath: parent + "/" + f)
+        }
+    }
+
+    /// Starts the binary on a database; returns the process, its port and its output (stdout, read from a file
+    /// as it grows: no pipe readability handlers, see `run`).
     func launch(_ url: String, config: String, dataDir: String) async throws -> (Process, Int, OutputFile) {
         let configPath = dataDir + ".toml"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -83,7 +74,7 @@ import Testing
         }
         let url = try await TestDatabase.make(label: "kill9")
         let dataDir = "/var/tmp/otpd-kill-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        defer { Self.cleanUp(dataDir) }
         let config = """
             [[policy]]
             name = "default"

@@ -14,6 +14,7 @@ c=${2:-50}
 bin=${OTPD_BIN:-.build/release/otpd}
 [ -x "$bin" ] || swift build -c release --product otpd
 work=$(mktemp -d /var/tmp/otpd-ping-XXXXXX)
+chmod 755 "$work"  # the postgres user must reach the embedded cluster inside it
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 oport=$(free_port)
 rport=$(free_port)

@@ -14,6 +14,7 @@ timeout_s=${2:-120}
 bin=${OTPD_BIN:-.build/debug/otpd}
 [ -x "$bin" ] || swift build --product otpd
 work=$(mktemp -d /var/tmp/otpd-bench-XXXXXX)
+chmod 755 "$work"  # the postgres user must reach the embedded cluster inside it
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/otpd.toml" <<TOML
 listen = "127.0.0.1:$port"
