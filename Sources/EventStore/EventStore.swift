@@ -86,20 +86,22 @@ public enum EventStore {
     ///
     /// Only events of transactions older than every running transaction are returned, so an event that
     /// commits after a later one is still read exactly once, in its place.
+    /// The order is by the `xid8` column itself: the text form is selected under another name, because an
+    /// output column named `tx_id` would make `ORDER BY tx_id` sort as text ("1000" before "999").
     public static func readLog(after position: LogPosition, limit: Int, on conn: PGConnection) throws
         -> [(position: LogPosition, record: EventRecord)]
     {
         let r = try conn.query("""
             SELECT stream_id, version, type, data::text AS data, at_ms, prev_hash, hash,
-                   tx_id::text AS tx_id, position
+                   tx_id::text AS tx_text, position
             FROM events
             WHERE (tx_id, position) > (\(String(position.transactionID))::xid8, \(position.position))
               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-            ORDER BY tx_id, position
+            ORDER BY events.tx_id, events.position
             LIMIT \(limit)
             """)
         return try r.rows.map { row in
-            let tx = try row.decode("tx_id", as: String.self)
+            let tx = try row.decode("tx_text", as: String.self)
             guard let txID = UInt64(tx) else { throw AppendError(description: "bad tx_id") }
             return (LogPosition(transactionID: txID, position: try row.decode("position", as: Int64.self)),
                     try record(row))

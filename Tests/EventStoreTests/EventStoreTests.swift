@@ -126,6 +126,30 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         #expect(!seen.contains("t/rolledback"))
     }
 
+    /// The log is ordered by transaction id as a number: across a change in the number of digits
+    /// (9 → 10, 99 → 100) a text ordering would hand out the later transaction first and repeat it.
+    @Test func logOrderIsNumericAcrossTransactionIDDigitBoundaries() async throws {
+        let url = try await migratedDatabase("es_digits")
+        let conn = try PGConnection(url: url)
+        defer { conn.close() }
+        // Rows with chosen transaction ids, all below the running transactions' horizon (a new cluster starts near 700).
+        for (i, tx) in [100, 9, 99, 10].enumerated() {
+            try conn.query("""
+                INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash, tx_id)
+                VALUES (\("t/tx\(tx)"), 1, 'happened', '{}', \(Int64(i)), '', '', \(String(tx))::xid8)
+                """)
+        }
+        var seen: [String] = []
+        var position = LogPosition.start
+        for _ in 0..<10 {
+            let batch = try EventStore.readLog(after: position, limit: 1, on: conn)
+            guard let last = batch.last else { break }
+            seen += batch.map(\.record.streamID)
+            position = last.position
+        }
+        #expect(seen == ["t/tx9", "t/tx10", "t/tx99", "t/tx100"])
+    }
+
     @Test func migrationsApplyOnceAndRecordThemselves() async throws {
         let url = try await TestDatabase.make(label: "es_migrate")
         let conn = try PGConnection(url: url)
