@@ -3,7 +3,9 @@ import Postgres
 
 /// Pacing and abuse limits, checked and recorded inside a command's transaction.
 ///
-/// Destinations are counted by a keyed hash of their address, so the limits keep no personal data. Sends are
+/// Destinations are counted by a keyed hash of their address, so the limits keep no personal data. Limits on
+/// one destination read its own rows (a handful: the limits bound them); ceilings over many destinations (a
+/// country, a tenant) read bucketed counters, so a check costs the same at 10 sends a day or 10 million. Sends are
 /// counted when a step starts. Limits refuse only what a caller asked for (ISSUE, RESEND); a step the
 /// scheduler starts after a timeout or failure is recorded but never refused, so fallback is never blocked
 /// half-way.
@@ -17,14 +19,50 @@ struct Pacing: Sendable {
 
     func key(_ address: String) -> String { secrets.fingerprint(["destination", address]) }
 
+    /// A ceiling over many destinations (a country, a tenant), counted in time buckets split into shards.
+    struct Ceiling {
+        var scope: String
+        var bucketMs: Int64
+        var windowMs: Int64
+        var limit: Int
+
+        static let shards = 8
+
+        /// The sends counted at `now`: the current bucket and every bucket that overlaps the window before it
+        /// (so the window counted is between `windowMs` and `windowMs + bucketMs` long, never shorter).
+        func count(now: Int64, on conn: PGConnection) throws -> Int {
+            let from = (now - windowMs) - (now - windowMs) % bucketMs
+            return try conn.query("""
+                SELECT coalesce(sum(n), 0)::bigint FROM pacing_counts WHERE scope = \(scope) AND bucket_ms >= \(from)
+                """).rows[0].decode(0, as: Int.self)
+        }
+
+        /// Counts one send, in a random shard of the current bucket.
+        func record(now: Int64, on conn: PGConnection) throws {
+            try conn.query("""
+                INSERT INTO pacing_counts (scope, bucket_ms, shard, n)
+                VALUES (\(scope), \(now - now % bucketMs), \(Int.random(in: 0..<Self.shards)), 1)
+                ON CONFLICT (scope, bucket_ms, shard) DO UPDATE SET n = pacing_counts.n + 1
+                """)
+        }
+    }
+
+    /// The sends-per-minute ceiling of a phone number's country code (10 s buckets).
+    func country(of phone: String) -> Ceiling {
+        Ceiling(scope: "country:" + CountryCode.of(phone), bucketMs: 10_000, windowMs: Self.minute,
+                limit: limits.prefixSendsPerMinute)
+    }
+
+    /// A tenant's daily send budget (1 h buckets).
+    func tenant(_ tenant: String) -> Ceiling {
+        Ceiling(scope: "tenant:" + tenant, bucketMs: 3_600_000, windowMs: Self.day, limit: limits.tenantSendsPerDay)
+    }
+
     /// The telephony channels to skip at ISSUE because the number's country is over its sends-per-minute ceiling.
     func pumpingChannels(_ destinations: [Destination], now: Int64, on conn: PGConnection) throws -> Set<Channel> {
         guard let phone = destinations.first(where: { $0.channel.isTelephony })?.address else { return [] }
-        let country = CountryCode.of(phone)
-        let count = try conn.query("""
-            SELECT count(*) FROM sends WHERE country = \(country) AND at_ms > \(now - Self.minute)
-            """).rows[0].decode(0, as: Int.self)
-        guard count >= limits.prefixSendsPerMinute else { return [] }
+        let ceiling = country(of: phone)
+        guard try ceiling.count(now: now, on: conn) >= ceiling.limit else { return [] }
         guard destinations.contains(where: { !$0.channel.isTelephony }) else {
             throw Rejection.rateLimited(retryAfterSeconds: 60)
         }
@@ -80,9 +118,8 @@ struct Pacing: Sendable {
     }
 
     private func checkTenant(_ tenant: String, now: Int64, on conn: PGConnection) throws {
-        let count = try conn.query("SELECT count(*) FROM sends WHERE tenant = \(tenant) AND at_ms > \(now - Self.day)")
-            .rows[0].decode(0, as: Int.self)
-        if count >= limits.tenantSendsPerDay { throw Rejection.rateLimited(retryAfterSeconds: 3600) }
+        let budget = self.tenant(tenant)
+        if try budget.count(now: now, on: conn) >= budget.limit { throw Rejection.rateLimited(retryAfterSeconds: 3600) }
     }
 
     private func recordSend(_ channel: Channel, _ issued: SessionEvent.Issued, _ tenant: String, _ asked: Bool,
@@ -99,11 +136,9 @@ struct Pacing: Sendable {
                 throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(last + limits.minGapPerChannelMs - now))
             }
         }
-        let country: String? = channel.isTelephony ? CountryCode.of(address) : nil
-        try conn.query("""
-            INSERT INTO sends (destination_key, channel, country, tenant, at_ms)
-            VALUES (\(k), \(channel.rawValue), \(country), \(tenant), \(now))
-            """)
+        try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now))")
+        if channel.isTelephony { try country(of: address).record(now: now, on: conn) }
+        try self.tenant(tenant).record(now: now, on: conn)
     }
 
     /// Refuses when `limit` rows are already in the window; retry when the oldest leaves it.
@@ -112,6 +147,25 @@ struct Pacing: Sendable {
         guard times.count >= limit else { return }
         let oldest = times[times.count - limit]
         throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(oldest + span - now))
+    }
+
+    /// Deletes up to `batch` rows of each pacing table that no window reaches any more; returns how many.
+    func prune(now: Int64, batch: Int, on conn: PGConnection) throws -> Int {
+        // No window is longer than a day; a tenant's buckets reach back one bucket (an hour) further.
+        let dayAgo = now - Self.day
+        let bucketsAgo = dayAgo - 3_600_000
+        var deleted = 0
+        for q: PGQuery in [
+            "DELETE FROM sends WHERE ctid IN (SELECT ctid FROM sends WHERE at_ms < \(dayAgo) LIMIT \(batch))",
+            "DELETE FROM session_starts WHERE ctid IN (SELECT ctid FROM session_starts WHERE at_ms < \(dayAgo) LIMIT \(batch))",
+            """
+            DELETE FROM pacing_counts WHERE (scope, bucket_ms, shard) IN (
+                SELECT scope, bucket_ms, shard FROM pacing_counts WHERE bucket_ms < \(bucketsAgo) LIMIT \(batch))
+            """,
+        ] {
+            deleted += try conn.query(q).affectedRows
+        }
+        return deleted
     }
 
     static func seconds(_ ms: Int64) -> Int { Int(max(1, (ms + 999) / 1000)) }

@@ -16,6 +16,12 @@ import Darwin
 public final class PGConnection {
     private var handle: OpaquePointer?
     private var savepointCounter = 0
+    /// Statements prepared on this connection, by SQL text (parse and plan once, not per call).
+    private var prepared: [String: String] = [:]
+    private var preparedCounter = 0
+
+    /// How many distinct statements a connection keeps prepared; past it, statements run unprepared.
+    public static let preparedStatementLimit = 512
 
     /// Connects (blocking) to the database at `url` with the session `settings`.
     public init(url: String, settings: PGSettings = .init()) throws(PGError) {
@@ -55,18 +61,52 @@ public final class PGConnection {
 
     // MARK: Queries
 
-    /// Runs one parameterized statement (`PQexecParams`, text format) and returns its rows.
+    /// Runs one parameterized statement (text format) and returns its rows.
+    ///
+    /// The statement is prepared on first use and its prepared form reused (`PQprepare`, `PQexecPrepared`), up
+    /// to `preparedStatementLimit` distinct statements per connection; parameters always travel separately.
     @discardableResult
     public func query(_ q: PGQuery) throws(PGError) -> PGResult {
         let handle = try liveHandle()
         if q.sql.utf8.contains(0) || q.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
             throw PGError(code: .server, sqlState: "22021", message: "the query or a parameter contains a NUL byte")
         }
-        let result = try Self.withOptionalCStrings(q.parameters) { values in
-            PQexecParams(handle, q.sql, Int32(q.parameters.count), nil, values, nil, nil, 0)
+        let count = Int32(q.parameters.count)
+        guard let name = try statementName(q.sql, parameterCount: count, on: handle) else {
+            let result = Self.withOptionalCStrings(q.parameters) { values in
+                PQexecParams(handle, q.sql, count, nil, values, nil, nil, 0)
+            }
+            defer { PQclear(result) }
+            return try consume(result)
+        }
+        let result = Self.withOptionalCStrings(q.parameters) { values in
+            PQexecPrepared(handle, name, count, values, nil, nil, 0)
         }
         defer { PQclear(result) }
-        return try consume(result)
+        do {
+            return try consume(result)
+        } catch {
+            // 26000: the statement is gone (DISCARD ALL). 0A000: a table changed under a cached plan
+            // ("cached plan must not change result type"). Prepare again; outside a transaction nothing was
+            // done, so run it again at once; inside one, the transaction has failed and the caller retries it.
+            guard error.sqlState == "26000" || error.sqlState == "0A000" else { throw error }
+            prepared[q.sql] = nil
+            guard isConnected, PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
+            return try query(q)
+        }
+    }
+
+    /// The prepared statement for `sql`, preparing it on first use; nil when the cache is full.
+    private func statementName(_ sql: String, parameterCount: Int32, on handle: OpaquePointer) throws(PGError) -> String? {
+        if let name = prepared[sql] { return name }
+        guard prepared.count < Self.preparedStatementLimit else { return nil }
+        preparedCounter += 1
+        let name = "otpd_\(preparedCounter)"
+        let result = PQprepare(handle, name, sql, parameterCount, nil)
+        defer { PQclear(result) }
+        _ = try consume(result)
+        prepared[sql] = name
+        return name
     }
 
     /// Runs SQL text with the simple query protocol; it may contain several statements (migrations).
@@ -321,39 +361,45 @@ public final class PGConnection {
         if pairs.contains(where: { $0.0.utf8.contains(0) || $0.1.utf8.contains(0) }) {
             throw .connection("invalid database URL: a part contains a NUL byte")
         }
-        let keywords: [String?] = pairs.map(\.0) + [nil]
-        let values: [String?] = pairs.map(\.1) + [nil]
-        return try withOptionalCStrings(keywords) { keywordPointer throws(PGError) in
-            try withOptionalCStrings(values) { valuePointer throws(PGError) in
-                guard let keywordPointer, let valuePointer else {
-                    throw .connection("could not allocate connection parameters")
-                }
-                return body(keywordPointer, valuePointer)
-            }
-        }
+        // NULL-terminated, as PQconnectdbParams and PQconnectStartParams expect.
+        let keywords = CStringArray(pairs.map(\.0) + [nil])
+        let values = CStringArray(pairs.map(\.1) + [nil])
+        return withExtendedLifetime((keywords, values)) { body(keywords.base, values.base) }
     }
 
-    /// Calls `body` with a C array of NUL-terminated copies of `strings` (`nil` stays NULL).
+    /// Calls `body` with a C array of NUL-terminated copies of `strings` (`nil` stays NULL); nil when empty.
     private static func withOptionalCStrings<R>(
-        _ strings: [String?],
-        _ body: (UnsafePointer<UnsafePointer<CChar>?>?) throws(PGError) -> R
-    ) throws(PGError) -> R {
-        var pointers: [UnsafeMutablePointer<CChar>?] = []
-        pointers.reserveCapacity(strings.count)
-        defer { for pointer in pointers { free(pointer) } }
-        for string in strings {
-            guard let string else {
-                pointers.append(nil)
-                continue
-            }
-            guard let copy = strdup(string) else { throw .connection("out of memory") }
-            pointers.append(copy)
+        _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R
+    ) -> R {
+        if strings.isEmpty { return body(nil) }
+        let array = CStringArray(strings)
+        return withExtendedLifetime(array) { body(array.base) }
+    }
+}
+
+/// A C array of `strdup` copies of strings (`nil` stays NULL), freed with the object.
+///
+/// One allocation owned by one object, instead of nested `withUnsafe...` closures: the array and every
+/// string in it live exactly as long as the object.
+private final class CStringArray {
+    let base: UnsafePointer<UnsafePointer<CChar>?>
+    private let storage: UnsafeMutablePointer<UnsafePointer<CChar>?>
+    private let count: Int
+
+    init(_ strings: [String?]) {
+        count = strings.count
+        storage = .allocate(capacity: max(count, 1))
+        storage.initialize(repeating: nil, count: max(count, 1))
+        for (i, string) in strings.enumerated() {
+            // strdup fails only when memory is exhausted, as any allocation would.
+            if let string { storage[i] = UnsafePointer(strdup(string)!) }
         }
-        let constPointers: [UnsafePointer<CChar>?] = pointers.map { $0.map { UnsafePointer($0) } }
-        if constPointers.isEmpty { return try body(nil) }
-        return try constPointers.withUnsafeBufferPointer { buffer throws(PGError) in
-            try body(buffer.baseAddress)
-        }
+        base = UnsafePointer(storage)
+    }
+
+    deinit {
+        for i in 0..<count { free(UnsafeMutableRawPointer(mutating: storage[i])) }
+        storage.deallocate()
     }
 }
 

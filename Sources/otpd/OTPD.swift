@@ -135,6 +135,7 @@ struct Serve: AsyncParsableCommand {
         let dispatcher = Dispatcher(service: service, drivers: drivers, settings: c.channels, renderer: renderer,
                                     logger: logger)
         let scheduler = Scheduler(service: service, logger: logger)
+        let janitor = Janitor(service: service, logger: logger)
         let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
         let server = RESPServer(
             host: address.host, port: address.port, handler: handler, logger: logger, maxConnections: c.maxConnections
@@ -143,7 +144,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("otpd listening on \(shown)\n".utf8))
         }
         let group = ServiceGroup(
-            services: [dispatcher, scheduler, server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+            services: [dispatcher, scheduler, janitor, server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
             logger: logger)
         do {
             try await group.run()

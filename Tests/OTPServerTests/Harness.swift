@@ -60,6 +60,7 @@ final class TestServer: Sendable {
     let group: ServiceGroup
     let task: Task<Void, any Error>
     let pool: PGPool
+    let service: SessionService
 
     static func start(label: String, config: String = "", databaseURL: String? = nil) async throws -> TestServer {
         let url: String
@@ -87,16 +88,18 @@ final class TestServer: Sendable {
         let group = ServiceGroup(services: [dispatcher, scheduler, server], logger: logger)
         let task = Task { try await group.run() }
         let port = try await eventually("the server to listen") { bound.withLock { $0 } }
-        return TestServer(port: port, databaseURL: url, log: log, group: group, task: task, pool: pool)
+        return TestServer(port: port, databaseURL: url, log: log, group: group, task: task, pool: pool, service: service)
     }
 
-    private init(port: Int, databaseURL: String, log: CapturedLog, group: ServiceGroup, task: Task<Void, any Error>, pool: PGPool) {
+    private init(port: Int, databaseURL: String, log: CapturedLog, group: ServiceGroup, task: Task<Void, any Error>, pool: PGPool,
+                 service: SessionService) {
         self.port = port
         self.databaseURL = databaseURL
         self.log = log
         self.group = group
         self.task = task
         self.pool = pool
+        self.service = service
     }
 
     /// The code the log driver printed for a session (the latest), waiting for the dispatcher.

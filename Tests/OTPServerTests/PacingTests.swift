@@ -1,4 +1,8 @@
+import EventStore
 import Foundation
+import Logging
+import OTPService
+import Postgres
 import Testing
 
 /// Pacing and abuse limits, each answered `-RATELIMITED retry_after=<s>`.
@@ -75,5 +79,37 @@ import Testing
         _ = try await redisCLI(other.port, ["ISSUE", "r2", "email:z@example.com"])
         _ = try await redisCLI(other.port, ["VERIFY", "r2", w])
         #expect(pairs(try await redisCLI(other.port, ["ISSUE", "r3", "email:z@example.com"]))["session"] == "r3")
+    }
+
+    /// The janitor deletes what no window reaches (older than a day; tenant buckets an hour more) and keeps
+    /// the rest, in batches.
+    @Test func theJanitorRemovesOnlyExpiredPacingRows() async throws {
+        let server = try await start("pace_janitor", "")
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "j1", "sms:+15551230000", "email:j@example.com"])
+        let day: Int64 = 86_400_000
+        try await server.pool.withConnection { conn in
+            let now = try EventStore.now(on: conn)
+            for i in 0..<5 {
+                let old = now - day - Int64(i + 1) * 60_000
+                try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES ('old', 'sms', \(old))")
+                try conn.query("INSERT INTO session_starts (destination_key, at_ms) VALUES ('old', \(old))")
+                try conn.query("""
+                    INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES ('tenant:old', \(old - 2 * 3_600_000), \(i), 1)
+                    """)
+            }
+            // Inside the tenant window's reach (a day and one bucket): kept.
+            try conn.query("INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES ('tenant:edge', \(now - day - 1_800_000), 0, 1)")
+        }
+        let removed = try await Janitor(service: server.service, logger: Logger(label: "test"), batch: 2).sweep()
+        #expect(removed == 15)
+        let left = try await server.pool.withConnection { conn in
+            try ["sends", "session_starts", "pacing_counts"].map { table in
+                try conn.query("SELECT count(*) FROM \(unescaped: table)").rows[0].decode(0, as: Int.self)
+            }
+        }
+        // What the ISSUE recorded stays: one send and two session starts; its counters (country and tenant)
+        // and the edge bucket.
+        #expect(left == [1, 2, 3])
     }
 }

@@ -20,6 +20,38 @@ struct ConnectionTests {
         #expect(remaining == 1)
     }
 
+    /// Statements are prepared once per connection; a table that changes under a prepared statement is
+    /// prepared again (outside a transaction without the caller noticing), and past the cache's limit
+    /// statements still run, unprepared.
+    @Test func preparedStatementsSurviveSchemaChangesAndTheCacheLimit() async throws {
+        let (before, after, inTransaction, retried, many) = try await withWorker("prepared") { worker in
+            try await worker.submit { connection in
+                try connection.execute("CREATE TABLE p (a int)")
+                try connection.query("INSERT INTO p VALUES (\(1))")
+                let before = try connection.query("SELECT * FROM p").rows[0].columns
+                try connection.execute("ALTER TABLE p ADD COLUMN b int")
+                let after = try connection.query("SELECT * FROM p").rows[0].columns
+                try connection.execute("ALTER TABLE p ADD COLUMN c int")
+                // Inside a transaction the failed statement aborted it: the caller sees the error...
+                var inTransaction: String?
+                do {
+                    try connection.transaction { c in _ = try c.query("SELECT * FROM p") }
+                } catch let e as PGError { inTransaction = e.sqlState }
+                // ...and its retry runs on a freshly prepared statement.
+                let retried = try connection.transaction { c in try c.query("SELECT * FROM p").rows[0].columns }
+                let many = try (0..<(PGConnection.preparedStatementLimit + 20)).map { i in
+                    try connection.query("SELECT \(i)::int + \(unescaped: String(i)) AS n").rows[0].decode("n", as: Int.self)
+                }
+                return (before, after, inTransaction, retried, many)
+            }
+        }
+        #expect(before == ["a"])
+        #expect(after == ["a", "b"])
+        #expect(inTransaction == "0A000")
+        #expect(retried == ["a", "b", "c"])
+        #expect(many == (0..<(PGConnection.preparedStatementLimit + 20)).map { 2 * $0 })
+    }
+
     @Test func nullsRoundTripAsNil() async throws {
         let rows = try await withWorker("nulls") { worker in
             try await worker.submit { connection in
