@@ -66,19 +66,9 @@ public final class SessionService: Sendable {
             request.locale, request.app ?? "", request.prefer.map(\.rawValue).joined(separator: ","),
             request.carrier ?? "",
         ])
-        var plan = try policies.plan(
+        let plan = try policies.plan(
             policyName: request.policy, destinations: request.destinations, prefer: request.prefer,
             carrier: request.carrier, pick: { Int.random(in: 0..<$0) })
-        // Against SMS pumping: a country over its ceiling gets no SMS or voice step where the session has another.
-        let destinations = request.destinations
-        let pacing = self.pacing
-        let skip = try await pool.withConnection { conn in
-            try pacing.pumpingChannels(destinations, now: try EventStore.now(on: conn), on: conn)
-        }
-        if !skip.isEmpty {
-            plan.steps.removeAll { skip.contains($0.channel) }
-            guard !plan.steps.isEmpty else { throw Rejection.rateLimited(retryAfterSeconds: 60) }
-        }
         return try await execute(.issue(request, plan), tenant: tenant, session: request.session)
     }
 
@@ -153,6 +143,17 @@ public final class SessionService: Sendable {
         let now = try EventStore.now(on: conn)
         let (records, state, loadedKey) = try load(stream: stream, on: conn)
         var key = loadedKey
+        var command = command
+        if case .issue(let request, var plan) = command, state.issued == nil {
+            // Against SMS pumping: a new session in a country over its ceiling gets no SMS or voice step where
+            // it has another channel (a repeated ISSUE of an existing session is answered as it was).
+            let skip = try pacing.pumpingChannels(request.destinations, now: now, on: conn)
+            if !skip.isEmpty {
+                plan.steps.removeAll { skip.contains($0.channel) }
+                guard !plan.steps.isEmpty else { throw Rejection.rateLimited(retryAfterSeconds: 60) }
+                command = .issue(request, plan)
+            }
+        }
         let context = DecisionContext(now: now, stream: stream, codes: codes, minGapMs: limits.minGapPerChannelMs)
         let decision = try SessionDecider.decide(command, state: state, context: context)
         var next = state

@@ -54,6 +54,9 @@ import Testing
         #expect(try await redisCLI(server.port, ["ISSUE", "c3", "sms:+447700900003"]).first?.hasPrefix("RATELIMITED") == true)
         // Another country is not affected.
         #expect(pairs(try await redisCLI(server.port, ["ISSUE", "c4", "sms:+33612345678"]))["steps"] == "sms")
+        // Repeating the ISSUE of a session that exists answers it as it is: the ceiling limits new sessions only.
+        let repeated = pairs(try await redisCLI(server.port, ["ISSUE", "c1", "sms:+447700900001"]))
+        #expect(repeated["session"] == "c1" && repeated["steps"] == "sms", "\(repeated)")
     }
 
     @Test func consecutiveFailuresAcrossSessionsBlockTheDestination() async throws {

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# ISSUE cost: sessions per second and CPU per ISSUE (otpd plus its PostgreSQL, user + system time).
+#
+#   tools/bench/issue-cost.sh [SESSIONS] [ROUNDS]      (defaults: 3000 sessions, 2 rounds)
+#
+# Starts otpd (debug build unless OTPD_BIN is set) on an embedded PostgreSQL in a temporary data directory,
+# with the null driver, then per round ISSUEs SESSIONS sessions (an SMS and an e-mail destination each) over
+# 8 pipelined redis-py connections. For each round it prints the rate and the CPU time that otpd and every
+# PostgreSQL process of its cluster used, divided by the sessions. The CPU figure includes the dispatcher's
+# hand-off of each first message (`sent`), which runs alongside. It is steadier than the rate on a shared
+# machine, because another process's load slows the rate but does not add to this process's CPU time.
+# Needs redis-py (pip install redis).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+sessions=${1:-3000}
+rounds=${2:-2}
+bin=${OTPD_BIN:-.build/debug/otpd}
+[ -x "$bin" ] || swift build --product otpd
+work=$(mktemp -d /var/tmp/otpd-bench-XXXXXX)
+chmod 755 "$work"  # the postgres user must reach the embedded cluster inside it
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/otpd.toml" <<TOML
+listen = "127.0.0.1:$port"
+data_dir = "$work/data"
+[channel.sms]
+driver = "null"
+[channel.email]
+driver = "null"
+[[policy]]
+name = "default"
+steps = [ { channel = "sms", timeout = "3600s", until = "delivered" }, { channel = "email" } ]
+[limits]
+prefix_sends_per_minute = 100000000
+sessions_per_destination_day = 100000000
+sends_per_destination_10m = 100000000
+TOML
+"$bin" --config "$work/otpd.toml" > "$work/out.log" 2> "$work/err.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 120); do grep -q "listening" "$work/out.log" && break; sleep 0.5; done
+postmaster=$(find "$work/data" -name postmaster.pid -exec head -1 {} \; | head -1)
+cpu_ticks() {  # user + system clock ticks of otpd, the postmaster and its children
+  local total=0
+  for p in $pid $postmaster $(pgrep -P "$postmaster"); do
+    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo $total
+}
+hz=$(getconf CLK_TCK)
+echo "otpd ($bin) on :$port; $rounds rounds of $sessions ISSUEs over 8 connections"
+for round in $(seq 1 "$rounds"); do
+  before=$(cpu_ticks)
+  python3 - "$port" "$sessions" "$round" <<'PY'
+import sys, threading, time, redis
+port, n, round_ = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+clients = 8
+def issue(k):
+    r = redis.Redis(port=port, protocol=2)
+    p = r.pipeline(transaction=False)
+    for i in range(k, n, clients):
+        s = round_ * 10_000_000 + i
+        p.execute_command('ISSUE', 'c%d' % s, 'sms:+1555%07d' % (s % 10_000_000), 'email:c%d@example.com' % s)
+        if len(p) == 200:
+            p.execute()
+    p.execute()
+start = time.time()
+threads = [threading.Thread(target=issue, args=(k,)) for k in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+elapsed = time.time() - start
+print("  round %d: %d ISSUEs in %.1f s, %.0f/s" % (round_, n, elapsed, n / elapsed), end="")
+PY
+  sleep 1  # let the dispatcher finish the round's hand-offs
+  after=$(cpu_ticks)
+  python3 -c "print(', %.2f ms CPU per ISSUE' % (($after - $before) * 1000 / $hz / $sessions))"
+done
