@@ -85,7 +85,7 @@ public final class Dispatcher: Service {
             guard let to = issued.destinations.first(where: { $0.channel == c.channel })?.address else {
                 _ = try await service.execute(
                     .recordProviderFailure(token: c.token, reason: "no destination for \(c.channel.rawValue)", permanent: true),
-                    tenant: tenant, session: session, also: removeRow)
+                    tenant: tenant, session: session, loaded: loaded, also: removeRow)
                 return
             }
             let code = service.codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
@@ -98,17 +98,17 @@ public final class Dispatcher: Service {
             case .accepted(let ref):
                 _ = try await service.execute(
                     .recordHandOff(token: c.token, messageId: messageId, provider: driver.name, providerRef: ref),
-                    tenant: tenant, session: session, also: removeRow)
+                    tenant: tenant, session: session, loaded: loaded, also: removeRow)
             case .permanentFailure(let reason):
                 _ = try await service.execute(
                     .recordProviderFailure(token: c.token, reason: reason, permanent: true),
-                    tenant: tenant, session: session, also: removeRow)
+                    tenant: tenant, session: session, loaded: loaded, also: removeRow)
             case .transientFailure(let reason):
                 let retries = settings[c.channel]?.retries ?? 3
                 if c.attempts >= retries {
                     _ = try await service.execute(
                         .recordProviderFailure(token: c.token, reason: reason, permanent: false),
-                        tenant: tenant, session: session, also: removeRow)
+                        tenant: tenant, session: session, loaded: loaded, also: removeRow)
                 } else {
                     // Exponential backoff with jitter: 200 ms, 400 ms, 800 ms ... (± 50 %).
                     let base = 200 << min(c.attempts - 1, 8)

@@ -21,6 +21,8 @@ public struct LoadedSession: Sendable {
     public var records: [EventRecord]
     /// The database clock at the read.
     public var now: Int64
+    /// The session's data key (nil once erased), for a command that starts from this load.
+    var key: [UInt8]?
 }
 
 /// Runs commands against sessions: load, decide, append with the expected version, in one transaction.
@@ -73,16 +75,22 @@ public final class SessionService: Sendable {
     }
 
     /// Runs a command on a session; `also` runs in the same transaction after the append.
+    ///
+    /// With `loaded`, the first attempt decides on that state instead of reading the stream again; the append's
+    /// expected version still catches any event appended since, and the retry then reads afresh.
     public func execute(
-        _ command: SessionCommand, tenant: String, session: String,
+        _ command: SessionCommand, tenant: String, session: String, loaded: LoadedSession? = nil,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)? = nil
     ) async throws -> CommandOutcome {
         let stream = Self.stream(tenant: tenant, session: session)
         var attempt = 0
         while true {
+            let preloaded = attempt == 0 ? loaded.map { ($0.records, $0.state, $0.key) } : nil
             do {
                 let outcome = try await pool.withConnection { conn in
-                    try conn.transaction { conn in try self.run(command, stream: stream, also: also, on: conn) }
+                    try conn.transaction { conn in
+                        try self.run(command, stream: stream, preloaded: preloaded, also: also, on: conn)
+                    }
                 }
                 if outcome.decision.events.contains(where: Self.startsStep) { outboxSignal.signal() }
                 if !outcome.decision.events.isEmpty { timerSignal.signal() }
@@ -100,8 +108,8 @@ public final class SessionService: Sendable {
         let stream = Self.stream(tenant: tenant, session: session)
         return try await pool.withConnection { conn in
             let now = try EventStore.now(on: conn)
-            let (records, state, _) = try self.load(stream: stream, on: conn)
-            return LoadedSession(state: state, records: records, now: now)
+            let (records, state, key) = try self.load(stream: stream, on: conn)
+            return LoadedSession(state: state, records: records, now: now, key: key)
         }
     }
 
@@ -137,11 +145,11 @@ public final class SessionService: Sendable {
     }
 
     private func run(
-        _ command: SessionCommand, stream: String, also: (@Sendable (PGConnection, SessionState) throws -> Void)?,
-        on conn: PGConnection
+        _ command: SessionCommand, stream: String, preloaded: ([EventRecord], SessionState, [UInt8]?)?,
+        also: (@Sendable (PGConnection, SessionState) throws -> Void)?, on conn: PGConnection
     ) throws -> CommandOutcome {
         let now = try EventStore.now(on: conn)
-        let (records, state, loadedKey) = try load(stream: stream, on: conn)
+        let (records, state, loadedKey) = try preloaded ?? load(stream: stream, on: conn)
         var key = loadedKey
         var command = command
         if case .issue(let request, var plan) = command, state.issued == nil {
