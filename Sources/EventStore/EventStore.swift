@@ -47,7 +47,7 @@ public enum EventStore {
             SELECT stream_id, version, type, data::text AS data, at_ms, prev_hash, hash
             FROM events WHERE stream_id = \(stream) ORDER BY version
             """)
-        return try r.rows.map(record)
+        return try r.rows.map(EventStore.record)
     }
 
     /// Appends events after `expectedVersion`, chaining each hash to the stream's head.
@@ -104,11 +104,13 @@ public enum EventStore {
             let tx = try row.decode("tx_text", as: String.self)
             guard let txID = UInt64(tx) else { throw AppendError(description: "bad tx_id") }
             return (LogPosition(transactionID: txID, position: try row.decode("position", as: Int64.self)),
-                    try record(row))
+                    try EventStore.record(row))
         }
     }
 
-    private static func record(_ row: PGRow) throws -> EventRecord {
+    /// Decodes a row with the columns `stream_id, version, type, data (text), at_ms, prev_hash, hash`, for
+    /// callers that read events together with something else in one statement.
+    public static func record(_ row: PGRow) throws -> EventRecord {
         EventRecord(
             streamID: try row.decode("stream_id"), version: try row.decode("version"), type: try row.decode("type"),
             data: try row.decode("data"), at: try row.decode("at_ms"), prevHash: try row.decode("prev_hash"),

@@ -107,8 +107,7 @@ public final class SessionService: Sendable {
     public func load(tenant: String, session: String) async throws -> LoadedSession {
         let stream = Self.stream(tenant: tenant, session: session)
         return try await pool.withConnection { conn in
-            let now = try EventStore.now(on: conn)
-            let (records, state, key) = try self.load(stream: stream, on: conn)
+            let (now, records, state, key) = try self.load(stream: stream, on: conn)
             return LoadedSession(state: state, records: records, now: now, key: key)
         }
     }
@@ -122,13 +121,25 @@ public final class SessionService: Sendable {
         }
     }
 
-    /// Loads and folds a stream on a connection; also returns the session's data key (nil once erased).
-    func load(stream: String, on conn: PGConnection) throws -> ([EventRecord], SessionState, [UInt8]?) {
-        let records = try EventStore.read(stream: stream, on: conn)
-        guard !records.isEmpty else { return ([], SessionState(), nil) }
-        let key = try sessionKey(stream: stream, on: conn)
+    /// Loads and folds a stream on a connection, in one round trip with the database clock and the session's
+    /// data key (nil once erased).
+    func load(stream: String, on conn: PGConnection) throws -> (now: Int64, [EventRecord], SessionState, [UInt8]?) {
+        let rows = try conn.query("""
+            SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now, k.sealed_key,
+                   e.stream_id, e.version, e.type, e.data::text AS data, e.at_ms, e.prev_hash, e.hash
+            FROM (SELECT 1) AS one
+            LEFT JOIN session_keys k ON k.stream_id = \(stream)
+            LEFT JOIN events e ON e.stream_id = \(stream)
+            ORDER BY e.version
+            """).rows
+        let now = try rows[0].decode("now", as: Int64.self)
+        guard try rows[0].decodeIfPresent("stream_id", as: String.self) != nil else { return (now, [], SessionState(), nil) }
+        let records = try rows.map(EventStore.record)
+        let key = try rows[0].decodeIfPresent("sealed_key", as: [UInt8].self).map {
+            try secrets.openSessionKey($0, stream: stream)
+        }
         let events = try records.map { (event: try codec.decode($0, key: key), at: $0.at) }
-        return (records, SessionDecider.fold(events), key)
+        return (now, records, SessionDecider.fold(events), key)
     }
 
     /// Rebuilds a state from stored records alone, for REPLAY.
@@ -148,8 +159,14 @@ public final class SessionService: Sendable {
         _ command: SessionCommand, stream: String, preloaded: ([EventRecord], SessionState, [UInt8]?)?,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)?, on conn: PGConnection
     ) throws -> CommandOutcome {
-        let now = try EventStore.now(on: conn)
-        let (records, state, loadedKey) = try preloaded ?? load(stream: stream, on: conn)
+        let now: Int64
+        let (records, state, loadedKey): ([EventRecord], SessionState, [UInt8]?)
+        if let preloaded {
+            now = try EventStore.now(on: conn)
+            (records, state, loadedKey) = preloaded
+        } else {
+            (now, records, state, loadedKey) = try load(stream: stream, on: conn)
+        }
         var key = loadedKey
         var command = command
         if case .issue(let request, var plan) = command, state.issued == nil {
