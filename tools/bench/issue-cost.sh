@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 sessions=${1:-3000}
 rounds=${2:-2}
+[ "$rounds" -le 9 ] || { echo "at most 9 rounds" >&2; exit 2; }
 bin=${OTPD_BIN:-.build/debug/otpd}
 [ -x "$bin" ] || swift build --product otpd
 work=$(mktemp -d /var/tmp/otpd-bench-XXXXXX)
@@ -33,6 +34,7 @@ steps = [ { channel = "sms", timeout = "3600s", until = "delivered" }, { channel
 prefix_sends_per_minute = 100000000
 sessions_per_destination_day = 100000000
 sends_per_destination_10m = 100000000
+min_gap_per_channel = "0s"
 TOML
 "$bin" --config "$work/otpd.toml" > "$work/out.log" 2> "$work/err.log" &
 pid=$!
@@ -58,8 +60,8 @@ def issue(k):
     r = redis.Redis(port=port, protocol=2)
     p = r.pipeline(transaction=False)
     for i in range(k, n, clients):
-        s = round_ * 10_000_000 + i
-        p.execute_command('ISSUE', 'c%d' % s, 'sms:+1555%07d' % (s % 10_000_000), 'email:c%d@example.com' % s)
+        s = round_ * 10_000_000 + i  # a new session and new addresses in every round (up to 9 rounds)
+        p.execute_command('ISSUE', 'c%d' % s, 'sms:+15%d%07d' % (round_, i), 'email:c%d@example.com' % s)
         if len(p) == 200:
             p.execute()
     p.execute()
