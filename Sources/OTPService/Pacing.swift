@@ -5,10 +5,10 @@ import Postgres
 ///
 /// Destinations are counted by a keyed hash of their address, so the limits keep no personal data. Limits on
 /// one destination read its own rows (a handful: the limits bound them); ceilings over many destinations (a
-/// country, a tenant) read bucketed counters, so a check costs the same at 10 sends a day or 10 million. Sends are
-/// counted when a step starts. Limits refuse only what a caller asked for (ISSUE, RESEND); a step the
-/// scheduler starts after a timeout or failure is recorded but never refused, so fallback is never blocked
-/// half-way.
+/// country, a tenant) read bucketed counters, so a check costs the same at 10 sends a day or 10 million.
+/// Sends are counted when a step starts. Limits refuse only what a caller asked for (ISSUE, RESEND); a step
+/// the scheduler starts after a timeout or failure is recorded but never refused, so fallback is never
+/// blocked half-way.
 struct Pacing: Sendable {
     let limits: Limits
     let secrets: Secrets
