@@ -17,20 +17,28 @@ public final class PGPool: Sendable {
     }
 
     private let workers: [PGWorker]
+    private let siblings: Siblings
     private let state: Mutex<State>
     private let acquireTimeout: Duration
 
     /// Creates `size` workers (at least one) that connect to `url` in the background.
+    ///
+    /// When one worker connects, the others waiting out a reconnect backoff try at once: they share one
+    /// database, so after an outage the whole pool comes back with the first connection, not one by one.
     public init(url: String, size: Int, settings: PGSettings = .init(), acquireTimeout: Duration = .seconds(5)) {
+        let siblings = Siblings()
         let workers = (0..<max(size, 1)).map { index in
-            PGWorker(url: url, settings: settings, name: "otpd-pg-\(index)")
+            PGWorker(url: url, settings: settings, name: "otpd-pg-\(index)", onConnect: { siblings.retrySoon() })
         }
+        siblings.set(workers)
+        self.siblings = siblings
         self.workers = workers
         self.state = Mutex(State(idle: workers))
         self.acquireTimeout = acquireTimeout
     }
 
     deinit {
+        siblings.set([])
         for worker in workers { worker.shutdown() }
     }
 
@@ -63,6 +71,7 @@ public final class PGPool: Sendable {
             waiter.timeoutTask.cancel()
             waiter.continuation.resume(throwing: PGError.closed("the database pool is closed"))
         }
+        siblings.set([])
         for worker in workers {
             await worker.close()
         }
@@ -137,5 +146,18 @@ public final class PGPool: Sendable {
         guard let waiter else { return }
         waiter.timeoutTask.cancel()
         waiter.continuation.resume(returning: worker)
+    }
+}
+
+/// The pool's workers as their reconnect hook sees them; emptied when the pool closes, so the workers and
+/// their hooks do not keep each other alive.
+private final class Siblings: Sendable {
+    private let workers = Mutex<[PGWorker]>([])
+
+    func set(_ list: [PGWorker]) { workers.withLock { $0 = list } }
+
+    /// Cuts every worker's reconnect backoff short.
+    func retrySoon() {
+        for worker in workers.withLock({ $0 }) { worker.retrySoon() }
     }
 }

@@ -28,6 +28,8 @@ public final class PGWorker: Sendable {
 
     private struct State: Sendable {
         var jobs: [Job] = []
+        /// Set by `retrySoon`: the database answered a sibling, so a pending backoff is cut short.
+        var retryNow = false
         var shutdown = false
         var exited = false
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
@@ -35,15 +37,21 @@ public final class PGWorker: Sendable {
 
     private let url: String
     private let settings: PGSettings
+    private let onConnect: (@Sendable () -> Void)?
     private let state = Mutex(State())
     private let connected = Atomic<Bool>(false)
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
     /// Creates the worker and starts its thread, which connects to `url` in the background.
-    public init(url: String, settings: PGSettings = .init(), name: String = "otpd-pg") {
+    ///
+    /// `onConnect` runs on the worker's thread each time a connection is established, before the worker
+    /// reports itself connected (a pool uses it to wake the other workers' reconnects).
+    public init(url: String, settings: PGSettings = .init(), name: String = "otpd-pg",
+                onConnect: (@Sendable () -> Void)? = nil) {
         self.url = url
         self.settings = settings
+        self.onConnect = onConnect
         var fds: [Int32] = [-1, -1]
         if pipe(&fds) == 0 {
             for fd in fds {
@@ -125,6 +133,16 @@ public final class PGWorker: Sendable {
         if !accepted { job.fail(.closed("the database worker is closed")) }
     }
 
+    /// Cuts a reconnect backoff short: the next attempt starts at once (the database is known to answer again).
+    /// Does nothing while connected or already connecting.
+    public func retrySoon() {
+        state.withLock { state in
+            guard !state.shutdown, !state.exited else { return }
+            state.retryNow = true
+            wake()
+        }
+    }
+
     /// Writes one byte to the wake-up pipe; call with the state lock held (so the fd is still open).
     private func wake() {
         guard wakeWrite >= 0 else { return }
@@ -183,13 +201,15 @@ public final class PGWorker: Sendable {
 
         while true {
             drainWakePipe()
-            let (newJobs, stopping) = state.withLock { state in
+            let (newJobs, retryNow, stopping) = state.withLock { state in
                 let jobs = state.jobs
                 state.jobs.removeAll()
-                return (jobs, state.shutdown)
+                defer { state.retryNow = false }
+                return (jobs, state.retryNow, state.shutdown)
             }
             pending += newJobs
             if stopping { break }
+            if retryNow, connection == nil, attempt == nil { nextAttempt = .now }
 
             // Run queued bodies on a healthy connection.
             while let current = connection, !pending.isEmpty {
@@ -254,6 +274,7 @@ public final class PGWorker: Sendable {
                     attempt = nil
                     connectedAt = .now
                     lastError = nil
+                    onConnect?()
                     connected.store(true, ordering: .relaxed)
                 case .failed(let error):
                     attemptFailed(error)

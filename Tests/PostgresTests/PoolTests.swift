@@ -1,3 +1,4 @@
+import Foundation
 import Postgres
 import PostgresTesting
 import Synchronization
@@ -132,5 +133,41 @@ struct PoolTests {
         #expect(newPID != nil)
         #expect(newPID != backendPID)
         #expect(unexpected.withLock { $0 }.isEmpty)
+    }
+
+    /// After an outage long enough for the reconnect backoff to grow (seconds), the first worker that connects
+    /// wakes the others: a burst of bodies right after it, one per worker, all run instead of failing fast.
+    @Test func afterAnOutageTheWholePoolComesBackWithItsFirstConnection() async throws {
+        let dir = "/var/tmp/otpd-poolback-\(UUID().uuidString.prefix(8))"
+        let pg = EmbeddedPostgres(dataDirectory: dir + "/data", settings: ["fsync": "off"])
+        TestClusterCleanup.register(pg, removing: dir)
+        let url = try await BlockingThread.run { try pg.start() }
+        let size = 4
+        let pool = PGPool(url: url, size: size)
+        #expect(await poll(for: .seconds(15)) { pool.connectedCount == size ? true : nil } == true)
+
+        try await BlockingThread.run { pg.stop() }
+        #expect(await poll(for: .seconds(15)) { pool.connectedCount == 0 ? true : nil } == true)
+        // The outage itself: each worker keeps failing to connect, and its backoff doubles towards 5 s.
+        try await Task.sleep(for: .seconds(3))
+        _ = try await BlockingThread.run { try pg.start() }
+        #expect(await poll(for: .seconds(15), every: .milliseconds(5)) { pool.connectedCount > 0 ? true : nil } == true)
+
+        let failures = await withTaskGroup(of: String?.self) { group in
+            for _ in 0..<size {
+                group.addTask {
+                    do {
+                        try await pool.withConnection { connection in try connection.query("SELECT pg_sleep(0.3)") }
+                        return nil
+                    } catch {
+                        return String(describing: error)
+                    }
+                }
+            }
+            return await group.reduce(into: [String]()) { if let f = $1 { $0.append(f) } }
+        }
+        #expect(failures == [])
+        await pool.close()
+        try await BlockingThread.run { pg.stop() }
     }
 }
