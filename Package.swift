@@ -102,6 +102,8 @@ let package = Package(
             name: "otpctl",
             dependencies: [
                 "EventStore",
+                "OTPDomain",
+                "OTPService",
                 "Postgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

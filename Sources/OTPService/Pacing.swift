@@ -170,3 +170,15 @@ struct Pacing: Sendable {
 
     static func seconds(_ ms: Int64) -> Int { Int(max(1, (ms + 999) / 1000)) }
 }
+
+/// Operator actions on the pacing tables.
+public enum PacingAdmin {
+    /// Lifts the block on a destination after consecutive failed verifications: deletes its count, keyed by
+    /// the address's HMAC under `secrets` (the same key otpd uses). Returns the count it had, or nil when none
+    /// was recorded.
+    public static func clearFailures(address: String, secrets: Secrets, on conn: PGConnection) throws -> Int? {
+        let key = Pacing(limits: Limits(), secrets: secrets).key(address)
+        return try conn.query("DELETE FROM destination_failures WHERE destination_key = \(key) RETURNING consecutive")
+            .rows.first?.decode("consecutive", as: Int.self)
+    }
+}

@@ -1,14 +1,17 @@
 import ArgumentParser
 import EventStore
 import Foundation
+import OTPDomain
+import OTPService
 import Postgres
 
 @main
 struct OTPCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "otpctl",
-        abstract: "otpd's tool for operators and auditors: check the event log's hash chains, read a history.",
-        subcommands: [Verify.self, History.self]
+        abstract: "otpd's tool for operators and auditors: check the event log's hash chains, read a history, "
+            + "lift an abuse block.",
+        subcommands: [Verify.self, History.self, Unblock.self]
     )
 }
 
@@ -71,6 +74,48 @@ struct History: ParsableCommand {
         for r in records {
             let hash = r.hash.map { String(format: "%02x", $0) }.joined()
             print(#"{"version":\#(r.version),"type":"\#(r.type)","at":\#(r.at),"hash":"\#(hash)","data":\#(r.data)}"#)
+        }
+    }
+}
+
+/// Lifts the block on a destination refused after consecutive failed verifications across sessions.
+///
+/// Destinations are stored only as HMACs under otpd's secret, so this needs the same secret: from `--config`
+/// (its `secret`, `secret_file` or `data_dir`), `--secret-file`, or `<data-dir>/secret`. It never creates one.
+struct Unblock: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Let a destination blocked after consecutive failed verifications start sessions again.")
+    @OptionGroup var connection: Connection
+    @Option(help: "otpd's TOML configuration (for its secret, data directory and database URL).") var config: String?
+    @Option(name: .customLong("secret-file"), help: "The file holding otpd's secret (hex).") var secretFile: String?
+    @Option(name: .customLong("data-dir"), help: "otpd's data directory, holding `secret` (default .otpd).")
+    var dataDir: String?
+    @Argument(help: "The destination, as given to ISSUE: sms:+15551234567, email:user@example.com, ...")
+    var destination: String
+
+    func run() throws {
+        let address: String
+        do { address = try Destination.parse(destination).address } catch {
+            guard case .badArgument(let reason) = error else { throw error }
+            throw ValidationError(reason)
+        }
+        var c = Configuration()
+        if let config { c = try Configuration.load(file: config) }
+        let dataDirectory = dataDir ?? c.dataDirectory
+        let file = secretFile ?? c.secretFile ?? (c.secret == nil ? dataDirectory + "/secret" : nil)
+        if let file, !FileManager.default.fileExists(atPath: file) {
+            throw ValidationError("no secret at \(file): give the --config, --secret-file or --data-dir of the otpd "
+                + "that blocked this destination")
+        }
+        let (secrets, _) = try Secrets.load(hex: c.secret, file: file, dataDirectory: dataDirectory)
+        var conn = connection
+        if conn.databaseURL == nil { conn.databaseURL = c.databaseURL }
+        let db = try conn.open()
+        defer { db.close() }
+        if let count = try PacingAdmin.clearFailures(address: address, secrets: secrets, on: db) {
+            print("unblocked: \(count) consecutive failed verifications cleared")
+        } else {
+            print("not blocked: no failed verifications recorded for this destination")
         }
     }
 }

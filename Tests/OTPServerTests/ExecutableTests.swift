@@ -133,6 +133,41 @@ import Testing
         #expect(history.stdout.split(separator: "\n").first?.hasPrefix(#"{"version":1,"type":"issued""#) == true)
     }
 
+    /// An operator lifts an abuse block with `otpctl unblock`, which needs otpd's secret to find the destination.
+    @Test func otpctlUnblockLiftsTheBlockOnADestination() async throws {
+        let otpctl = URL(fileURLWithPath: Self.binary).deletingLastPathComponent().appendingPathComponent("otpctl").path
+        guard FileManager.default.isExecutableFile(atPath: otpctl) else {
+            Issue.record("otpctl was not built at \(otpctl)")
+            return
+        }
+        let server = try await TestServer.start(
+            label: "unblock", config: "[limits]\nconsecutive_failures_per_destination = 1\nmin_gap_per_channel = \"0s\"")
+        defer { Task { await server.stop() } }
+        let dir = "/var/tmp/otpd-unblock-\(UUID().uuidString.prefix(8))"
+        defer { Self.cleanUp(dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let secretFile = dir + "/secret"
+        try Data((testSecret.map { String(format: "%02x", $0) }.joined() + "\n").utf8).write(to: URL(fileURLWithPath: secretFile))
+
+        _ = try await redisCLI(server.port, ["ISSUE", "u1", "sms:+15557654321"])
+        let code = try await server.code(session: "u1")
+        _ = try await redisCLI(server.port, ["VERIFY", "u1", code == "000000" ? "111111" : "000000"])
+        #expect(try await redisCLI(server.port, ["ISSUE", "u2", "sms:+15557654321"]).first?.hasPrefix("RATELIMITED") == true)
+
+        let db = ["--database-url", server.databaseURL]
+        let missing = try await run([otpctl, "unblock"] + db + ["--data-dir", dir + "/nowhere", "sms:+15557654321"])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("no secret at"), "\(missing.stderr)")
+        let bad = try await run([otpctl, "unblock"] + db + ["--secret-file", secretFile, "sms:12345"])
+        #expect(bad.status != 0)
+        let lifted = try await run([otpctl, "unblock"] + db + ["--secret-file", secretFile, "sms:+15557654321"])
+        #expect(lifted.status == 0)
+        #expect(lifted.stdout.contains("unblocked: 1 consecutive failed verifications cleared"), "\(lifted.stdout)")
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "u3", "sms:+15557654321"]))["session"] == "u3")
+        let twice = try await run([otpctl, "unblock"] + db + ["--secret-file", secretFile, "sms:+15557654321"])
+        #expect(twice.stdout.contains("not blocked"))
+    }
+
     @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             Issue.record("otpd was not built at \(Self.binary)")

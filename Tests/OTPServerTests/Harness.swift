@@ -53,6 +53,9 @@ struct HarnessError: Error, CustomStringConvertible {
 }
 
 /// A real otpd server (RESP server, dispatcher, service) on a free loopback port, on a fresh database.
+/// The secret every test server uses (so a test can compute what the server stores).
+let testSecret: [UInt8] = Array(repeating: 7, count: 32)
+
 final class TestServer: Sendable {
     let port: Int
     let databaseURL: String
@@ -69,7 +72,7 @@ final class TestServer: Sendable {
         try Migrator(directory: repositoryRoot + "/schema").apply(on: conn)
         conn.close()
         let c = try Configuration.parse(config, file: "test.toml")
-        let secrets = Secrets(secret: Array(repeating: 7, count: 32))
+        let secrets = Secrets(secret: testSecret)
         let pool = PGPool(url: url, size: 4)
         let service = SessionService(pool: pool, secrets: secrets, policies: PolicyBook(policies: c.policies), limits: c.limits)
         let log = CapturedLog()

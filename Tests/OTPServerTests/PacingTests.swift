@@ -71,6 +71,16 @@ import Testing
         _ = try await redisCLI(server.port, ["VERIFY", "b2", wrong])  // the third in a row, across sessions
         let refused = try await redisCLI(server.port, ["ISSUE", "b3", "email:a@example.com"])
         #expect(refused.first?.hasPrefix("RATELIMITED") == true, "\(refused)")
+        // An operator lifts the block (what `otpctl unblock` runs); the destination may start sessions again.
+        let cleared = try await server.pool.withConnection { conn in
+            try PacingAdmin.clearFailures(address: "a@example.com", secrets: Secrets(secret: testSecret), on: conn)
+        }
+        #expect(cleared == 3)
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "b4", "email:a@example.com"]))["session"] == "b4")
+        let again = try await server.pool.withConnection { conn in
+            try PacingAdmin.clearFailures(address: "a@example.com", secrets: Secrets(secret: testSecret), on: conn)
+        }
+        #expect(again == nil)
         // A success resets the count.
         let other = try await TestServer.start(label: "pace_fail2", config: "[limits]\nconsecutive_failures_per_destination = 2\nmin_gap_per_channel = \"0s\"")
         defer { Task { await other.stop() } }
