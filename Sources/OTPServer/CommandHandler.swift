@@ -118,6 +118,9 @@ public final class CommandHandler: Sendable {
             return e.reply
         } catch let r as Rejection {
             return Self.reply(r)
+        } catch let u as UnreadableSession {
+            logger.error("session history unreadable", metadata: ["stream": "\(u.stream)", "version": "\(u.version)"])
+            return .error("ERR \(u.description); nothing was recorded (REPLAY checks the session's hash chain)")
         } catch {
             logger.warning("command failed", metadata: ["command": "\(name)", "error": "\(error)"])
             return .error("UNAVAILABLE the database cannot be reached; nothing was recorded")

@@ -25,6 +25,16 @@ public struct LoadedSession: Sendable {
     var key: [UInt8]?
 }
 
+/// A session whose stored events no longer decode: a row edited by hand, or data sealed under another secret.
+/// Nothing is recorded on it; REPLAY and `otpctl verify` show where its hash chain breaks.
+public struct UnreadableSession: Error, Sendable, CustomStringConvertible {
+    /// The stream.
+    public var stream: String
+    /// The first version that does not decode.
+    public var version: Int
+    public var description: String { "the stored event at version \(version) cannot be read" }
+}
+
 /// Runs commands against sessions: load, decide, append with the expected version, in one transaction.
 ///
 /// A version conflict (another writer appended first) rolls back and decides again, a bounded number of
@@ -138,15 +148,29 @@ public final class SessionService: Sendable {
         let key = try rows[0].decodeIfPresent("sealed_key", as: [UInt8].self).map {
             try secrets.openSessionKey($0, stream: stream)
         }
-        let events = try records.map { (event: try codec.decode($0, key: key), at: $0.at) }
-        return (now, records, SessionDecider.fold(events), key)
+        return (now, records, try fold(records, key: key, stream: stream), key)
+    }
+
+    /// Decodes and folds stored records; a record that no longer decodes (edited by hand, or its key lost)
+    /// is reported as `UnreadableSession`, not as a database failure.
+    private func fold(_ records: [EventRecord], key: [UInt8]?, stream: String) throws -> SessionState {
+        var events: [(event: SessionEvent, at: Int64)] = []
+        events.reserveCapacity(records.count)
+        for record in records {
+            do {
+                events.append((try codec.decode(record, key: key), record.at))
+            } catch {
+                throw UnreadableSession(stream: stream, version: record.version)
+            }
+        }
+        return SessionDecider.fold(events)
     }
 
     /// Rebuilds a state from stored records alone, for REPLAY.
     public func fold(_ records: [EventRecord], tenant: String, session: String) async throws -> SessionState {
         let stream = Self.stream(tenant: tenant, session: session)
         let key = try await pool.withConnection { conn in try self.sessionKey(stream: stream, on: conn) }
-        return SessionDecider.fold(try records.map { (event: try codec.decode($0, key: key), at: $0.at) })
+        return try fold(records, key: key, stream: stream)
     }
 
     private func sessionKey(stream: String, on conn: PGConnection) throws -> [UInt8]? {

@@ -129,6 +129,11 @@ import Testing
         let replay = pairs(try await redisCLI(server.port, ["REPLAY", "v1"]))
         #expect(replay["chain"] == "broken")
         #expect(replay["broken_at"] == "2")
+        // A command on the edited session says what is wrong, not that the database is down.
+        let status = try await redisCLI(server.port, ["STATUS", "v1"])
+        #expect(status.first?.hasPrefix("ERR the stored event at version 2 cannot be read") == true, "\(status)")
+        let verify = try await redisCLI(server.port, ["VERIFY", "v1", "123456"])
+        #expect(verify.first?.hasPrefix("ERR the stored event at version 2") == true, "\(verify)")
         let history = try await run([otpctl, "history", "--database-url", server.databaseURL, "v2"])
         #expect(history.stdout.split(separator: "\n").first?.hasPrefix(#"{"version":1,"type":"issued""#) == true)
     }
