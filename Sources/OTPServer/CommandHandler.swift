@@ -35,27 +35,62 @@ public final class CommandHandler: Sendable {
     /// The server's version, reported by HELLO.
     public static let version = "0.1.0"
 
-    /// One entry of the command table.
+    /// One entry of the command table: its arity, who may run it, and what it runs.
     struct Command: Sendable {
         var minArgs: Int
         var maxArgs: Int
         /// The roles that may run it; nil: any connection, before AUTH too (PING, HELLO, AUTH, QUIT).
         var roles: Set<Role>?
+        var run: Run
+    }
+
+    /// What a command runs, given its arguments (the command name removed).
+    enum Run: Sendable {
+        /// Acts on the connection itself.
+        case connection(@Sendable (CommandHandler, [String], inout ConnectionState) throws -> RESPValue)
+        /// Acts on the authenticated tenant's sessions.
+        case session(@Sendable (CommandHandler, [String], _ tenant: String) async throws -> RESPValue)
     }
 
     static let table: [String: Command] = [
-        "PING": Command(minArgs: 0, maxArgs: 1, roles: nil),
-        "HELLO": Command(minArgs: 0, maxArgs: 4, roles: nil),
-        "AUTH": Command(minArgs: 2, maxArgs: 2, roles: nil),
-        "QUIT": Command(minArgs: 0, maxArgs: 0, roles: nil),
-        "ISSUE": Command(minArgs: 2, maxArgs: 64, roles: [.service]),
-        "VERIFY": Command(minArgs: 2, maxArgs: 2, roles: [.service]),
-        "RESEND": Command(minArgs: 1, maxArgs: 1, roles: [.service]),
-        "CANCEL": Command(minArgs: 1, maxArgs: 1, roles: [.service]),
-        "RECEIPT": Command(minArgs: 3, maxArgs: 4, roles: [.gateway]),
-        "STATUS": Command(minArgs: 1, maxArgs: 1, roles: [.service, .auditor]),
-        "HISTORY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor]),
-        "REPLAY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor]),
+        "PING": Command(minArgs: 0, maxArgs: 1, roles: nil, run: .connection { _, args, _ in
+            args.first.map { .bulk($0) } ?? .simpleString("PONG")
+        }),
+        "HELLO": Command(minArgs: 0, maxArgs: 4, roles: nil, run: .connection { h, args, state in
+            try h.hello(args, state: &state)
+        }),
+        "AUTH": Command(minArgs: 2, maxArgs: 2, roles: nil, run: .connection { h, args, state in
+            try h.authenticate(tenant: args[0], token: args[1], state: &state)
+            return .simpleString("OK")
+        }),
+        "QUIT": Command(minArgs: 0, maxArgs: 0, roles: nil, run: .connection { _, _, state in
+            state.closeAfterReply = true
+            return .simpleString("OK")
+        }),
+        "ISSUE": Command(minArgs: 2, maxArgs: 64, roles: [.service], run: .session { h, args, tenant in
+            try await h.issue(args, tenant: tenant)
+        }),
+        "VERIFY": Command(minArgs: 2, maxArgs: 2, roles: [.service], run: .session { h, args, tenant in
+            try await h.verify(args, tenant: tenant)
+        }),
+        "RESEND": Command(minArgs: 1, maxArgs: 1, roles: [.service], run: .session { h, args, tenant in
+            try await h.sessionMap(.resend, args, tenant: tenant, full: false)
+        }),
+        "CANCEL": Command(minArgs: 1, maxArgs: 1, roles: [.service], run: .session { h, args, tenant in
+            try await h.sessionMap(.cancel, args, tenant: tenant, full: true)
+        }),
+        "RECEIPT": Command(minArgs: 3, maxArgs: 4, roles: [.gateway], run: .session { h, args, tenant in
+            try await h.receipt(args, tenant: tenant)
+        }),
+        "STATUS": Command(minArgs: 1, maxArgs: 1, roles: [.service, .auditor], run: .session { h, args, tenant in
+            try await h.status(args, tenant: tenant)
+        }),
+        "HISTORY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor], run: .session { h, args, tenant in
+            try await h.history(args, tenant: tenant)
+        }),
+        "REPLAY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor], run: .session { h, args, tenant in
+            try await h.replay(args, tenant: tenant)
+        }),
     ]
 
     /// Creates a handler; with no tenants the server is single-tenant and needs no AUTH.
@@ -91,28 +126,12 @@ public final class CommandHandler: Sendable {
             return .error("NOPERM this credential may not run \(name)")
         }
         do {
-            switch name {
-            case "PING": return rest.first.map { .bulk($0) } ?? .simpleString("PONG")
-            case "QUIT":
-                state.closeAfterReply = true
-                return .simpleString("OK")
-            case "AUTH":
-                try authenticate(tenant: rest[0], token: rest[1], state: &state)
-                return .simpleString("OK")
-            case "HELLO": return try hello(rest, state: &state)
-            default: break
-            }
-            guard let tenant = state.tenant else { return .error("NOAUTH authentication required") }
-            switch name {
-            case "ISSUE": return try await issue(rest, tenant: tenant)
-            case "VERIFY": return try await verify(rest, tenant: tenant)
-            case "RESEND": return try await sessionMap(.resend, rest, tenant: tenant, full: false)
-            case "CANCEL": return try await sessionMap(.cancel, rest, tenant: tenant, full: true)
-            case "RECEIPT": return try await receipt(rest, tenant: tenant)
-            case "STATUS": return try await status(rest, tenant: tenant)
-            case "HISTORY": return try await history(rest, tenant: tenant)
-            case "REPLAY": return try await replay(rest, tenant: tenant)
-            default: return .error("ERR unknown command '\(shown)'")
+            switch command.run {
+            case .connection(let run):
+                return try run(self, rest, &state)
+            case .session(let run):
+                guard let tenant = state.tenant else { return .error("NOAUTH authentication required") }
+                return try await run(self, rest, tenant)
             }
         } catch let e as WireError {
             return e.reply

@@ -73,13 +73,13 @@ public final class PGConnection {
         }
         let count = Int32(q.parameters.count)
         guard let name = try statementName(q.sql, parameterCount: count, on: handle) else {
-            let result = Self.withOptionalCStrings(q.parameters) { values in
+            let result = try Self.withOptionalCStrings(q.parameters) { values in
                 PQexecParams(handle, q.sql, count, nil, values, nil, nil, 0)
             }
             defer { PQclear(result) }
             return try consume(result)
         }
-        let result = Self.withOptionalCStrings(q.parameters) { values in
+        let result = try Self.withOptionalCStrings(q.parameters) { values in
             PQexecPrepared(handle, name, count, values, nil, nil, 0)
         }
         defer { PQclear(result) }
@@ -362,17 +362,19 @@ public final class PGConnection {
             throw .connection("invalid database URL: a part contains a NUL byte")
         }
         // NULL-terminated, as PQconnectdbParams and PQconnectStartParams expect.
-        let keywords = CStringArray(pairs.map(\.0) + [nil])
-        let values = CStringArray(pairs.map(\.1) + [nil])
+        guard let keywords = CStringArray(pairs.map(\.0) + [nil]), let values = CStringArray(pairs.map(\.1) + [nil])
+        else { throw .connection("out of memory for the connection parameters") }
         return withExtendedLifetime((keywords, values)) { body(keywords.base, values.base) }
     }
 
     /// Calls `body` with a C array of NUL-terminated copies of `strings` (`nil` stays NULL); nil when empty.
     private static func withOptionalCStrings<R>(
         _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R
-    ) -> R {
+    ) throws(PGError) -> R {
         if strings.isEmpty { return body(nil) }
-        let array = CStringArray(strings)
+        guard let array = CStringArray(strings) else {
+            throw PGError(code: .server, message: "out of memory for the statement's parameters")
+        }
         return withExtendedLifetime(array) { body(array.base) }
     }
 }
@@ -386,15 +388,17 @@ private final class CStringArray {
     private let storage: UnsafeMutablePointer<UnsafePointer<CChar>?>
     private let count: Int
 
-    init(_ strings: [String?]) {
+    /// Copies `strings`; nil when memory is exhausted (`strdup` failed).
+    init?(_ strings: [String?]) {
         count = strings.count
         storage = .allocate(capacity: max(count, 1))
         storage.initialize(repeating: nil, count: max(count, 1))
-        for (i, string) in strings.enumerated() {
-            // strdup fails only when memory is exhausted, as any allocation would.
-            if let string { storage[i] = UnsafePointer(strdup(string)!) }
-        }
         base = UnsafePointer(storage)
+        for (i, string) in strings.enumerated() {
+            guard let string else { continue }
+            guard let copy = strdup(string) else { return nil }  // deinit frees the copies made so far
+            storage[i] = UnsafePointer(copy)
+        }
     }
 
     deinit {
