@@ -33,7 +33,8 @@ public struct EventRecord: Sendable, Hashable {
     public var hash: [UInt8]
 
     /// Creates a record.
-    public init(streamID: String, version: Int, type: String, data: String, at: Int64, prevHash: [UInt8], hash: [UInt8]) {
+    public init(streamID: String, version: Int, type: String, data: String, at: Int64, prevHash: [UInt8], hash: [UInt8])
+    {
         self.streamID = streamID
         self.version = version
         self.type = type
@@ -51,7 +52,14 @@ public enum HashChain {
 
     /// The hash of an event: SHA-256 of the previous hash, then stream, version, type and time (newline
     /// separated), then the data.
-    public static func hash(prev: [UInt8], streamID: String, version: Int, type: String, at: Int64, data: String) -> [UInt8] {
+    public static func hash(
+        prev: [UInt8],
+        streamID: String,
+        version: Int,
+        type: String,
+        at: Int64,
+        data: String
+    ) -> [UInt8] {
         var h = SHA256()
         h.update(data: prev)
         h.update(data: Array("\(streamID)\n\(version)\n\(type)\n\(at)\n".utf8))

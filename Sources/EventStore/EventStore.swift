@@ -43,10 +43,12 @@ public enum EventStore {
 
     /// Reads a stream's events in version order.
     public static func read(stream: String, on conn: PGConnection) throws -> [EventRecord] {
-        let r = try conn.query("""
+        let r = try conn.query(
+            """
             SELECT stream_id, version, type, data::text AS data, at_ms, prev_hash, hash
             FROM events WHERE stream_id = \(stream) ORDER BY version
-            """)
+            """
+        )
         return try r.rows.map(EventStore.record)
     }
 
@@ -56,7 +58,11 @@ public enum EventStore {
     /// never overwrites. Run it inside a transaction: on a conflict the transaction must be rolled back.
     @discardableResult
     public static func append(
-        _ events: [NewEvent], to stream: String, expectedVersion: Int, headHash: [UInt8], at: Int64,
+        _ events: [NewEvent],
+        to stream: String,
+        expectedVersion: Int,
+        headHash: [UInt8],
+        at: Int64,
         on conn: PGConnection
     ) throws -> [EventRecord] {
         var prev = expectedVersion == 0 ? HashChain.genesis : headHash
@@ -66,17 +72,28 @@ public enum EventStore {
             let version = expectedVersion + i + 1
             let h = HashChain.hash(prev: prev, streamID: stream, version: version, type: e.type, at: at, data: e.data)
             do {
-                try conn.query("""
+                try conn.query(
+                    """
                     INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
                     VALUES (\(stream), \(version), \(e.type), \(e.data)::json, \(at), \(prev), \(h))
-                    """)
+                    """
+                )
             } catch {
                 // The do body throws only PGError (typed throws).
                 if error.isUniqueViolation { throw AppendError.versionConflict }
                 throw error
             }
-            written.append(EventRecord(streamID: stream, version: version, type: e.type, data: e.data, at: at,
-                                       prevHash: prev, hash: h))
+            written.append(
+                EventRecord(
+                    streamID: stream,
+                    version: version,
+                    type: e.type,
+                    data: e.data,
+                    at: at,
+                    prevHash: prev,
+                    hash: h
+                )
+            )
             prev = h
         }
         return written
@@ -88,10 +105,15 @@ public enum EventStore {
     /// commits after a later one is still read exactly once, in its place.
     /// The order is by the `xid8` column itself: the text form is selected under another name, because an
     /// output column named `tx_id` would make `ORDER BY tx_id` sort as text ("1000" before "999").
-    public static func readLog(after position: LogPosition, limit: Int, on conn: PGConnection) throws
+    public static func readLog(
+        after position: LogPosition,
+        limit: Int,
+        on conn: PGConnection
+    ) throws
         -> [(position: LogPosition, record: EventRecord)]
     {
-        let r = try conn.query("""
+        let r = try conn.query(
+            """
             SELECT stream_id, version, type, data::text AS data, at_ms, prev_hash, hash,
                    tx_id::text AS tx_text, position
             FROM events
@@ -99,12 +121,15 @@ public enum EventStore {
               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
             ORDER BY events.tx_id, events.position
             LIMIT \(limit)
-            """)
+            """
+        )
         return try r.rows.map { row in
             let tx = try row.decode("tx_text", as: String.self)
             guard let txID = UInt64(tx) else { throw AppendError(description: "bad tx_id") }
-            return (LogPosition(transactionID: txID, position: try row.decode("position", as: Int64.self)),
-                    try EventStore.record(row))
+            return (
+                LogPosition(transactionID: txID, position: try row.decode("position", as: Int64.self)),
+                try EventStore.record(row)
+            )
         }
     }
 
@@ -112,8 +137,13 @@ public enum EventStore {
     /// callers that read events together with something else in one statement.
     public static func record(_ row: PGRow) throws -> EventRecord {
         EventRecord(
-            streamID: try row.decode("stream_id"), version: try row.decode("version"), type: try row.decode("type"),
-            data: try row.decode("data"), at: try row.decode("at_ms"), prevHash: try row.decode("prev_hash"),
-            hash: try row.decode("hash"))
+            streamID: try row.decode("stream_id"),
+            version: try row.decode("version"),
+            type: try row.decode("type"),
+            data: try row.decode("data"),
+            at: try row.decode("at_ms"),
+            prevHash: try row.decode("prev_hash"),
+            hash: try row.decode("hash")
+        )
     }
 }

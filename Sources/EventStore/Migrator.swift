@@ -18,7 +18,8 @@ public struct Migrator: Sendable {
 
     /// Loads `NNNN_name.sql` files from a directory.
     public init(directory: String) throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".sql") }.sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".sql") }
+            .sorted()
         migrations = try files.map { name in
             guard let number = Int(name.prefix { $0.isNumber }), number > 0 else {
                 throw AppendError(description: "migration file '\(name)' does not start with a number")
@@ -49,16 +50,20 @@ public struct Migrator: Sendable {
     /// An advisory lock serializes concurrent starts of several instances.
     @discardableResult
     public func apply(on conn: PGConnection) throws -> [String] {
-        try conn.execute("""
+        try conn.execute(
+            """
             CREATE TABLE IF NOT EXISTS schema_migrations (
                 number     integer PRIMARY KEY,
                 name       text NOT NULL,
                 applied_at timestamptz NOT NULL DEFAULT now()
             )
-            """)
+            """
+        )
         try conn.query("SELECT pg_advisory_lock(7379001)")
         defer { _ = try? conn.query("SELECT pg_advisory_unlock(7379001)") }
-        let done = Set(try conn.query("SELECT number FROM schema_migrations").rows.map { try $0.decode(0, as: Int.self) })
+        let done = Set(
+            try conn.query("SELECT number FROM schema_migrations").rows.map { try $0.decode(0, as: Int.self) }
+        )
         var applied: [String] = []
         for m in migrations where !done.contains(m.number) {
             try conn.transaction { c in

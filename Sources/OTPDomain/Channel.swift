@@ -113,14 +113,19 @@ public enum Validation {
             return false
         }
         return subtags.allSatisfy { sub in
-            (1...8).contains(sub.count) && sub.utf8.allSatisfy { c in
-                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
-            }
+            (1...8).contains(sub.count)
+                && sub.utf8.allSatisfy { c in
+                    (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                }
         }
     }
 
     /// The text with anything but printable ASCII replaced and cut to 64 characters, safe to echo in errors.
     public static func printable(_ s: some StringProtocol) -> String {
-        String(String.UnicodeScalarView(s.unicodeScalars.prefix(64).map { ($0.value >= 0x20 && $0.value < 0x7F) ? $0 : "?" }))
+        String(
+            String.UnicodeScalarView(
+                s.unicodeScalars.prefix(64).map { ($0.value >= 0x20 && $0.value < 0x7F) ? $0 : "?" }
+            )
+        )
     }
 }

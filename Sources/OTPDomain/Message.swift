@@ -67,7 +67,8 @@ public struct MessageRenderer: Sendable {
             return Message(channel: .sms, locale: used, text: lines.joined(separator: "\n"))
         case .email:
             let subject = "\(code) is your \(app) code"
-            let text = "Your \(app) code is \(code).\n\nIt expires soon. If you did not ask for it, ignore this e-mail.\n"
+            let text =
+                "Your \(app) code is \(code).\n\nIt expires soon. If you did not ask for it, ignore this e-mail.\n"
             let safeApp = Self.escapeHTML(app)
             let html = """
                 <!doctype html><html><body style="font-family:sans-serif">\
@@ -80,12 +81,18 @@ public struct MessageRenderer: Sendable {
             let spoken = code.map(String.init).joined(separator: ", ")
             let text = "Your \(app) code is \(spoken). Again: \(spoken)."
             let say = "<say-as interpret-as=\"digits\">\(code)</say-as>"
-            let ssml = "<speak>Your \(Self.escapeHTML(app)) code is <break time=\"500ms\"/>\(say)"
+            let ssml =
+                "<speak>Your \(Self.escapeHTML(app)) code is <break time=\"500ms\"/>\(say)"
                 + "<break time=\"1s\"/>Again: \(say)</speak>"
             return Message(channel: .voice, locale: used, text: text, ssml: ssml)
         case .push:
-            return Message(channel: .push, locale: used, text: "Your \(app) code is \(code).",
-                           title: "\(app) sign-in code", dataCode: code)
+            return Message(
+                channel: .push,
+                locale: used,
+                text: "Your \(app) code is \(code).",
+                title: "\(app) sign-in code",
+                dataCode: code
+            )
         }
     }
 
@@ -113,5 +120,6 @@ public struct MessageRenderer: Sendable {
 
     private static let gsm7: Set<Unicode.Scalar> = Set(
         ("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
-            + "¿abcdefghijklmnopqrstuvwxyzäöñüà").unicodeScalars)
+            + "¿abcdefghijklmnopqrstuvwxyzäöñüà").unicodeScalars
+    )
 }

@@ -44,7 +44,10 @@ public struct Policy: Sendable, Hashable {
 
     /// Creates a policy.
     public init(
-        name: String, steps: [Step], matchCountry: [String] = [], matchCarrier: [String] = [],
+        name: String,
+        steps: [Step],
+        matchCountry: [String] = [],
+        matchCarrier: [String] = [],
         variants: [Variant] = []
     ) {
         self.name = name
@@ -104,11 +107,15 @@ public struct PolicyBook: Sendable {
             }
             return p
         }
-        let phone = destinations.first(where: { $0.channel == .sms })?.address
+        let phone =
+            destinations.first(where: { $0.channel == .sms })?.address
             ?? destinations.first(where: { $0.channel == .voice })?.address
         for p in policies where !p.matchCountry.isEmpty || !p.matchCarrier.isEmpty {
-            let countryFits = p.matchCountry.isEmpty || (phone.map { ph in p.matchCountry.contains { ph.hasPrefix($0) } } ?? false)
-            let carrierFits = p.matchCarrier.isEmpty || (carrier.map { c in p.matchCarrier.contains { $0.lowercased() == c.lowercased() } } ?? false)
+            let countryFits =
+                p.matchCountry.isEmpty || (phone.map { ph in p.matchCountry.contains { ph.hasPrefix($0) } } ?? false)
+            let carrierFits =
+                p.matchCarrier.isEmpty
+                || (carrier.map { c in p.matchCarrier.contains { $0.lowercased() == c.lowercased() } } ?? false)
             if countryFits && carrierFits { return p }
         }
         if let p = policies.first(where: { $0.name == "default" }) { return p }
@@ -119,7 +126,10 @@ public struct PolicyBook: Sendable {
     ///
     /// - Parameter pick: returns a uniform integer in `0..<n`; injected so planning stays pure.
     public func plan(
-        policyName: String?, destinations: [Destination], prefer: [Channel], carrier: String?,
+        policyName: String?,
+        destinations: [Destination],
+        prefer: [Channel],
+        carrier: String?,
         pick: (Int) -> Int
     ) throws(Rejection) -> Plan {
         let policy = try self.policy(named: policyName, destinations: destinations, carrier: carrier)

@@ -15,9 +15,17 @@ public struct IssueRequest: Sendable, Hashable {
 
     /// Creates a request with the protocol's defaults.
     public init(
-        session: String, destinations: [Destination], policy: String? = nil, ttlSeconds: Int = 600,
-        digits: Int = 6, maxAttempts: Int = 5, locale: String = "en", app: String? = nil,
-        prefer: [Channel] = [], carrier: String? = nil, fingerprint: String = ""
+        session: String,
+        destinations: [Destination],
+        policy: String? = nil,
+        ttlSeconds: Int = 600,
+        digits: Int = 6,
+        maxAttempts: Int = 5,
+        locale: String = "en",
+        app: String? = nil,
+        prefer: [Channel] = [],
+        carrier: String? = nil,
+        fingerprint: String = ""
     ) {
         self.session = session
         self.destinations = destinations

@@ -8,7 +8,10 @@ public enum SessionDecider {
     public static let maxAttemptsRange = 1...10
 
     /// Folds a list of events (recorded at the given times) into a state.
-    public static func fold(_ events: [(event: SessionEvent, at: Int64)], from state: SessionState = SessionState()) -> SessionState {
+    public static func fold(
+        _ events: [(event: SessionEvent, at: Int64)],
+        from state: SessionState = SessionState()
+    ) -> SessionState {
         events.reduce(state) { evolve($0, $1.event, at: $1.at) }
     }
 
@@ -102,7 +105,9 @@ public enum SessionDecider {
 
     /// Decides what a command does to a session: the events to append, or why it is refused.
     public static func decide(
-        _ command: SessionCommand, state s: SessionState, context: DecisionContext
+        _ command: SessionCommand,
+        state s: SessionState,
+        context: DecisionContext
     ) throws(Rejection) -> Decision {
         if case .issue(let request, let plan) = command {
             return try issue(request, plan: plan, state: s, context: context)
@@ -127,7 +132,9 @@ public enum SessionDecider {
             if now >= s.expiresAt { return Decision(events: [.expired], verifyResult: .expired) }
             if matches(code, issued: issued, context: context) {
                 return Decision(
-                    events: [.verified(.init(step: s.step, channel: current.channel))], verifyResult: .verified)
+                    events: [.verified(.init(step: s.step, channel: current.channel))],
+                    verifyResult: .verified
+                )
             }
             let left = max(0, s.attemptsLeft - 1)
             if left == 0 {
@@ -141,8 +148,15 @@ public enum SessionDecider {
             let steps = issued.plan.steps
             if s.step < steps.count {
                 return Decision(events: [
-                    .escalated(.init(from: s.step, to: s.step + 1, fromChannel: current.channel,
-                                     toChannel: steps[s.step].channel, reason: .resend))
+                    .escalated(
+                        .init(
+                            from: s.step,
+                            to: s.step + 1,
+                            fromChannel: current.channel,
+                            toChannel: steps[s.step].channel,
+                            reason: .resend
+                        )
+                    )
                 ])
             }
             // The last step repeats, but only once its message went out and the channel's gap has passed.
@@ -152,8 +166,15 @@ public enum SessionDecider {
             let wait = context.minGapMs - (now - sentAt)
             if wait > 0 { throw .rateLimited(retryAfterSeconds: seconds(wait)) }
             return Decision(events: [
-                .escalated(.init(from: s.step, to: s.step, fromChannel: current.channel,
-                                 toChannel: current.channel, reason: .resend))
+                .escalated(
+                    .init(
+                        from: s.step,
+                        to: s.step,
+                        fromChannel: current.channel,
+                        toChannel: current.channel,
+                        reason: .resend
+                    )
+                )
             ])
 
         case .recordReceipt(let channel, let outcome, let detail):
@@ -166,18 +187,28 @@ public enum SessionDecider {
             // A late delivery for the step just left on a timeout, before the next message went out: no second send.
             var withdrawal: [SessionEvent] = []
             if late, s.status == .pending, s.sentVersion == nil, s.started.count >= 2,
-                s.started[s.started.count - 1].reason == .timeout, s.started[s.started.count - 2].version == start.version,
+                s.started[s.started.count - 1].reason == .timeout,
+                s.started[s.started.count - 2].version == start.version,
                 now < s.expiresAt
             {
-                withdrawal = [.escalationWithdrawn(.init(from: s.step, to: start.step, channel: channel, outcome: outcome))]
+                withdrawal = [
+                    .escalationWithdrawn(.init(from: s.step, to: start.step, channel: channel, outcome: outcome))
+                ]
             }
             switch outcome {
             case .delivered: return Decision(events: [.delivered(receipt)] + withdrawal)
             case .opened: return Decision(events: [.opened(receipt)] + withdrawal)
             case .failed:
                 var events: [SessionEvent] = [
-                    .deliveryFailed(.init(step: start.step, channel: channel, reason: detail ?? "failed receipt",
-                                          permanent: true, late: late))
+                    .deliveryFailed(
+                        .init(
+                            step: start.step,
+                            channel: channel,
+                            reason: detail ?? "failed receipt",
+                            permanent: true,
+                            late: late
+                        )
+                    )
                 ]
                 if !late && s.status.isActive && s.status != .exhausted && now < s.expiresAt {
                     events.append(escalation(from: s, reason: .failure))
@@ -193,21 +224,42 @@ public enum SessionDecider {
             if let gone = s.withdrawn[token], gone.sentAt == nil {
                 // The provider already had it when the escalation was withdrawn: the send is recorded, the step stays.
                 return Decision(events: [
-                    .sent(.init(step: gone.step, channel: gone.channel, messageId: messageId, provider: provider,
-                                providerRef: providerRef))
+                    .sent(
+                        .init(
+                            step: gone.step,
+                            channel: gone.channel,
+                            messageId: messageId,
+                            provider: provider,
+                            providerRef: providerRef
+                        )
+                    )
                 ])
             }
             guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
             return Decision(events: [
-                .sent(.init(step: s.step, channel: current.channel, messageId: messageId, provider: provider,
-                            providerRef: providerRef))
+                .sent(
+                    .init(
+                        step: s.step,
+                        channel: current.channel,
+                        messageId: messageId,
+                        provider: provider,
+                        providerRef: providerRef
+                    )
+                )
             ])
 
         case .recordProviderFailure(let token, let reason, let permanent):
             guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
             var events: [SessionEvent] = [
-                .deliveryFailed(.init(step: s.step, channel: current.channel, reason: reason, permanent: permanent,
-                                      late: false))
+                .deliveryFailed(
+                    .init(
+                        step: s.step,
+                        channel: current.channel,
+                        reason: reason,
+                        permanent: permanent,
+                        late: false
+                    )
+                )
             ]
             if s.status.isActive && s.status != .exhausted && now < s.expiresAt {
                 events.append(escalation(from: s, reason: .failure))
@@ -230,7 +282,10 @@ public enum SessionDecider {
     }
 
     private static func issue(
-        _ request: IssueRequest, plan: Plan, state s: SessionState, context: DecisionContext
+        _ request: IssueRequest,
+        plan: Plan,
+        state s: SessionState,
+        context: DecisionContext
     ) throws(Rejection) -> Decision {
         if let existing = s.issued {
             guard existing.fingerprint == request.fingerprint else {
@@ -246,19 +301,37 @@ public enum SessionDecider {
         let code = context.codes.code(seed: seed, digits: request.digits, stream: context.stream)
         let digest = Hex.encode(context.codes.digest(code: code, stream: context.stream))
         return Decision(events: [
-            .issued(.init(
-                session: request.session, plan: plan, ttlMs: Int64(request.ttlSeconds) * 1000,
-                digits: request.digits, maxAttempts: request.maxAttempts, locale: request.locale, app: request.app,
-                carrier: request.carrier, destinations: request.destinations, codeSeed: seed, codeDigest: digest,
-                fingerprint: request.fingerprint))
+            .issued(
+                .init(
+                    session: request.session,
+                    plan: plan,
+                    ttlMs: Int64(request.ttlSeconds) * 1000,
+                    digits: request.digits,
+                    maxAttempts: request.maxAttempts,
+                    locale: request.locale,
+                    app: request.app,
+                    carrier: request.carrier,
+                    destinations: request.destinations,
+                    codeSeed: seed,
+                    codeDigest: digest,
+                    fingerprint: request.fingerprint
+                )
+            )
         ])
     }
 
     /// The next step's escalation, or `exhausted` after the last step.
     private static func escalation(from s: SessionState, reason: EscalationReason) -> SessionEvent {
         guard let steps = s.issued?.plan.steps, s.step < steps.count else { return .exhausted(.init(step: s.step)) }
-        return .escalated(.init(from: s.step, to: s.step + 1, fromChannel: steps[s.step - 1].channel,
-                                toChannel: steps[s.step].channel, reason: reason))
+        return .escalated(
+            .init(
+                from: s.step,
+                to: s.step + 1,
+                fromChannel: steps[s.step - 1].channel,
+                toChannel: steps[s.step].channel,
+                reason: reason
+            )
+        )
     }
 
     /// Compares a code with the session's digest in constant time.

@@ -63,8 +63,17 @@ public enum SessionEvent: Sendable, Hashable {
         public var fingerprint: String
 
         public init(
-            session: String, plan: Plan, ttlMs: Int64, digits: Int, maxAttempts: Int, locale: String,
-            app: String?, carrier: String?, destinations: [Destination], codeSeed: String, codeDigest: String,
+            session: String,
+            plan: Plan,
+            ttlMs: Int64,
+            digits: Int,
+            maxAttempts: Int,
+            locale: String,
+            app: String?,
+            carrier: String?,
+            destinations: [Destination],
+            codeSeed: String,
+            codeDigest: String,
             fingerprint: String
         ) {
             self.session = session

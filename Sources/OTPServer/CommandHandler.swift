@@ -53,44 +53,104 @@ public final class CommandHandler: Sendable {
     }
 
     static let table: [String: Command] = [
-        "PING": Command(minArgs: 0, maxArgs: 1, roles: nil, run: .connection { _, args, _ in
-            args.first.map { .bulk($0) } ?? .simpleString("PONG")
-        }),
-        "HELLO": Command(minArgs: 0, maxArgs: 4, roles: nil, run: .connection { h, args, state in
-            try h.hello(args, state: &state)
-        }),
-        "AUTH": Command(minArgs: 2, maxArgs: 2, roles: nil, run: .connection { h, args, state in
-            try h.authenticate(tenant: args[0], token: args[1], state: &state)
-            return .simpleString("OK")
-        }),
-        "QUIT": Command(minArgs: 0, maxArgs: 0, roles: nil, run: .connection { _, _, state in
-            state.closeAfterReply = true
-            return .simpleString("OK")
-        }),
-        "ISSUE": Command(minArgs: 2, maxArgs: 64, roles: [.service], run: .session { h, args, tenant in
-            try await h.issue(args, tenant: tenant)
-        }),
-        "VERIFY": Command(minArgs: 2, maxArgs: 2, roles: [.service], run: .session { h, args, tenant in
-            try await h.verify(args, tenant: tenant)
-        }),
-        "RESEND": Command(minArgs: 1, maxArgs: 1, roles: [.service], run: .session { h, args, tenant in
-            try await h.sessionMap(.resend, args, tenant: tenant, full: false)
-        }),
-        "CANCEL": Command(minArgs: 1, maxArgs: 1, roles: [.service], run: .session { h, args, tenant in
-            try await h.sessionMap(.cancel, args, tenant: tenant, full: true)
-        }),
-        "RECEIPT": Command(minArgs: 3, maxArgs: 4, roles: [.gateway], run: .session { h, args, tenant in
-            try await h.receipt(args, tenant: tenant)
-        }),
-        "STATUS": Command(minArgs: 1, maxArgs: 1, roles: [.service, .auditor], run: .session { h, args, tenant in
-            try await h.status(args, tenant: tenant)
-        }),
-        "HISTORY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor], run: .session { h, args, tenant in
-            try await h.history(args, tenant: tenant)
-        }),
-        "REPLAY": Command(minArgs: 1, maxArgs: 1, roles: [.auditor], run: .session { h, args, tenant in
-            try await h.replay(args, tenant: tenant)
-        }),
+        "PING": Command(
+            minArgs: 0,
+            maxArgs: 1,
+            roles: nil,
+            run: .connection { _, args, _ in
+                args.first.map { .bulk($0) } ?? .simpleString("PONG")
+            }
+        ),
+        "HELLO": Command(
+            minArgs: 0,
+            maxArgs: 4,
+            roles: nil,
+            run: .connection { h, args, state in
+                try h.hello(args, state: &state)
+            }
+        ),
+        "AUTH": Command(
+            minArgs: 2,
+            maxArgs: 2,
+            roles: nil,
+            run: .connection { h, args, state in
+                try h.authenticate(tenant: args[0], token: args[1], state: &state)
+                return .simpleString("OK")
+            }
+        ),
+        "QUIT": Command(
+            minArgs: 0,
+            maxArgs: 0,
+            roles: nil,
+            run: .connection { _, _, state in
+                state.closeAfterReply = true
+                return .simpleString("OK")
+            }
+        ),
+        "ISSUE": Command(
+            minArgs: 2,
+            maxArgs: 64,
+            roles: [.service],
+            run: .session { h, args, tenant in
+                try await h.issue(args, tenant: tenant)
+            }
+        ),
+        "VERIFY": Command(
+            minArgs: 2,
+            maxArgs: 2,
+            roles: [.service],
+            run: .session { h, args, tenant in
+                try await h.verify(args, tenant: tenant)
+            }
+        ),
+        "RESEND": Command(
+            minArgs: 1,
+            maxArgs: 1,
+            roles: [.service],
+            run: .session { h, args, tenant in
+                try await h.sessionMap(.resend, args, tenant: tenant, full: false)
+            }
+        ),
+        "CANCEL": Command(
+            minArgs: 1,
+            maxArgs: 1,
+            roles: [.service],
+            run: .session { h, args, tenant in
+                try await h.sessionMap(.cancel, args, tenant: tenant, full: true)
+            }
+        ),
+        "RECEIPT": Command(
+            minArgs: 3,
+            maxArgs: 4,
+            roles: [.gateway],
+            run: .session { h, args, tenant in
+                try await h.receipt(args, tenant: tenant)
+            }
+        ),
+        "STATUS": Command(
+            minArgs: 1,
+            maxArgs: 1,
+            roles: [.service, .auditor],
+            run: .session { h, args, tenant in
+                try await h.status(args, tenant: tenant)
+            }
+        ),
+        "HISTORY": Command(
+            minArgs: 1,
+            maxArgs: 1,
+            roles: [.auditor],
+            run: .session { h, args, tenant in
+                try await h.history(args, tenant: tenant)
+            }
+        ),
+        "REPLAY": Command(
+            minArgs: 1,
+            maxArgs: 1,
+            roles: [.auditor],
+            run: .session { h, args, tenant in
+                try await h.replay(args, tenant: tenant)
+            }
+        ),
     ]
 
     /// Creates a handler; with no tenants the server is single-tenant and needs no AUTH.
@@ -223,7 +283,12 @@ public final class CommandHandler: Sendable {
         ])
     }
 
-    private func sessionMap(_ command: SessionCommand, _ args: [String], tenant: String, full: Bool) async throws -> RESPValue {
+    private func sessionMap(
+        _ command: SessionCommand,
+        _ args: [String],
+        tenant: String,
+        full: Bool
+    ) async throws -> RESPValue {
         let session = try sessionID(args[0])
         let outcome = try await service.execute(command, tenant: tenant, session: session)
         return full ? Self.statusMap(outcome.state, now: outcome.now) : Self.issueMap(outcome.state, now: outcome.now)
@@ -242,8 +307,11 @@ public final class CommandHandler: Sendable {
             guard args[3].utf8.count <= 256 else { throw WireError.badArg("detail must be at most 256 bytes") }
             detail = args[3]
         }
-        _ = try await service.execute(.recordReceipt(channel: channel, outcome: outcome, detail: detail),
-                                      tenant: tenant, session: session)
+        _ = try await service.execute(
+            .recordReceipt(channel: channel, outcome: outcome, detail: detail),
+            tenant: tenant,
+            session: session
+        )
         return .simpleString("OK")
     }
 
@@ -258,12 +326,14 @@ public final class CommandHandler: Sendable {
         let session = try sessionID(args[0])
         let (records, _) = try await service.records(tenant: tenant, session: session)
         guard !records.isEmpty else { throw Rejection.notFound }
-        return .array(records.map { r in
-            .map([
-                ("version", .integer(Int64(r.version))), ("type", .bulk(r.type)), ("at", .integer(r.at)),
-                ("data", .bulk(r.data)), ("hash", .bulk(Hex.encode(r.hash))),
-            ])
-        })
+        return .array(
+            records.map { r in
+                .map([
+                    ("version", .integer(Int64(r.version))), ("type", .bulk(r.type)), ("at", .integer(r.at)),
+                    ("data", .bulk(r.data)), ("hash", .bulk(Hex.encode(r.hash))),
+                ])
+            }
+        )
     }
 
     private func replay(_ args: [String], tenant: String) async throws -> RESPValue {
@@ -346,10 +416,13 @@ enum IssueArguments {
             case "DIGITS": r.digits = try integer(value, option, SessionDecider.digitsRange, "4 to 10")
             case "MAXATTEMPTS": r.maxAttempts = try integer(value, option, SessionDecider.maxAttemptsRange, "1 to 10")
             case "LOCALE":
-                guard Validation.isLocaleTag(value) else { throw WireError.badArg("LOCALE must be a BCP 47 tag such as en-GB") }
+                guard Validation.isLocaleTag(value) else {
+                    throw WireError.badArg("LOCALE must be a BCP 47 tag such as en-GB")
+                }
                 r.locale = value
             case "APP":
-                guard (1...40).contains(value.count), value.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
+                guard (1...40).contains(value.count),
+                    value.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
                 else { throw WireError.badArg("APP must be 1 to 40 printable characters") }
                 r.app = value
             case "PREFER":
@@ -363,7 +436,8 @@ enum IssueArguments {
                 guard !prefer.isEmpty else { throw WireError.badArg("PREFER needs channel[,channel...]") }
                 r.prefer = prefer
             case "CARRIER":
-                guard (1...64).contains(value.count), value.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F })
+                guard (1...64).contains(value.count),
+                    value.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F })
                 else { throw WireError.badArg("CARRIER must be 1 to 64 printable characters") }
                 r.carrier = value
             default:
@@ -374,7 +448,12 @@ enum IssueArguments {
         return r
     }
 
-    private static func integer(_ text: String, _ option: String, _ range: ClosedRange<Int>, _ what: String) throws -> Int {
+    private static func integer(
+        _ text: String,
+        _ option: String,
+        _ range: ClosedRange<Int>,
+        _ what: String
+    ) throws -> Int {
         guard let n = Int(text), range.contains(n) else { throw WireError.badArg("\(option) must be \(what)") }
         return n
     }

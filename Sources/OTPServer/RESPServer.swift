@@ -33,8 +33,13 @@ public final class RESPServer: Service {
 
     /// Creates a server; `onListening` is called with the bound address once it accepts connections.
     public init(
-        host: String, port: Int, handler: CommandHandler, logger: Logger, maxConnections: Int = 10_000,
-        limits: RESPLimits = .standard, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        host: String,
+        port: Int,
+        handler: CommandHandler,
+        logger: Logger,
+        maxConnections: Int = 10_000,
+        limits: RESPLimits = .standard,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         onListening: @escaping @Sendable (String, Int) -> Void
     ) {
         self.host = host
@@ -57,7 +62,8 @@ public final class RESPServer: Service {
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(RESPRequestDecoder(limits: limits)))
+                        ByteToMessageHandler(RESPRequestDecoder(limits: limits))
+                    )
                     try channel.pipeline.syncOperations.addHandler(RequestBatcher())
                     return try NIOAsyncChannel<[RESPRequest], ByteBuffer>(wrappingChannelSynchronously: channel)
                 }

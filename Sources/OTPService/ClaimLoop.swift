@@ -6,7 +6,9 @@ import ServiceLifecycle
 ///
 /// A failed claim (database down) is logged and retried after a second; the work items handle their own errors.
 func runClaimLoop<Item: Sendable>(
-    _ what: String, logger: Logger, signal: Signal,
+    _ what: String,
+    logger: Logger,
+    signal: Signal,
     claim: () async throws -> (items: [Item], idleWait: Duration),
     work: @escaping @Sendable (Item) async -> Void
 ) async {

@@ -107,8 +107,11 @@ public struct Configuration: Sendable {
     public static func parse(_ text: String, file: String = "config") throws(ConfigurationError) -> Configuration {
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
-            throw ConfigurationError(file: file, key: nil,
-                                     message: "\(e.description) at line \(e.source.begin.line), column \(e.source.begin.column)")
+            throw ConfigurationError(
+                file: file,
+                key: nil,
+                message: "\(e.description) at line \(e.source.begin.line), column \(e.source.begin.column)"
+            )
         } catch {
             throw ConfigurationError(file: file, key: nil, message: "not valid TOML")
         }
@@ -155,7 +158,12 @@ private struct Reader {
         return s
     }
 
-    func int(_ t: TOMLTable, _ key: String, _ path: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+    func int(
+        _ t: TOMLTable,
+        _ key: String,
+        _ path: String,
+        _ range: ClosedRange<Int>
+    ) throws(ConfigurationError) -> Int? {
         guard let v = t[key] else { return nil }
         guard let n = v.int else { throw fail(path, "must be an integer") }
         guard range.contains(n) else { throw fail(path, "must be between \(range.lowerBound) and \(range.upperBound)") }
@@ -200,14 +208,22 @@ private struct Reader {
     }
 
     func channel(_ name: String, _ path: String) throws(ConfigurationError) -> Channel {
-        guard let c = Channel(rawValue: name) else { throw fail(path, "unknown channel '\(name)' (sms, email, voice, push)") }
+        guard let c = Channel(rawValue: name) else {
+            throw fail(path, "unknown channel '\(name)' (sms, email, voice, push)")
+        }
         return c
     }
 
     mutating func configuration(_ t: TOMLTable) throws(ConfigurationError) -> Configuration {
-        try onlyKeys(t, ["listen", "database_url", "data_dir", "app_name", "app_domain", "android_app_hash", "tenant",
-                         "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
-                         "max_connections"], "")
+        try onlyKeys(
+            t,
+            [
+                "listen", "database_url", "data_dir", "app_name", "app_domain", "android_app_hash", "tenant",
+                "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
+                "max_connections",
+            ],
+            ""
+        )
         var c = Configuration()
         if let v = try string(t, "listen", "listen") {
             guard HostPort(v) != nil else { throw fail("listen", "must be HOST:PORT") }
@@ -221,9 +237,13 @@ private struct Reader {
         }
         c.appDomain = try string(t, "app_domain", "app_domain")
         c.androidAppHash = try string(t, "android_app_hash", "android_app_hash")
-        if let h = c.androidAppHash, h.count != 11 { throw fail("android_app_hash", "must be the 11-character app hash") }
+        if let h = c.androidAppHash, h.count != 11 {
+            throw fail("android_app_hash", "must be the 11-character app hash")
+        }
         c.secret = try string(t, "secret", "secret")
-        if let s = c.secret, (Hex.decode(s)?.count ?? 0) < 32 { throw fail("secret", "must be at least 64 hex characters") }
+        if let s = c.secret, (Hex.decode(s)?.count ?? 0) < 32 {
+            throw fail("secret", "must be at least 64 hex characters")
+        }
         c.secretFile = try string(t, "secret_file", "secret_file")
         c.tlsCert = try string(t, "tls_cert", "tls_cert")
         c.tlsKey = try string(t, "tls_key", "tls_key")
@@ -237,7 +257,9 @@ private struct Reader {
                 !name.contains("/")
             else { throw fail("\(p).name", "is required: 1 to 64 characters, no '/'") }
             let roleNames = try strings(tt, "roles", "\(p).roles") ?? []
-            guard !roleNames.isEmpty else { throw fail("\(p).roles", "is required (service, gateway, auditor, analyst)") }
+            guard !roleNames.isEmpty else {
+                throw fail("\(p).roles", "is required (service, gateway, auditor, analyst)")
+            }
             var roles = Set<Role>()
             for r in roleNames {
                 guard let role = Role(rawValue: r) else { throw fail("\(p).roles", "unknown role '\(r)'") }
@@ -263,14 +285,18 @@ private struct Reader {
                 let ch = try channel(key, p)
                 guard let tt = ct[key]?.table else { throw fail(p, "must be a table") }
                 try onlyKeys(tt, ["driver", "url", "secret", "timeout", "retries", "host", "port", "from"], p)
-                guard let driver = try string(tt, "driver", "\(p).driver") else { throw fail("\(p).driver", "is required") }
+                guard let driver = try string(tt, "driver", "\(p).driver") else {
+                    throw fail("\(p).driver", "is required")
+                }
                 guard ["log", "webhook", "twilio", "smtp", "null"].contains(driver) else {
                     throw fail("\(p).driver", "unknown driver '\(driver)' (log, webhook, twilio, smtp)")
                 }
                 if driver == "smtp" && ch != .email { throw fail("\(p).driver", "smtp sends e-mail only") }
                 var s = ChannelSettings(driver: driver)
                 s.url = try string(tt, "url", "\(p).url")
-                if (driver == "webhook" || driver == "twilio") && s.url == nil { throw fail("\(p).url", "is required for \(driver)") }
+                if (driver == "webhook" || driver == "twilio") && s.url == nil {
+                    throw fail("\(p).url", "is required for \(driver)")
+                }
                 s.secret = try string(tt, "secret", "\(p).secret")
                 if let ms = try duration(tt, "timeout", "\(p).timeout") { s.timeoutMs = ms }
                 if let n = try int(tt, "retries", "\(p).retries", 1...10) { s.retries = n }
@@ -294,19 +320,26 @@ private struct Reader {
             for (j, st) in try tables(tt, "steps", "\(p).steps").enumerated() {
                 let sp = "\(p).steps[\(j)]"
                 try onlyKeys(st, ["channel", "timeout", "until"], sp)
-                guard let chName = try string(st, "channel", "\(sp).channel") else { throw fail("\(sp).channel", "is required") }
+                guard let chName = try string(st, "channel", "\(sp).channel") else {
+                    throw fail("\(sp).channel", "is required")
+                }
                 let ch = try channel(chName, "\(sp).channel")
-                guard !steps.contains(where: { $0.channel == ch }) else { throw fail("\(sp).channel", "\(chName) appears twice") }
+                guard !steps.contains(where: { $0.channel == ch }) else {
+                    throw fail("\(sp).channel", "\(chName) appears twice")
+                }
                 var until = Until.delivered
                 if let u = try string(st, "until", "\(sp).until") {
-                    guard let parsed = Until(rawValue: u) else { throw fail("\(sp).until", "must be delivered, opened or verified") }
+                    guard let parsed = Until(rawValue: u) else {
+                        throw fail("\(sp).until", "must be delivered, opened or verified")
+                    }
                     until = parsed
                 }
                 steps.append(Step(channel: ch, timeoutMs: try duration(st, "timeout", "\(sp).timeout"), until: until))
             }
             guard !steps.isEmpty else { throw fail("\(p).steps", "a policy needs at least one step") }
             let countries = try strings(tt, "match_country", "\(p).match_country") ?? []
-            for code in countries where !(code.hasPrefix("+") && (2...4).contains(code.count) && code.dropFirst().allSatisfy(\.isNumber)) {
+            for code in countries
+            where !(code.hasPrefix("+") && (2...4).contains(code.count) && code.dropFirst().allSatisfy(\.isNumber)) {
                 throw fail("\(p).match_country", "'\(code)' is not a country calling code such as \"+44\"")
             }
             let carriers = try strings(tt, "match_carrier", "\(p).match_carrier") ?? []
@@ -314,7 +347,9 @@ private struct Reader {
             for (j, vt) in try tables(tt, "variants", "\(p).variants").enumerated() {
                 let vp = "\(p).variants[\(j)]"
                 try onlyKeys(vt, ["weight", "order"], vp)
-                guard let w = try int(vt, "weight", "\(vp).weight", 0...1_000_000) else { throw fail("\(vp).weight", "is required") }
+                guard let w = try int(vt, "weight", "\(vp).weight", 0...1_000_000) else {
+                    throw fail("\(vp).weight", "is required")
+                }
                 var order: [Channel] = []
                 for name in try strings(vt, "order", "\(vp).order") ?? [] {
                     let ch = try channel(name, "\(vp).order")
@@ -326,8 +361,15 @@ private struct Reader {
                 guard !order.isEmpty else { throw fail("\(vp).order", "is required") }
                 variants.append(Variant(weight: w, order: order))
             }
-            c.policies.append(Policy(name: name, steps: steps, matchCountry: countries, matchCarrier: carriers,
-                                     variants: variants))
+            c.policies.append(
+                Policy(
+                    name: name,
+                    steps: steps,
+                    matchCountry: countries,
+                    matchCarrier: carriers,
+                    variants: variants
+                )
+            )
         }
         if !c.policies.isEmpty && !c.policies.contains(where: { $0.name == "default" }) {
             throw fail("policy", "no policy is named \"default\"")
@@ -335,15 +377,36 @@ private struct Reader {
 
         if let v = t["limits"] {
             guard let lt = v.table else { throw fail("limits", "must be a table") }
-            try onlyKeys(lt, ["sends_per_destination_10m", "min_gap_per_channel", "sessions_per_destination_day",
-                              "prefix_sends_per_minute", "tenant_sends_per_day", "consecutive_failures_per_destination"], "limits")
+            try onlyKeys(
+                lt,
+                [
+                    "sends_per_destination_10m", "min_gap_per_channel", "sessions_per_destination_day",
+                    "prefix_sends_per_minute", "tenant_sends_per_day", "consecutive_failures_per_destination",
+                ],
+                "limits"
+            )
             let big = 1...1_000_000_000
-            if let n = try int(lt, "sends_per_destination_10m", "limits.sends_per_destination_10m", big) { c.limits.sendsPerDestination10m = n }
-            if let ms = try duration(lt, "min_gap_per_channel", "limits.min_gap_per_channel") { c.limits.minGapPerChannelMs = ms }
-            if let n = try int(lt, "sessions_per_destination_day", "limits.sessions_per_destination_day", big) { c.limits.sessionsPerDestinationDay = n }
-            if let n = try int(lt, "prefix_sends_per_minute", "limits.prefix_sends_per_minute", big) { c.limits.prefixSendsPerMinute = n }
-            if let n = try int(lt, "tenant_sends_per_day", "limits.tenant_sends_per_day", big) { c.limits.tenantSendsPerDay = n }
-            if let n = try int(lt, "consecutive_failures_per_destination", "limits.consecutive_failures_per_destination", big) {
+            if let n = try int(lt, "sends_per_destination_10m", "limits.sends_per_destination_10m", big) {
+                c.limits.sendsPerDestination10m = n
+            }
+            if let ms = try duration(lt, "min_gap_per_channel", "limits.min_gap_per_channel") {
+                c.limits.minGapPerChannelMs = ms
+            }
+            if let n = try int(lt, "sessions_per_destination_day", "limits.sessions_per_destination_day", big) {
+                c.limits.sessionsPerDestinationDay = n
+            }
+            if let n = try int(lt, "prefix_sends_per_minute", "limits.prefix_sends_per_minute", big) {
+                c.limits.prefixSendsPerMinute = n
+            }
+            if let n = try int(lt, "tenant_sends_per_day", "limits.tenant_sends_per_day", big) {
+                c.limits.tenantSendsPerDay = n
+            }
+            if let n = try int(
+                lt,
+                "consecutive_failures_per_destination",
+                "limits.consecutive_failures_per_destination",
+                big
+            ) {
                 c.limits.consecutiveFailuresPerDestination = n
             }
         }

@@ -22,8 +22,13 @@ public final class Dispatcher: Service {
 
     /// Creates a dispatcher.
     public init(
-        service: SessionService, drivers: [Channel: any ChannelDriver], settings: [Channel: ChannelSettings],
-        renderer: MessageRenderer, logger: Logger, pollInterval: Duration = .milliseconds(250), leaseSeconds: Int = 30
+        service: SessionService,
+        drivers: [Channel: any ChannelDriver],
+        settings: [Channel: ChannelSettings],
+        renderer: MessageRenderer,
+        logger: Logger,
+        pollInterval: Duration = .milliseconds(250),
+        leaseSeconds: Int = 30
     ) {
         self.service = service
         self.drivers = drivers
@@ -43,8 +48,13 @@ public final class Dispatcher: Service {
 
     /// Runs until graceful shutdown, finishing the sends in flight.
     public func run() async throws {
-        await runClaimLoop("dispatcher", logger: logger, signal: service.outboxSignal,
-                           claim: { (try await claim(), pollInterval) }, work: { await self.deliver($0) })
+        await runClaimLoop(
+            "dispatcher",
+            logger: logger,
+            signal: service.outboxSignal,
+            claim: { (try await claim(), pollInterval) },
+            work: { await self.deliver($0) }
+        )
     }
 
     /// Claims due messages with a lease (`FOR UPDATE SKIP LOCKED`, so instances never take the same row).
@@ -52,7 +62,8 @@ public final class Dispatcher: Service {
         let lease = leaseSeconds
         let limit = batchSize
         return try await service.pool.withConnection { conn in
-            let rows = try conn.query("""
+            let rows = try conn.query(
+                """
                 UPDATE outbox SET leased_until = now() + make_interval(secs => \(lease)), attempts = attempts + 1
                 WHERE (stream_id, token) IN (
                     SELECT stream_id, token FROM outbox
@@ -60,11 +71,16 @@ public final class Dispatcher: Service {
                     ORDER BY available_at LIMIT \(limit)
                     FOR UPDATE SKIP LOCKED)
                 RETURNING stream_id, token, channel, attempts
-                """).rows
+                """
+            ).rows
             return try rows.compactMap { row in
                 guard let channel = Channel(rawValue: try row.decode("channel", as: String.self)) else { return nil }
-                return Claim(stream: try row.decode("stream_id"), token: try row.decode("token"), channel: channel,
-                             attempts: try row.decode("attempts"))
+                return Claim(
+                    stream: try row.decode("stream_id"),
+                    token: try row.decode("token"),
+                    channel: channel,
+                    attempts: try row.decode("attempts")
+                )
             }
         }
     }
@@ -84,47 +100,78 @@ public final class Dispatcher: Service {
             }
             guard let to = issued.destinations.first(where: { $0.channel == c.channel })?.address else {
                 _ = try await service.execute(
-                    .recordProviderFailure(token: c.token, reason: "no destination for \(c.channel.rawValue)", permanent: true),
-                    tenant: tenant, session: session, loaded: loaded, also: removeRow)
+                    .recordProviderFailure(
+                        token: c.token,
+                        reason: "no destination for \(c.channel.rawValue)",
+                        permanent: true
+                    ),
+                    tenant: tenant,
+                    session: session,
+                    loaded: loaded,
+                    also: removeRow
+                )
                 return
             }
             let code = service.codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
             let message = renderer.render(channel: c.channel, code: code, app: issued.app, locale: issued.locale)
             let messageId = Self.messageId(stream: c.stream, token: c.token)
             let driver = drivers[c.channel] ?? LogDriver()
-            let result = await driver.send(OutboundMessage(messageId: messageId, tenant: tenant, session: session,
-                                                           to: to, message: message))
+            let result = await driver.send(
+                OutboundMessage(
+                    messageId: messageId,
+                    tenant: tenant,
+                    session: session,
+                    to: to,
+                    message: message
+                )
+            )
             switch result {
             case .accepted(let ref):
                 _ = try await service.execute(
                     .recordHandOff(token: c.token, messageId: messageId, provider: driver.name, providerRef: ref),
-                    tenant: tenant, session: session, loaded: loaded, also: removeRow)
+                    tenant: tenant,
+                    session: session,
+                    loaded: loaded,
+                    also: removeRow
+                )
             case .permanentFailure(let reason):
                 _ = try await service.execute(
                     .recordProviderFailure(token: c.token, reason: reason, permanent: true),
-                    tenant: tenant, session: session, loaded: loaded, also: removeRow)
+                    tenant: tenant,
+                    session: session,
+                    loaded: loaded,
+                    also: removeRow
+                )
             case .transientFailure(let reason):
                 let retries = settings[c.channel]?.retries ?? 3
                 if c.attempts >= retries {
                     _ = try await service.execute(
                         .recordProviderFailure(token: c.token, reason: reason, permanent: false),
-                        tenant: tenant, session: session, loaded: loaded, also: removeRow)
+                        tenant: tenant,
+                        session: session,
+                        loaded: loaded,
+                        also: removeRow
+                    )
                 } else {
                     // Exponential backoff with jitter: 200 ms, 400 ms, 800 ms ... (± 50 %).
                     let base = 200 << min(c.attempts - 1, 8)
                     let delay = base / 2 + Int.random(in: 0...base)
                     try await service.pool.withConnection { conn in
-                        try conn.query("""
+                        try conn.query(
+                            """
                             UPDATE outbox SET leased_until = NULL,
                                 available_at = now() + make_interval(secs => \(Double(delay) / 1000))
                             WHERE stream_id = \(c.stream) AND token = \(c.token)
-                            """)
+                            """
+                        )
                     }
                 }
             }
         } catch {
-            logger.warning("dispatcher: send not recorded; it will be retried after the lease",
-                           metadata: ["stream": "\(c.stream)", "token": "\(c.token)", "error": "\(error)"])
+            logger.warning(
+                "dispatcher: send not recorded; it will be retried after the lease",
+                metadata: ["stream": "\(c.stream)", "token": "\(c.token)", "error": "\(error)"]
+            )
         }
     }
 

@@ -49,14 +49,18 @@ public struct LogDriver: ChannelDriver {
     let write: @Sendable (String) -> Void
 
     /// Creates a driver printing through `write` (standard output by default).
-    public init(write: @escaping @Sendable (String) -> Void = { line in
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
-    }) {
+    public init(
+        write: @escaping @Sendable (String) -> Void = { line in
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        }
+    ) {
         self.write = write
     }
 
     public func send(_ m: OutboundMessage) async -> DriverResult {
-        var lines = ["[log driver] \(m.message.channel.rawValue) to \(m.to) (tenant \(m.tenant), session \(m.session), message \(m.messageId))"]
+        var lines = [
+            "[log driver] \(m.message.channel.rawValue) to \(m.to) (tenant \(m.tenant), session \(m.session), message \(m.messageId))"
+        ]
         if let subject = m.message.subject { lines.append("  Subject: \(subject)") }
         if let title = m.message.title { lines.append("  Title: \(title)") }
         lines += m.message.text.split(separator: "\n", omittingEmptySubsequences: false).map { "  | \($0)" }
@@ -76,7 +80,8 @@ public struct NullDriver: ChannelDriver {
 public enum ChannelDrivers {
     /// Builds every channel's driver; `log` lets tests capture what the log driver prints.
     public static func make(
-        _ configuration: Configuration, log: LogDriver = LogDriver()
+        _ configuration: Configuration,
+        log: LogDriver = LogDriver()
     ) throws(ConfigurationError) -> [Channel: any ChannelDriver] {
         var drivers: [Channel: any ChannelDriver] = [:]
         for channel in Channel.allCases {
@@ -90,14 +95,20 @@ public enum ChannelDrivers {
                     throw ConfigurationError(file: "config", key: key + ".url", message: "is required for webhook")
                 }
                 do {
-                    drivers[channel] = try WebhookDriver(url: url, secret: settings.secret,
-                                                         timeout: .milliseconds(settings.timeoutMs))
+                    drivers[channel] = try WebhookDriver(
+                        url: url,
+                        secret: settings.secret,
+                        timeout: .milliseconds(settings.timeoutMs)
+                    )
                 } catch {
                     throw ConfigurationError(file: "config", key: key + ".url", message: "\(error)")
                 }
             default:
-                throw ConfigurationError(file: "config", key: key + ".driver",
-                                         message: "driver '\(settings.driver)' is not available in this version (log, null, webhook)")
+                throw ConfigurationError(
+                    file: "config",
+                    key: key + ".driver",
+                    message: "driver '\(settings.driver)' is not available in this version (log, null, webhook)"
+                )
             }
         }
         return drivers

@@ -55,16 +55,33 @@ public struct EventCodec: Sendable {
         case .issued(let i):
             guard let key else { throw SecretsError("no session key to seal destinations") }
             let sealed = try i.destinations.map { d in
-                let box = try AES.GCM.seal(Array(d.address.utf8), using: SymmetricKey(data: key),
-                                           authenticating: Array("\(stream)\u{0}\(d.channel.rawValue)".utf8))
+                let box = try AES.GCM.seal(
+                    Array(d.address.utf8),
+                    using: SymmetricKey(data: key),
+                    authenticating: Array("\(stream)\u{0}\(d.channel.rawValue)".utf8)
+                )
                 guard let combined = box.combined else { throw SecretsError("cannot seal a destination") }
                 return SealedDestination(channel: d.channel, sealed: combined.base64EncodedString())
             }
-            data = try encoder.encode(StoredIssued(
-                session: i.session, policy: i.plan.policy, variant: i.plan.variant, steps: i.plan.steps, ttlMs: i.ttlMs,
-                digits: i.digits, maxAttempts: i.maxAttempts, locale: i.locale, app: i.app, carrier: i.carrier,
-                channels: i.destinations.map(\.channel), destinations: sealed, codeSeed: i.codeSeed,
-                codeDigest: i.codeDigest, fingerprint: i.fingerprint))
+            data = try encoder.encode(
+                StoredIssued(
+                    session: i.session,
+                    policy: i.plan.policy,
+                    variant: i.plan.variant,
+                    steps: i.plan.steps,
+                    ttlMs: i.ttlMs,
+                    digits: i.digits,
+                    maxAttempts: i.maxAttempts,
+                    locale: i.locale,
+                    app: i.app,
+                    carrier: i.carrier,
+                    channels: i.destinations.map(\.channel),
+                    destinations: sealed,
+                    codeSeed: i.codeSeed,
+                    codeDigest: i.codeDigest,
+                    fingerprint: i.fingerprint
+                )
+            )
         case .sent(let e): data = try encoder.encode(e)
         case .deliveryFailed(let e): data = try encoder.encode(e)
         case .delivered(let e), .opened(let e): data = try encoder.encode(e)
@@ -85,18 +102,36 @@ public struct EventCodec: Sendable {
         switch record.type {
         case "issued":
             let s = try decoder.decode(StoredIssued.self, from: data)
-            let destinations: [Destination] = try key.map { key in
-                try s.destinations.map { d in
-                    guard let combined = Data(base64Encoded: d.sealed) else { throw SecretsError("bad sealed destination") }
-                    let plain = try AES.GCM.open(AES.GCM.SealedBox(combined: combined), using: SymmetricKey(data: key),
-                                                 authenticating: Array("\(record.streamID)\u{0}\(d.channel.rawValue)".utf8))
-                    return Destination(channel: d.channel, address: String(decoding: plain, as: UTF8.self))
-                }
-            } ?? []
-            return .issued(.init(
-                session: s.session, plan: Plan(policy: s.policy, variant: s.variant, steps: s.steps), ttlMs: s.ttlMs,
-                digits: s.digits, maxAttempts: s.maxAttempts, locale: s.locale, app: s.app, carrier: s.carrier,
-                destinations: destinations, codeSeed: s.codeSeed, codeDigest: s.codeDigest, fingerprint: s.fingerprint))
+            let destinations: [Destination] =
+                try key.map { key in
+                    try s.destinations.map { d in
+                        guard let combined = Data(base64Encoded: d.sealed) else {
+                            throw SecretsError("bad sealed destination")
+                        }
+                        let plain = try AES.GCM.open(
+                            AES.GCM.SealedBox(combined: combined),
+                            using: SymmetricKey(data: key),
+                            authenticating: Array("\(record.streamID)\u{0}\(d.channel.rawValue)".utf8)
+                        )
+                        return Destination(channel: d.channel, address: String(decoding: plain, as: UTF8.self))
+                    }
+                } ?? []
+            return .issued(
+                .init(
+                    session: s.session,
+                    plan: Plan(policy: s.policy, variant: s.variant, steps: s.steps),
+                    ttlMs: s.ttlMs,
+                    digits: s.digits,
+                    maxAttempts: s.maxAttempts,
+                    locale: s.locale,
+                    app: s.app,
+                    carrier: s.carrier,
+                    destinations: destinations,
+                    codeSeed: s.codeSeed,
+                    codeDigest: s.codeDigest,
+                    fingerprint: s.fingerprint
+                )
+            )
         case "sent": return .sent(try decoder.decode(SessionEvent.Sent.self, from: data))
         case "delivery_failed": return .deliveryFailed(try decoder.decode(SessionEvent.DeliveryFailed.self, from: data))
         case "delivered": return .delivered(try decoder.decode(SessionEvent.Receipt.self, from: data))

@@ -25,7 +25,9 @@ public final class Janitor: Service {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 let removed = try await sweep()
-                if removed > 0 { logger.debug("janitor: removed expired pacing rows", metadata: ["rows": "\(removed)"]) }
+                if removed > 0 {
+                    logger.debug("janitor: removed expired pacing rows", metadata: ["rows": "\(removed)"])
+                }
             } catch {
                 logger.warning("janitor: cannot remove expired pacing rows", metadata: ["error": "\(error)"])
             }

@@ -32,25 +32,33 @@ struct Pacing: Sendable {
         /// (so the window counted is between `windowMs` and `windowMs + bucketMs` long, never shorter).
         func count(now: Int64, on conn: PGConnection) throws -> Int {
             let from = (now - windowMs) - (now - windowMs) % bucketMs
-            return try conn.query("""
+            return try conn.query(
+                """
                 SELECT coalesce(sum(n), 0)::bigint FROM pacing_counts WHERE scope = \(scope) AND bucket_ms >= \(from)
-                """).rows[0].decode(0, as: Int.self)
+                """
+            ).rows[0].decode(0, as: Int.self)
         }
 
         /// Counts one send, in a random shard of the current bucket.
         func record(now: Int64, on conn: PGConnection) throws {
-            try conn.query("""
+            try conn.query(
+                """
                 INSERT INTO pacing_counts (scope, bucket_ms, shard, n)
                 VALUES (\(scope), \(now - now % bucketMs), \(Int.random(in: 0..<Self.shards)), 1)
                 ON CONFLICT (scope, bucket_ms, shard) DO UPDATE SET n = pacing_counts.n + 1
-                """)
+                """
+            )
         }
     }
 
     /// The sends-per-minute ceiling of a phone number's country code (10 s buckets).
     func country(of phone: String) -> Ceiling {
-        Ceiling(scope: "country:" + CountryCode.of(phone), bucketMs: 10_000, windowMs: Self.minute,
-                limit: limits.prefixSendsPerMinute)
+        Ceiling(
+            scope: "country:" + CountryCode.of(phone),
+            bucketMs: 10_000,
+            windowMs: Self.minute,
+            limit: limits.prefixSendsPerMinute
+        )
     }
 
     /// A tenant's daily send budget (1 h buckets).
@@ -70,30 +78,41 @@ struct Pacing: Sendable {
     }
 
     /// Checks the limits a command's events touch, then records them; throws `Rejection.rateLimited`.
-    func apply(_ command: SessionCommand, events: [SessionEvent], after: SessionState, tenant: String, now: Int64,
-               on conn: PGConnection) throws {
+    func apply(
+        _ command: SessionCommand,
+        events: [SessionEvent],
+        after: SessionState,
+        tenant: String,
+        now: Int64,
+        on conn: PGConnection
+    ) throws {
         guard let issued = after.issued else { return }
-        let asked: Bool = switch command {
-        case .issue, .resend: true
-        default: false
-        }
+        let asked: Bool =
+            switch command {
+            case .issue, .resend: true
+            default: false
+            }
         for event in events {
             switch event {
             case .issued(let i):
                 for d in i.destinations { try checkNewSession(key(d.address), now: now, on: conn) }
                 try checkTenant(tenant, now: now, on: conn)
                 for d in i.destinations {
-                    try conn.query("INSERT INTO session_starts (destination_key, at_ms) VALUES (\(key(d.address)), \(now))")
+                    try conn.query(
+                        "INSERT INTO session_starts (destination_key, at_ms) VALUES (\(key(d.address)), \(now))"
+                    )
                 }
                 if let first = i.plan.steps.first { try recordSend(first.channel, issued, tenant, asked, now, conn) }
             case .escalated(let e):
                 try recordSend(e.toChannel, issued, tenant, asked, now, conn)
             case .verificationFailed:
                 for d in issued.destinations {
-                    try conn.query("""
+                    try conn.query(
+                        """
                         INSERT INTO destination_failures (destination_key, consecutive) VALUES (\(key(d.address)), 1)
                         ON CONFLICT (destination_key) DO UPDATE SET consecutive = destination_failures.consecutive + 1
-                        """)
+                        """
+                    )
                 }
             case .verified:
                 for d in issued.destinations {
@@ -106,15 +125,22 @@ struct Pacing: Sendable {
     }
 
     private func checkNewSession(_ key: String, now: Int64, on conn: PGConnection) throws {
-        let failures = try conn.query("SELECT consecutive FROM destination_failures WHERE destination_key = \(key)")
+        let failures =
+            try conn.query("SELECT consecutive FROM destination_failures WHERE destination_key = \(key)")
             .rows.first?.decode(0, as: Int.self) ?? 0
         if failures >= limits.consecutiveFailuresPerDestination {
             throw Rejection.rateLimited(retryAfterSeconds: 3600)  // until an operator clears it
         }
-        try window(limit: limits.sessionsPerDestinationDay, span: Self.day, now: now, on: conn, """
+        try window(
+            limit: limits.sessionsPerDestinationDay,
+            span: Self.day,
+            now: now,
+            on: conn,
+            """
             SELECT at_ms FROM session_starts WHERE destination_key = \(key) AND at_ms > \(now - Self.day)
             ORDER BY at_ms
-            """)
+            """
+        )
     }
 
     private func checkTenant(_ tenant: String, now: Int64, on conn: PGConnection) throws {
@@ -122,17 +148,31 @@ struct Pacing: Sendable {
         if try budget.count(now: now, on: conn) >= budget.limit { throw Rejection.rateLimited(retryAfterSeconds: 3600) }
     }
 
-    private func recordSend(_ channel: Channel, _ issued: SessionEvent.Issued, _ tenant: String, _ asked: Bool,
-                            _ now: Int64, _ conn: PGConnection) throws {
+    private func recordSend(
+        _ channel: Channel,
+        _ issued: SessionEvent.Issued,
+        _ tenant: String,
+        _ asked: Bool,
+        _ now: Int64,
+        _ conn: PGConnection
+    ) throws {
         guard let address = issued.destinations.first(where: { $0.channel == channel })?.address else { return }
         let k = key(address)
         if asked {
-            try window(limit: limits.sendsPerDestination10m, span: Self.tenMinutes, now: now, on: conn, """
+            try window(
+                limit: limits.sendsPerDestination10m,
+                span: Self.tenMinutes,
+                now: now,
+                on: conn,
+                """
                 SELECT at_ms FROM sends WHERE destination_key = \(k) AND at_ms > \(now - Self.tenMinutes) ORDER BY at_ms
-                """)
-            if let last = try conn.query("""
+                """
+            )
+            if let last = try conn.query(
+                """
                 SELECT max(at_ms) AS last FROM sends WHERE destination_key = \(k) AND channel = \(channel.rawValue)
-                """).rows.first?.decodeIfPresent("last", as: Int64.self), now - last < limits.minGapPerChannelMs {
+                """
+            ).rows.first?.decodeIfPresent("last", as: Int64.self), now - last < limits.minGapPerChannelMs {
                 throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(last + limits.minGapPerChannelMs - now))
             }
         }

@@ -19,8 +19,13 @@ public final class Scheduler: Service {
     let batchSize: Int
 
     /// Creates a scheduler.
-    public init(service: SessionService, logger: Logger, leaseMs: Int64 = 2_000, maxSleep: Duration = .milliseconds(200),
-                batchSize: Int = 64) {
+    public init(
+        service: SessionService,
+        logger: Logger,
+        leaseMs: Int64 = 2_000,
+        maxSleep: Duration = .milliseconds(200),
+        batchSize: Int = 64
+    ) {
         self.service = service
         self.logger = logger
         self.leaseMs = leaseMs
@@ -37,18 +42,26 @@ public final class Scheduler: Service {
 
     /// Runs until graceful shutdown.
     public func run() async throws {
-        await runClaimLoop("scheduler", logger: logger, signal: service.timerSignal,
-                           claim: { try await claimDue() }, work: { await self.fire($0) })
+        await runClaimLoop(
+            "scheduler",
+            logger: logger,
+            signal: service.timerSignal,
+            claim: { try await claimDue() },
+            work: { await self.fire($0) }
+        )
     }
 
     /// Claims due timers; returns them and how long to sleep when there are none.
     func claimDue() async throws -> ([Claim], Duration) {
         let lease = leaseMs
         let limit = batchSize
-        let maxSleepMs = Int64(maxSleep.components.seconds * 1000 + maxSleep.components.attoseconds / 1_000_000_000_000_000)
+        let maxSleepMs = Int64(
+            maxSleep.components.seconds * 1000 + maxSleep.components.attoseconds / 1_000_000_000_000_000
+        )
         return try await service.pool.withConnection { conn in
             let now = try EventStore.now(on: conn)
-            let rows = try conn.query("""
+            let rows = try conn.query(
+                """
                 UPDATE timers SET leased_until_ms = \(now + lease)
                 WHERE (stream_id, name) IN (
                     SELECT stream_id, name FROM timers
@@ -56,16 +69,23 @@ public final class Scheduler: Service {
                     ORDER BY due_ms LIMIT \(limit)
                     FOR UPDATE SKIP LOCKED)
                 RETURNING stream_id, name, token, due_ms
-                """).rows
+                """
+            ).rows
             let claims = try rows.map { row in
-                Claim(stream: try row.decode("stream_id"), name: try row.decode("name"), token: try row.decode("token"),
-                      due: try row.decode("due_ms"))
+                Claim(
+                    stream: try row.decode("stream_id"),
+                    name: try row.decode("name"),
+                    token: try row.decode("token"),
+                    due: try row.decode("due_ms")
+                )
             }
             if !claims.isEmpty { return (claims, .zero) }
             // The nearest future deadline (by the index); due rows leased by another instance are its to fire.
-            let next = try conn.query("""
+            let next = try conn.query(
+                """
                 SELECT due_ms FROM timers WHERE due_ms > \(now) ORDER BY due_ms LIMIT 1
-                """).rows.first?.decodeIfPresent("due_ms", as: Int64.self)
+                """
+            ).rows.first?.decodeIfPresent("due_ms", as: Int64.self)
             let waitMs = next.map { min(max($0 - now, 1), maxSleepMs) } ?? maxSleepMs
             return ([], .milliseconds(waitMs))
         }
@@ -76,10 +96,12 @@ public final class Scheduler: Service {
         let timer = TimerSpec(name: c.name, dueAt: c.due, token: c.token)
         // Whatever the command decides, this firing is done: remove the row unless the append replaced it.
         let remove: @Sendable (PGConnection, SessionState) throws -> Void = { conn, _ in
-            try conn.query("""
+            try conn.query(
+                """
                 DELETE FROM timers WHERE stream_id = \(c.stream) AND name = \(c.name)
                   AND token = \(c.token) AND due_ms = \(c.due)
-                """)
+                """
+            )
         }
         do {
             guard let command = timer.command else {
@@ -90,8 +112,10 @@ public final class Scheduler: Service {
         } catch let r as Rejection where r == .notFound {
             _ = try? await service.pool.withConnection { conn in try remove(conn, SessionState()) }
         } catch {
-            logger.warning("scheduler: timer not fired; it will be retried after its lease",
-                           metadata: ["stream": "\(c.stream)", "timer": "\(c.name)", "error": "\(error)"])
+            logger.warning(
+                "scheduler: timer not fired; it will be retried after its lease",
+                metadata: ["stream": "\(c.stream)", "timer": "\(c.name)", "error": "\(error)"]
+            )
         }
     }
 }

@@ -26,7 +26,9 @@ public struct Secrets: Sendable {
     /// A keyed digest of ISSUE's arguments, so a repeat can be told from a conflict without keeping them.
     public func fingerprint(_ parts: [String]) -> String {
         let text = parts.joined(separator: "\u{0}")
-        return Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: SymmetricKey(data: fingerprintKey))))
+        return Hex.encode(
+            Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: SymmetricKey(data: fingerprintKey)))
+        )
     }
 
     /// A fresh per-session data key, sealed under the server secret and bound to the stream.
@@ -64,7 +66,10 @@ public struct Secrets: Sendable {
         var rng = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
         let created = FileManager.default.createFile(
-            atPath: path, contents: Data((Hex.encode(bytes) + "\n").utf8), attributes: [.posixPermissions: 0o600])
+            atPath: path,
+            contents: Data((Hex.encode(bytes) + "\n").utf8),
+            attributes: [.posixPermissions: 0o600]
+        )
         guard created else { throw SecretsError("cannot write \(path)") }
         return (Secrets(secret: bytes), true)
     }
@@ -97,7 +102,12 @@ public struct SecretCodeBook: CodeBook {
     }
 
     public func code(seed: String, digits: Int, stream: String) -> String {
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(seed)".utf8), using: SymmetricKey(data: codeKey)))
+        let mac = Array(
+            HMAC<SHA256>.authenticationCode(
+                for: Array("\(stream)\u{0}\(seed)".utf8),
+                using: SymmetricKey(data: codeKey)
+            )
+        )
         let value = mac.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         var modulus: UInt64 = 1
         for _ in 0..<digits { modulus *= 10 }
@@ -106,7 +116,12 @@ public struct SecretCodeBook: CodeBook {
     }
 
     public func digest(code: String, stream: String) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: Array("\(stream)\u{0}\(code)".utf8), using: SymmetricKey(data: digestKey)))
+        Array(
+            HMAC<SHA256>.authenticationCode(
+                for: Array("\(stream)\u{0}\(code)".utf8),
+                using: SymmetricKey(data: digestKey)
+            )
+        )
     }
 }
 

@@ -79,8 +79,12 @@ public final class SessionService: Sendable {
             request.carrier ?? "",
         ])
         let plan = try policies.plan(
-            policyName: request.policy, destinations: request.destinations, prefer: request.prefer,
-            carrier: request.carrier, pick: { Int.random(in: 0..<$0) })
+            policyName: request.policy,
+            destinations: request.destinations,
+            prefer: request.prefer,
+            carrier: request.carrier,
+            pick: { Int.random(in: 0..<$0) }
+        )
         return try await execute(.issue(request, plan), tenant: tenant, session: request.session)
     }
 
@@ -89,7 +93,10 @@ public final class SessionService: Sendable {
     /// With `loaded`, the first attempt decides on that state instead of reading the stream again; the append's
     /// expected version still catches any event appended since, and the retry then reads afresh.
     public func execute(
-        _ command: SessionCommand, tenant: String, session: String, loaded: LoadedSession? = nil,
+        _ command: SessionCommand,
+        tenant: String,
+        session: String,
+        loaded: LoadedSession? = nil,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)? = nil
     ) async throws -> CommandOutcome {
         let stream = Self.stream(tenant: tenant, session: session)
@@ -134,16 +141,20 @@ public final class SessionService: Sendable {
     /// Loads and folds a stream on a connection, in one round trip with the database clock and the session's
     /// data key (nil once erased).
     func load(stream: String, on conn: PGConnection) throws -> (now: Int64, [EventRecord], SessionState, [UInt8]?) {
-        let rows = try conn.query("""
+        let rows = try conn.query(
+            """
             SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now, k.sealed_key,
                    e.stream_id, e.version, e.type, e.data::text AS data, e.at_ms, e.prev_hash, e.hash
             FROM (SELECT 1) AS one
             LEFT JOIN session_keys k ON k.stream_id = \(stream)
             LEFT JOIN events e ON e.stream_id = \(stream)
             ORDER BY e.version
-            """).rows
+            """
+        ).rows
         let now = try rows[0].decode("now", as: Int64.self)
-        guard try rows[0].decodeIfPresent("stream_id", as: String.self) != nil else { return (now, [], SessionState(), nil) }
+        guard try rows[0].decodeIfPresent("stream_id", as: String.self) != nil else {
+            return (now, [], SessionState(), nil)
+        }
         let records = try rows.map(EventStore.record)
         let key = try rows[0].decodeIfPresent("sealed_key", as: [UInt8].self).map {
             try secrets.openSessionKey($0, stream: stream)
@@ -180,8 +191,11 @@ public final class SessionService: Sendable {
     }
 
     private func run(
-        _ command: SessionCommand, stream: String, preloaded: ([EventRecord], SessionState, [UInt8]?)?,
-        also: (@Sendable (PGConnection, SessionState) throws -> Void)?, on conn: PGConnection
+        _ command: SessionCommand,
+        stream: String,
+        preloaded: ([EventRecord], SessionState, [UInt8]?)?,
+        also: (@Sendable (PGConnection, SessionState) throws -> Void)?,
+        on conn: PGConnection
     ) throws -> CommandOutcome {
         let now: Int64
         let (records, state, loadedKey): ([EventRecord], SessionState, [UInt8]?)
@@ -224,13 +238,21 @@ public final class SessionService: Sendable {
                 try pacing.apply(command, events: decision.events, after: next, tenant: tenant, now: now, on: conn)
             }
             let stored = try decision.events.map { try codec.encode($0, stream: stream, key: key) }
-            try EventStore.append(stored, to: stream, expectedVersion: state.version,
-                                  headHash: records.last?.hash ?? HashChain.genesis, at: now, on: conn)
+            try EventStore.append(
+                stored,
+                to: stream,
+                expectedVersion: state.version,
+                headHash: records.last?.hash ?? HashChain.genesis,
+                at: now,
+                on: conn
+            )
             for q in queued {
-                try conn.query("""
+                try conn.query(
+                    """
                     INSERT INTO outbox (stream_id, token, step, channel)
                     VALUES (\(stream), \(q.token), \(q.step), \(q.channel.rawValue))
-                    """)
+                    """
+                )
             }
         }
         try syncTimers(stream: stream, from: state.timers, to: next.timers, on: conn)
@@ -242,11 +264,13 @@ public final class SessionService: Sendable {
     private func syncTimers(stream: String, from old: [TimerSpec], to new: [TimerSpec], on conn: PGConnection) throws {
         guard old != new else { return }
         for t in new where !old.contains(t) {
-            try conn.query("""
+            try conn.query(
+                """
                 INSERT INTO timers (stream_id, name, due_ms, token) VALUES (\(stream), \(t.name), \(t.dueAt), \(t.token))
                 ON CONFLICT (stream_id, name)
                 DO UPDATE SET due_ms = EXCLUDED.due_ms, token = EXCLUDED.token, leased_until_ms = NULL
-                """)
+                """
+            )
         }
         for t in old where !new.contains(where: { $0.name == t.name }) {
             try conn.query("DELETE FROM timers WHERE stream_id = \(stream) AND name = \(t.name)")

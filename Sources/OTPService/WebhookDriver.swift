@@ -44,8 +44,12 @@ public struct WebhookDriver: ChannelDriver {
     private let group: any EventLoopGroup
 
     /// Creates a driver posting to `url` (`http://host[:port]/path`), signing with `secret` when given.
-    public init(url: String, secret: String?, timeout: Duration,
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+    public init(
+        url: String,
+        secret: String?,
+        timeout: Duration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) throws {
         let target = try Self.parse(url)
         self.host = target.host
         self.port = target.port
@@ -77,7 +81,9 @@ public struct WebhookDriver: ChannelDriver {
         var host: Substring
         var portText: Substring?
         if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { throw WebhookURLError("webhook URL has a bad IPv6 host") }
+            guard let close = authority.firstIndex(of: "]") else {
+                throw WebhookURLError("webhook URL has a bad IPv6 host")
+            }
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
             if !after.isEmpty {
@@ -130,17 +136,20 @@ public struct WebhookDriver: ChannelDriver {
             break
         }
         // Only strings and a dictionary of strings: serialization cannot fail.
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
         return Array(data)
     }
 
     /// `sha256=<hex HMAC-SHA256 of body keyed by key>`.
     static func signature(body: [UInt8], key: [UInt8]) -> String {
         let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: key))
-        return "sha256=" + mac.map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        return "sha256="
+            + mac.map { byte in
+                let hex = String(byte, radix: 16)
+                return byte < 16 ? "0" + hex : hex
+            }.joined()
     }
 
     // MARK: Sending
@@ -175,7 +184,8 @@ public struct WebhookDriver: ChannelDriver {
         case 200..<300:
             var ref: String?
             if let body = response.body, !body.isEmpty,
-               let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
+                let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
+            {
                 ref = object["provider_ref"] as? String
             }
             return .accepted(providerRef: ref)
@@ -218,7 +228,8 @@ public struct WebhookDriver: ChannelDriver {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
-                        WebhookExchangeHandler(head: head, body: request, maxBody: maxBody, promise: promise))
+                        WebhookExchangeHandler(head: head, body: request, maxBody: maxBody, promise: promise)
+                    )
                 }
             }
             .connect(host: host, port: port)
@@ -258,9 +269,13 @@ enum ExchangeFailure: Error {
         switch self {
         case .timeout: "timeout"
         case .connect(let error):
-            if Self.isRefused(error) { "connection refused" }
-            else if case .connectTimeout? = error as? ChannelError { "timeout" }
-            else { "connection failed" }
+            if Self.isRefused(error) {
+                "connection refused"
+            } else if case .connectTimeout? = error as? ChannelError {
+                "timeout"
+            } else {
+                "connection failed"
+            }
         case .closedEarly: "connection closed before a complete answer"
         case .malformed: "malformed answer"
         case .sendFailed: "request not sent"

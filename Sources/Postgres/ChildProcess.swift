@@ -12,7 +12,12 @@
 public enum ChildProcess {
     /// Runs `executable` with `arguments`, stdin from /dev/null and stdout+stderr appended to `outputPath`
     /// (or /dev/null); returns the exit status (128 + signal when killed). `wait: false` returns 0 at once.
-    public static func run(_ executable: String, _ arguments: [String], outputPath: String? = nil, wait: Bool = true)
+    public static func run(
+        _ executable: String,
+        _ arguments: [String],
+        outputPath: String? = nil,
+        wait: Bool = true
+    )
         -> Int32?
     {
         var actions = posix_spawn_file_actions_t()
@@ -28,7 +33,8 @@ public enum ChildProcess {
         }
         if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") {
             // The postgres user may not be able to enter our working directory.
-            typealias ChangeDirectory = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+            typealias ChangeDirectory =
+                @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
             _ = unsafeBitCast(sym, to: ChangeDirectory.self)(&actions, "/")
         }
 

@@ -67,14 +67,18 @@ public struct EmbeddedPostgres: Sendable {
             if settings["fsync"] == "off" { arguments.append("--no-sync") }
             let result = try Command.run(binaries.initdb, arguments, asPostgres: Command.isRoot)
             guard result.status == 0 else {
-                throw .launch("initdb failed (exit \(result.status)) for \(layout.data):\n\(Command.tail(result.output))")
+                throw .launch(
+                    "initdb failed (exit \(result.status)) for \(layout.data):\n\(Command.tail(result.output))"
+                )
             }
         }
 
         if let pid = Self.runningPostmasterPID(layout.data) {
             progress("stopping the PostgreSQL server (pid \(pid)) already running in \(layout.data) …")
             let result = try Command.run(
-                binaries.pgCtl, ["-D", layout.data, "stop", "-m", "fast", "-w", "-t", "60"], asPostgres: Command.isRoot
+                binaries.pgCtl,
+                ["-D", layout.data, "stop", "-m", "fast", "-w", "-t", "60"],
+                asPostgres: Command.isRoot
             )
             guard result.status == 0 else {
                 throw .launch("could not stop the server running in \(layout.data):\n\(Command.tail(result.output))")
@@ -88,19 +92,24 @@ public struct EmbeddedPostgres: Sendable {
             progress("starting PostgreSQL on 127.0.0.1:\(chosenPort) (log: \(layout.log)) …")
             let result = try Command.run(
                 binaries.pgCtl,
-                ["-D", layout.data, "-l", layout.log, "-w", "-t", "60", "-o", try serverOptions(port: chosenPort), "start"],
+                [
+                    "-D", layout.data, "-l", layout.log, "-w", "-t", "60", "-o", try serverOptions(port: chosenPort),
+                    "start",
+                ],
                 asPostgres: Command.isRoot
             )
             if result.status == 0 { break }
             let log = Self.readLog(layout.log, from: logOffset)
-            let portInUse = log.contains("could not bind") || log.contains("Address already in use")
+            let portInUse =
+                log.contains("could not bind") || log.contains("Address already in use")
                 || log.contains("could not create any TCP/IP sockets")
             if portInUse, port == nil, attempt < 3 {
                 attempt += 1
                 chosenPort = try Self.freePort()
                 continue
             }
-            let reason = portInUse ? "port \(chosenPort) is already in use" : "pg_ctl start failed (exit \(result.status))"
+            let reason =
+                portInUse ? "port \(chosenPort) is already in use" : "pg_ctl start failed (exit \(result.status))"
             throw .launch(
                 "\(reason) for \(layout.data):\n\(Command.tail(result.output))\nlog tail (\(layout.log)):\n\(Command.tail(log))"
             )
@@ -116,7 +125,9 @@ public struct EmbeddedPostgres: Sendable {
         guard Self.runningPostmasterPID(layout.data) != nil, let binaries = try? Binaries.find() else { return }
         progress("stopping PostgreSQL in \(layout.data) …")
         _ = try? Command.run(
-            binaries.pgCtl, ["-D", layout.data, "stop", "-m", "fast", "-w", "-t", "60"], asPostgres: Command.isRoot
+            binaries.pgCtl,
+            ["-D", layout.data, "stop", "-m", "fast", "-w", "-t", "60"],
+            asPostgres: Command.isRoot
         )
     }
 
@@ -169,10 +180,14 @@ public struct EmbeddedPostgres: Sendable {
             do {
                 let parent = (layout.data as NSString).deletingLastPathComponent
                 try fileManager.createDirectory(
-                    atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755]
+                    atPath: parent,
+                    withIntermediateDirectories: true,
+                    attributes: [.posixPermissions: 0o755]
                 )
                 try fileManager.createDirectory(
-                    atPath: layout.data, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700]
+                    atPath: layout.data,
+                    withIntermediateDirectories: false,
+                    attributes: [.posixPermissions: 0o700]
                 )
             } catch {
                 throw .launch("could not create the data directory \(layout.data): \(error)")
@@ -254,7 +269,7 @@ public struct EmbeddedPostgres: Sendable {
             if existing.rows.isEmpty {
                 try connection.execute("CREATE DATABASE \(PGQuery.quoteIdentifier(database))")
             }
-        } catch where error.sqlState == "42P04" || error.isUniqueViolation {
+        } catch  where error.sqlState == "42P04" || error.isUniqueViolation {
             // Created concurrently by someone else: fine.
         } catch {
             throw .launch("could not create database \(database): \(error.debugDescription)")
@@ -365,7 +380,8 @@ struct Binaries {
         for directory in directories where !directory.isEmpty {
             let initdb = directory + "/initdb"
             let pgCtl = directory + "/pg_ctl"
-            if FileManager.default.isExecutableFile(atPath: initdb), FileManager.default.isExecutableFile(atPath: pgCtl) {
+            if FileManager.default.isExecutableFile(atPath: initdb), FileManager.default.isExecutableFile(atPath: pgCtl)
+            {
                 return Binaries(initdb: initdb, pgCtl: pgCtl)
             }
         }
@@ -406,14 +422,16 @@ enum Command {
         while !FileManager.default.fileExists(atPath: existing), existing != "/" {
             existing = (existing as NSString).deletingLastPathComponent
         }
-        let test = ["/usr/bin/test", "/bin/test"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/bin/test"
+        let test =
+            ["/usr/bin/test", "/bin/test"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/bin/test"
         guard let result = try? run(test, ["-x", existing], asPostgres: true) else { return false }
         return result.status == 0
     }
 
     /// Runs `executable` with `arguments`, capturing stdout and stderr through a temporary file.
     static func run(_ executable: String, _ arguments: [String], asPostgres: Bool) throws(PGError) -> Result {
-        let command = asPostgres ? [try runuserPath(), "-u", "postgres", "--", executable] + arguments : [executable] + arguments
+        let command =
+            asPostgres ? [try runuserPath(), "-u", "postgres", "--", executable] + arguments : [executable] + arguments
         let outputPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("otpd-command-\(UUID().uuidString).log").path
         defer { try? FileManager.default.removeItem(atPath: outputPath) }

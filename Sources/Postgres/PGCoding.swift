@@ -91,7 +91,7 @@ extension Double: PGEncodable, PGDecodable {
 extension Array: PGEncodable where Element == UInt8 {
     /// The bytea hex format, `\x` followed by two lowercase hex digits per byte.
     public var pgText: String? {
-        let digits: [UInt8] = Array<UInt8>("0123456789abcdef".utf8)
+        let digits: [UInt8] = [UInt8]("0123456789abcdef".utf8)
         var bytes: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
         bytes.reserveCapacity(2 + count * 2)
         for byte in self {
@@ -105,7 +105,7 @@ extension Array: PGEncodable where Element == UInt8 {
 extension Array: PGDecodable where Element == UInt8 {
     /// Parses the bytea hex format (`\x0a1b...`).
     public init(pgText: String) throws(PGError) {
-        let utf8 = Array<UInt8>(pgText.utf8)
+        let utf8 = [UInt8](pgText.utf8)
         guard utf8.count >= 2, utf8[0] == UInt8(ascii: "\\"), utf8[1] == UInt8(ascii: "x"), utf8.count % 2 == 0
         else { throw .decoding("not a bytea value in hex format") }
         func nibble(_ c: UInt8) -> UInt8? {

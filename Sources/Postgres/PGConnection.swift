@@ -97,7 +97,11 @@ public final class PGConnection {
     }
 
     /// The prepared statement for `sql`, preparing it on first use; nil when the cache is full.
-    private func statementName(_ sql: String, parameterCount: Int32, on handle: OpaquePointer) throws(PGError) -> String? {
+    private func statementName(
+        _ sql: String,
+        parameterCount: Int32,
+        on handle: OpaquePointer
+    ) throws(PGError) -> String? {
         if let name = prepared[sql] { return name }
         guard prepared.count < Self.preparedStatementLimit else { return nil }
         preparedCounter += 1
@@ -330,7 +334,8 @@ public final class PGConnection {
         if message == nil, let handle {
             message = Self.errorMessage(handle)
         }
-        let lost = !isConnected
+        let lost =
+            !isConnected
             || sqlState?.hasPrefix("08") == true
             || sqlState == "57P01" || sqlState == "57P02" || sqlState == "57P03"
         return PGError(code: lost ? .connection : .server, sqlState: sqlState, message: message)
@@ -369,7 +374,8 @@ public final class PGConnection {
 
     /// Calls `body` with a C array of NUL-terminated copies of `strings` (`nil` stays NULL); nil when empty.
     private static func withOptionalCStrings<R>(
-        _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R
+        _ strings: [String?],
+        _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R
     ) throws(PGError) -> R {
         if strings.isEmpty { return body(nil) }
         guard let array = CStringArray(strings) else {

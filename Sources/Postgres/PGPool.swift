@@ -104,7 +104,10 @@ public final class PGPool: Sendable {
                     let timeoutTask = Task { [weak self] in
                         try? await Task.sleep(for: timeout)
                         guard !Task.isCancelled else { return }
-                        self?.failWaiter(id, with: PGError(code: .timeout, message: "no database connection became free in time"))
+                        self?.failWaiter(
+                            id,
+                            with: PGError(code: .timeout, message: "no database connection became free in time")
+                        )
                     }
                     state.waiters.append(Waiter(id: id, continuation: continuation, timeoutTask: timeoutTask))
                     return .waiting

@@ -20,8 +20,12 @@ public struct PGURL: Sendable, Equatable, CustomStringConvertible {
 
     /// Creates a URL from parts.
     public init(
-        user: String? = nil, password: String? = nil, host: String? = nil, port: Int? = nil,
-        database: String? = nil, parameters: [String: String] = [:]
+        user: String? = nil,
+        password: String? = nil,
+        host: String? = nil,
+        port: Int? = nil,
+        database: String? = nil,
+        parameters: [String: String] = [:]
     ) {
         self.user = user
         self.password = password

@@ -47,8 +47,12 @@ public final class PGWorker: Sendable {
     ///
     /// `onConnect` runs on the worker's thread each time a connection is established, before the worker
     /// reports itself connected (a pool uses it to wake the other workers' reconnects).
-    public init(url: String, settings: PGSettings = .init(), name: String = "otpd-pg",
-                onConnect: (@Sendable () -> Void)? = nil) {
+    public init(
+        url: String,
+        settings: PGSettings = .init(),
+        name: String = "otpd-pg",
+        onConnect: (@Sendable () -> Void)? = nil
+    ) {
         self.url = url
         self.settings = settings
         self.onConnect = onConnect

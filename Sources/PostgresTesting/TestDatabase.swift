@@ -98,7 +98,8 @@ public enum TestClusterCleanup {
             if [ "$#" -gt 0 ]; then "$@" >/dev/null 2>&1; fi
             rm -rf "$dir"
             """
-        let bash = ["/bin/bash", "/usr/bin/bash"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/bin/bash"
+        let bash =
+            ["/bin/bash", "/usr/bin/bash"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/bin/bash"
         let arguments = [bash, "-c", script, "otpd-test-watchdog", String(getpid()), directory] + stopCommand
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/setsid") {
             // Its own session (a Ctrl-C to the test's process group does not kill it); -f returns at once.
@@ -155,7 +156,11 @@ actor SharedCluster {
             urlString = try await BlockingThread.run { try startThrowawayCluster() }
         }
         let url = try PGURL(parsing: urlString)
-        let worker = PGWorker(url: urlString, settings: PGSettings(statementTimeout: .seconds(60)), name: "otpd-test-admin")
+        let worker = PGWorker(
+            url: urlString,
+            settings: PGSettings(statementTimeout: .seconds(60)),
+            name: "otpd-test-admin"
+        )
         return Admin(url: url, worker: worker)
     }
 

@@ -30,7 +30,8 @@ struct Connection: ParsableArguments {
 /// Recomputes every stream's hash chain; exits 1 naming each stream and the first version that does not match.
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check every event's hash chain (an edited or deleted row is reported at its stream and version).")
+        abstract: "Check every event's hash chain (an edited or deleted row is reported at its stream and version)."
+    )
     @OptionGroup var connection: Connection
 
     func run() throws {
@@ -51,7 +52,9 @@ struct Verify: ParsableCommand {
                 FileHandle.standardError.write(Data("otpctl: checked \(i + 1) of \(streams.count) streams\n".utf8))
             }
         }
-        print("checked \(streams.count) streams, \(events) events: \(broken == 0 ? "all chains ok" : "\(broken) broken")")
+        print(
+            "checked \(streams.count) streams, \(events) events: \(broken == 0 ? "all chains ok" : "\(broken) broken")"
+        )
         if broken > 0 { throw ExitCode(1) }
     }
 }
@@ -84,7 +87,8 @@ struct History: ParsableCommand {
 /// (its `secret`, `secret_file` or `data_dir`), `--secret-file`, or `<data-dir>/secret`. It never creates one.
 struct Unblock: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Let a destination blocked after consecutive failed verifications start sessions again.")
+        abstract: "Let a destination blocked after consecutive failed verifications start sessions again."
+    )
     @OptionGroup var connection: Connection
     @Option(help: "otpd's TOML configuration (for its secret, data directory and database URL).") var config: String?
     @Option(name: .customLong("secret-file"), help: "The file holding otpd's secret (hex).") var secretFile: String?
@@ -104,8 +108,10 @@ struct Unblock: ParsableCommand {
         let dataDirectory = dataDir ?? c.dataDirectory
         let file = secretFile ?? c.secretFile ?? (c.secret == nil ? dataDirectory + "/secret" : nil)
         if let file, !FileManager.default.fileExists(atPath: file) {
-            throw ValidationError("no secret at \(file): give the --config, --secret-file or --data-dir of the otpd "
-                + "that blocked this destination")
+            throw ValidationError(
+                "no secret at \(file): give the --config, --secret-file or --data-dir of the otpd "
+                    + "that blocked this destination"
+            )
         }
         let (secrets, _) = try Secrets.load(hex: c.secret, file: file, dataDirectory: dataDirectory)
         var conn = connection

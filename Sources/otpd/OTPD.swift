@@ -25,7 +25,10 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "The TOML configuration file (env OTPD_CONFIG).")
     var config: String?
 
-    @Option(name: .customLong("database-url"), help: "postgresql:// URL; absent: an embedded cluster (env OTPD_DATABASE_URL).")
+    @Option(
+        name: .customLong("database-url"),
+        help: "postgresql:// URL; absent: an embedded cluster (env OTPD_DATABASE_URL)."
+    )
     var databaseURL: String?
 
     @Option(name: .customLong("data-dir"), help: "Where the secret and the embedded cluster live (default .otpd).")
@@ -98,7 +101,8 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = ProcessInfo.processInfo.environment["OTPD_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
+            h.logLevel =
+                ProcessInfo.processInfo.environment["OTPD_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
             return h
         }
         let logger = Logger(label: "otpd")
@@ -120,32 +124,59 @@ struct Serve: AsyncParsableCommand {
         if !applied.isEmpty { stderr("otpd: applied migrations \(applied.joined(separator: ", "))") }
 
         let (secrets, generated) = try Secrets.load(hex: c.secret, file: c.secretFile, dataDirectory: c.dataDirectory)
-        if generated { stderr("otpd: generated a new secret in \(c.dataDirectory)/secret (share it between instances)") }
-        if c.printsCodes {
-            stderr("otpd: WARNING: the log driver prints codes to this output; development only "
-                + "(configure [channel.*] drivers for production)")
+        if generated {
+            stderr("otpd: generated a new secret in \(c.dataDirectory)/secret (share it between instances)")
         }
-        if c.tenants.isEmpty { stderr("otpd: no tenants configured: single-tenant mode, no AUTH (development default)") }
+        if c.printsCodes {
+            stderr(
+                "otpd: WARNING: the log driver prints codes to this output; development only "
+                    + "(configure [channel.*] drivers for production)"
+            )
+        }
+        if c.tenants.isEmpty {
+            stderr("otpd: no tenants configured: single-tenant mode, no AUTH (development default)")
+        }
 
         let pool = PGPool(url: db.url, size: 8)
-        let service = SessionService(pool: pool, secrets: secrets, policies: PolicyBook(policies: c.policies),
-                                     limits: c.limits)
-        let renderer = MessageRenderer(settings: MessageSettings(appName: c.appName, appDomain: c.appDomain,
-                                                                 androidAppHash: c.androidAppHash))
-        let dispatcher = Dispatcher(service: service, drivers: drivers, settings: c.channels, renderer: renderer,
-                                    logger: logger)
+        let service = SessionService(
+            pool: pool,
+            secrets: secrets,
+            policies: PolicyBook(policies: c.policies),
+            limits: c.limits
+        )
+        let renderer = MessageRenderer(
+            settings: MessageSettings(
+                appName: c.appName,
+                appDomain: c.appDomain,
+                androidAppHash: c.androidAppHash
+            )
+        )
+        let dispatcher = Dispatcher(
+            service: service,
+            drivers: drivers,
+            settings: c.channels,
+            renderer: renderer,
+            logger: logger
+        )
         let scheduler = Scheduler(service: service, logger: logger)
         let janitor = Janitor(service: service, logger: logger)
         let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
         let server = RESPServer(
-            host: address.host, port: address.port, handler: handler, logger: logger, maxConnections: c.maxConnections
+            host: address.host,
+            port: address.port,
+            handler: handler,
+            logger: logger,
+            maxConnections: c.maxConnections
         ) { host, port in
             let shown = HostPort("\(host):\(port)")?.description ?? "\(host):\(port)"
             FileHandle.standardOutput.write(Data("otpd listening on \(shown)\n".utf8))
         }
         let group = ServiceGroup(
-            services: [dispatcher, scheduler, janitor, server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
-            logger: logger)
+            services: [dispatcher, scheduler, janitor, server],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger
+        )
         do {
             try await group.run()
         } catch {

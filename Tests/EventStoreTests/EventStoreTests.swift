@@ -26,7 +26,14 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         let now = try EventStore.now(on: conn)
         try EventStore.append([event(1), event(2)], to: "t/s1", expectedVersion: 0, headHash: [], at: now, on: conn)
         let first = try EventStore.read(stream: "t/s1", on: conn)
-        try EventStore.append([event(3)], to: "t/s1", expectedVersion: 2, headHash: first[1].hash, at: now + 1, on: conn)
+        try EventStore.append(
+            [event(3)],
+            to: "t/s1",
+            expectedVersion: 2,
+            headHash: first[1].hash,
+            at: now + 1,
+            on: conn
+        )
         let all = try EventStore.read(stream: "t/s1", on: conn)
         #expect(all.map(\.version) == [1, 2, 3])
         #expect(all.map(\.data) == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
@@ -41,7 +48,10 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         let url = try await migratedDatabase("es_conflict")
         let a = try PGConnection(url: url)
         let b = try PGConnection(url: url)
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         try EventStore.append([event(1)], to: "t/s", expectedVersion: 0, headHash: [], at: 1, on: a)
         let head = try EventStore.read(stream: "t/s", on: a)[0].hash
         // Both writers read version 1; the first commits, the second must fail without writing.
@@ -50,8 +60,14 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         }
         #expect(throws: AppendError.versionConflict) {
             try b.transaction { c in
-                try EventStore.append([NewEvent(type: "other", data: "{}")], to: "t/s", expectedVersion: 1,
-                                      headHash: head, at: 3, on: c)
+                try EventStore.append(
+                    [NewEvent(type: "other", data: "{}")],
+                    to: "t/s",
+                    expectedVersion: 1,
+                    headHash: head,
+                    at: 3,
+                    on: c
+                )
             }
         }
         let all = try EventStore.read(stream: "t/s", on: a)
@@ -78,7 +94,11 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         let slow = try PGConnection(url: url)
         let fast = try PGConnection(url: url)
         let reader = try PGConnection(url: url)
-        defer { slow.close(); fast.close(); reader.close() }
+        defer {
+            slow.close()
+            fast.close()
+            reader.close()
+        }
 
         try slow.execute("BEGIN")
         try EventStore.append([event(1)], to: "t/slow", expectedVersion: 0, headHash: [], at: 1, on: slow)
@@ -134,10 +154,12 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         defer { conn.close() }
         // Rows with chosen transaction ids, all below the running transactions' horizon (a new cluster starts near 700).
         for (i, tx) in [100, 9, 99, 10].enumerated() {
-            try conn.query("""
+            try conn.query(
+                """
                 INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash, tx_id)
                 VALUES (\("t/tx\(tx)"), 1, 'happened', '{}', \(Int64(i)), '', '', \(String(tx))::xid8)
-                """)
+                """
+            )
         }
         var seen: [String] = []
         var position = LogPosition.start
@@ -162,4 +184,3 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         #expect(recorded == migrator.migrations.count)
     }
 }
-

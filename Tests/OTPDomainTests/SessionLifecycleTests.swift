@@ -5,7 +5,10 @@ import Testing
     @Test func issueRecordsOneIssuedEventWithDigestAndNoCode() throws {
         let d = try Given().when(.issue(request(), defaultPlan), at: 0)
         #expect(d.events.count == 1)
-        guard case .issued(let i) = d.events[0] else { Issue.record("not issued"); return }
+        guard case .issued(let i) = d.events[0] else {
+            Issue.record("not issued")
+            return
+        }
         #expect(i.codeDigest == Hex.encode(Array("default/s1|123456".utf8)))
         #expect(i.codeSeed != "123456")
         #expect(i.plan == defaultPlan)
@@ -42,8 +45,10 @@ import Testing
     }
 
     @Test func commandsOnAMissingSessionAreNotFound() {
-        for c: SessionCommand in [.verify(code: "1"), .resend, .cancel, .expire,
-                                  .recordReceipt(channel: .sms, outcome: .delivered, detail: nil)] {
+        for c: SessionCommand in [
+            .verify(code: "1"), .resend, .cancel, .expire,
+            .recordReceipt(channel: .sms, outcome: .delivered, detail: nil),
+        ] {
             #expect(throws: Rejection.notFound) { try Given().when(c, at: 0) }
         }
     }
@@ -162,10 +167,12 @@ import Testing
     @Test func failedReceiptEscalatesAtOnce() throws {
         let g = try sentSession()
         let d = try g.when(.recordReceipt(channel: .sms, outcome: .failed, detail: "30003"), at: 200)
-        #expect(d.events == [
-            .deliveryFailed(.init(step: 1, channel: .sms, reason: "30003", permanent: true, late: false)),
-            .escalated(.init(from: 1, to: 2, fromChannel: .sms, toChannel: .email, reason: .failure)),
-        ])
+        #expect(
+            d.events == [
+                .deliveryFailed(.init(step: 1, channel: .sms, reason: "30003", permanent: true, late: false)),
+                .escalated(.init(from: 1, to: 2, fromChannel: .sms, toChannel: .email, reason: .failure)),
+            ]
+        )
         let after = g.and(d.events, at: 200)
         #expect(after.state.step == 2)
         #expect(after.state.status == .pending)
@@ -195,7 +202,9 @@ import Testing
         let plan = Plan(policy: "p", variant: nil, steps: [Step(channel: .sms, timeoutMs: 1000), Step(channel: .push)])
         let g = try issuedSession(plan: plan)
         let d = try g.when(.recordProviderFailure(token: 1, reason: "HTTP 400", permanent: true), at: 10)
-        #expect(d.events.last == .escalated(.init(from: 1, to: 2, fromChannel: .sms, toChannel: .push, reason: .failure)))
+        #expect(
+            d.events.last == .escalated(.init(from: 1, to: 2, fromChannel: .sms, toChannel: .push, reason: .failure))
+        )
         let g2 = g.and(d.events, at: 10)
         let d2 = try g2.when(.recordProviderFailure(token: 3, reason: "HTTP 400", permanent: true), at: 20)
         #expect(d2.events.last == .exhausted(.init(step: 2)))
@@ -228,10 +237,12 @@ import Testing
         let g = try sentSession()
         #expect(try g.when(.timeOutStep(token: 2), at: 15_000).events.isEmpty)  // not yet due
         let d = try g.when(.timeOutStep(token: 2), at: 15_100)
-        #expect(d.events == [
-            .timedOut(.init(step: 1, waitedMs: 15_000)),
-            .escalated(.init(from: 1, to: 2, fromChannel: .sms, toChannel: .email, reason: .timeout)),
-        ])
+        #expect(
+            d.events == [
+                .timedOut(.init(step: 1, waitedMs: 15_000)),
+                .escalated(.init(from: 1, to: 2, fromChannel: .sms, toChannel: .email, reason: .timeout)),
+            ]
+        )
     }
 
     @Test func stepTimeoutIsIgnoredOnceDeliveredOrStale() throws {
@@ -253,21 +264,34 @@ import Testing
 @Suite struct PolicyRules {
     let book = PolicyBook(policies: [
         Policy(name: "default", steps: Policy.builtInDefault.steps),
-        Policy(name: "uk", steps: [Step(channel: .sms, timeoutMs: 20_000), Step(channel: .voice), Step(channel: .email)],
-               matchCountry: ["+44"],
-               variants: [Variant(weight: 50, order: [.voice, .sms, .email]), Variant(weight: 50, order: [.sms, .voice, .email])]),
+        Policy(
+            name: "uk",
+            steps: [Step(channel: .sms, timeoutMs: 20_000), Step(channel: .voice), Step(channel: .email)],
+            matchCountry: ["+44"],
+            variants: [
+                Variant(weight: 50, order: [.voice, .sms, .email]), Variant(weight: 50, order: [.sms, .voice, .email]),
+            ]
+        ),
         Policy(name: "carrierx", steps: [Step(channel: .voice)], matchCarrier: ["CarrierX"]),
     ])
 
     @Test func stepsWithoutDestinationAreSkipped() throws {
-        let plan = try book.plan(policyName: nil, destinations: [Destination(channel: .email, address: "a@b.co")],
-                                 prefer: [], carrier: nil, pick: { _ in 0 })
+        let plan = try book.plan(
+            policyName: nil,
+            destinations: [Destination(channel: .email, address: "a@b.co")],
+            prefer: [],
+            carrier: nil,
+            pick: { _ in 0 }
+        )
         #expect(plan.steps.map(\.channel) == [.email])
         #expect(plan.steps[0].timeoutMs == 30_000)
     }
 
     @Test func countryCodeChoosesThePolicyAndTheVariantIsRecorded() throws {
-        let uk = [Destination(channel: .sms, address: "+447700900123"), Destination(channel: .voice, address: "+447700900123")]
+        let uk = [
+            Destination(channel: .sms, address: "+447700900123"),
+            Destination(channel: .voice, address: "+447700900123"),
+        ]
         let a = try book.plan(policyName: nil, destinations: uk, prefer: [], carrier: nil, pick: { _ in 10 })
         #expect(a.policy == "uk")
         #expect(a.variant == 1)
@@ -280,10 +304,21 @@ import Testing
     }
 
     @Test func carrierHintAndPreferenceAndExplicitPolicy() throws {
-        let c = try book.plan(policyName: nil, destinations: allDestinations, prefer: [], carrier: "carrierx", pick: { _ in 0 })
+        let c = try book.plan(
+            policyName: nil,
+            destinations: allDestinations,
+            prefer: [],
+            carrier: "carrierx",
+            pick: { _ in 0 }
+        )
         #expect(c.policy == "carrierx")
-        let p = try book.plan(policyName: "default", destinations: allDestinations, prefer: [.push, .voice],
-                              carrier: nil, pick: { _ in 0 })
+        let p = try book.plan(
+            policyName: "default",
+            destinations: allDestinations,
+            prefer: [.push, .voice],
+            carrier: nil,
+            pick: { _ in 0 }
+        )
         #expect(p.steps.map(\.channel) == [.push, .voice, .sms, .email])
         #expect(p.steps[0].timeoutMs == 30_000)  // not last: the 30 s default wait
         #expect(throws: Rejection.self) {
@@ -293,8 +328,13 @@ import Testing
 
     @Test func noUsableStepIsABadArgument() {
         #expect(throws: Rejection.self) {
-            try book.plan(policyName: "carrierx", destinations: [Destination(channel: .email, address: "a@b.co")],
-                          prefer: [], carrier: nil, pick: { _ in 0 })
+            try book.plan(
+                policyName: "carrierx",
+                destinations: [Destination(channel: .email, address: "a@b.co")],
+                prefer: [],
+                carrier: nil,
+                pick: { _ in 0 }
+            )
         }
     }
 }
@@ -303,8 +343,10 @@ import Testing
     @Test func destinationsAreValidated() throws {
         #expect(try Destination.parse("sms:+15551234567") == Destination(channel: .sms, address: "+15551234567"))
         #expect(try Destination.parse("EMAIL:a@example.com").channel == .email)
-        for bad in ["sms:15551234567", "sms:+0555123456", "sms:+1234567", "sms:+1234567890123456", "fax:+15551234567",
-                    "email:nope", "email:a@b", "push:x", "noColon"] {
+        for bad in [
+            "sms:15551234567", "sms:+0555123456", "sms:+1234567", "sms:+1234567890123456", "fax:+15551234567",
+            "email:nope", "email:a@b", "push:x", "noColon",
+        ] {
             #expect(throws: Rejection.self) { try Destination.parse(bad) }
         }
     }
@@ -336,8 +378,13 @@ import Testing
     }
 
     @Test func androidHashGoesOnItsOwnLineBeforeTheOriginLine() {
-        let r = MessageRenderer(settings: MessageSettings(appName: "AcmeApp", appDomain: "acme.example",
-                                                          androidAppHash: "FA+9qCX9VSu"))
+        let r = MessageRenderer(
+            settings: MessageSettings(
+                appName: "AcmeApp",
+                appDomain: "acme.example",
+                androidAppHash: "FA+9qCX9VSu"
+            )
+        )
         let lines = r.render(channel: .sms, code: "123456", app: nil, locale: "en").text.split(separator: "\n")
         #expect(lines.suffix(2) == ["FA+9qCX9VSu", "@acme.example #123456"])
     }

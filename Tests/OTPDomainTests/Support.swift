@@ -35,13 +35,15 @@ func context(_ now: Int64, minGapMs: Int64 = 30_000) -> DecisionContext {
 }
 
 let defaultPlan = Plan(
-    policy: "default", variant: nil,
+    policy: "default",
+    variant: nil,
     steps: [
         Step(channel: .sms, timeoutMs: 15_000, until: .delivered),
         Step(channel: .email, timeoutMs: 30_000, until: .opened),
         Step(channel: .voice, timeoutMs: 45_000, until: .verified),
         Step(channel: .push),
-    ])
+    ]
+)
 
 let allDestinations = [
     Destination(channel: .sms, address: "+15551234567"),
@@ -50,9 +52,19 @@ let allDestinations = [
     Destination(channel: .push, address: "device-token-1"),
 ]
 
-func request(_ session: String = "s1", fingerprint: String = "fp1", ttl: Int = 600, maxAttempts: Int = 5) -> IssueRequest {
-    IssueRequest(session: session, destinations: allDestinations, ttlSeconds: ttl, maxAttempts: maxAttempts,
-                 fingerprint: fingerprint)
+func request(
+    _ session: String = "s1",
+    fingerprint: String = "fp1",
+    ttl: Int = 600,
+    maxAttempts: Int = 5
+) -> IssueRequest {
+    IssueRequest(
+        session: session,
+        destinations: allDestinations,
+        ttlSeconds: ttl,
+        maxAttempts: maxAttempts,
+        fingerprint: fingerprint
+    )
 }
 
 /// The events of a freshly issued session at t=0.

@@ -9,9 +9,11 @@ import Testing
 
     @Test func aSentStepWaitsForItsTimeoutFromTheHandOff() throws {
         let s = try sentSession().state
-        #expect(s.timers == [
-            TimerSpec(name: "expiry", dueAt: 600_000, token: 1), TimerSpec(name: "step", dueAt: 15_100, token: 2),
-        ])
+        #expect(
+            s.timers == [
+                TimerSpec(name: "expiry", dueAt: 600_000, token: 1), TimerSpec(name: "step", dueAt: 15_100, token: 2),
+            ]
+        )
         #expect(s.timers[1].command == .timeOutStep(token: 2))
     }
 
@@ -30,16 +32,27 @@ import Testing
     }
 
     @Test func smsSilentFallsThroughEveryChannelToExhausted() throws {
-        let plan = Plan(policy: "p", variant: nil, steps: [
-            Step(channel: .sms, timeoutMs: 100), Step(channel: .email, timeoutMs: 100),
-            Step(channel: .voice, timeoutMs: 100), Step(channel: .push, timeoutMs: 100),
-        ])
+        let plan = Plan(
+            policy: "p",
+            variant: nil,
+            steps: [
+                Step(channel: .sms, timeoutMs: 100), Step(channel: .email, timeoutMs: 100),
+                Step(channel: .voice, timeoutMs: 100), Step(channel: .push, timeoutMs: 100),
+            ]
+        )
         var g = try issuedSession(plan: plan)
         var t: Int64 = 10
         var types: [String] = []
         for _ in 0..<4 {
-            let handOff = try g.when(.recordHandOff(token: g.state.stepStartedVersion, messageId: "m", provider: "log",
-                                                   providerRef: nil), at: t)
+            let handOff = try g.when(
+                .recordHandOff(
+                    token: g.state.stepStartedVersion,
+                    messageId: "m",
+                    provider: "log",
+                    providerRef: nil
+                ),
+                at: t
+            )
             g = g.and(handOff.events, at: t)
             t += 150
             guard let timer = g.state.timers.first(where: { $0.name == "step" }), let command = timer.command else {
@@ -50,10 +63,12 @@ import Testing
             g = g.and(fired.events, at: t)
             types += (handOff.events + fired.events).map(\.type)
         }
-        #expect(types == [
-            "sent", "timed_out", "escalated", "sent", "timed_out", "escalated", "sent", "timed_out", "escalated",
-            "sent", "timed_out", "exhausted",
-        ])
+        #expect(
+            types == [
+                "sent", "timed_out", "escalated", "sent", "timed_out", "escalated", "sent", "timed_out", "escalated",
+                "sent", "timed_out", "exhausted",
+            ]
+        )
         #expect(g.state.status == .exhausted)
         #expect(try g.when(.verify(code: "123456"), at: t).verifyResult == .verified)
     }
@@ -71,16 +86,20 @@ import Testing
         let g = try escalatedOnTimeout()
         #expect(g.state.step == 2)
         let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 15_200)
-        #expect(d.events == [
-            .delivered(.init(step: 1, channel: .sms, detail: nil, late: true)),
-            .escalationWithdrawn(.init(from: 2, to: 1, channel: .sms, outcome: .delivered)),
-        ])
+        #expect(
+            d.events == [
+                .delivered(.init(step: 1, channel: .sms, detail: nil, late: true)),
+                .escalationWithdrawn(.init(from: 2, to: 1, channel: .sms, outcome: .delivered)),
+            ]
+        )
         let after = g.and(d.events, at: 15_200)
         #expect(after.state.step == 1)
         #expect(after.state.status == .delivered)
         #expect(!after.state.awaitsHandOff(token: 4))  // the queued e-mail is not sent
         #expect(after.state.timers.map(\.name) == ["expiry"])
-        #expect(try after.when(.verify(code: "123456"), at: 16_000).events == [.verified(.init(step: 1, channel: .sms))])
+        #expect(
+            try after.when(.verify(code: "123456"), at: 16_000).events == [.verified(.init(step: 1, channel: .sms))]
+        )
     }
 
     @Test func aLateDeliveryAfterTheNextHandOffIsOnlyRecorded() throws {
@@ -109,11 +128,19 @@ import Testing
         after = after.and(r.events, at: 15_200)
         #expect(after.state.step == 1)
         // The dispatcher had already called the e-mail provider (token 4) when the withdrawal committed.
-        let h = try after.when(.recordHandOff(token: 4, messageId: "m2", provider: "webhook", providerRef: nil), at: 15_300)
-        #expect(h.events == [.sent(.init(step: 2, channel: .email, messageId: "m2", provider: "webhook", providerRef: nil))])
+        let h = try after.when(
+            .recordHandOff(token: 4, messageId: "m2", provider: "webhook", providerRef: nil),
+            at: 15_300
+        )
+        #expect(
+            h.events == [.sent(.init(step: 2, channel: .email, messageId: "m2", provider: "webhook", providerRef: nil))]
+        )
         let final = after.and(h.events, at: 15_300)
         #expect(final.state.step == 1)
         #expect(final.state.status == .delivered)
-        #expect(try final.when(.recordHandOff(token: 4, messageId: "m2", provider: "webhook", providerRef: nil), at: 15_400).events.isEmpty)
+        #expect(
+            try final.when(.recordHandOff(token: 4, messageId: "m2", provider: "webhook", providerRef: nil), at: 15_400)
+                .events.isEmpty
+        )
     }
 }

@@ -4,7 +4,8 @@ import Testing
 
 @Suite struct ConfigurationTests {
     @Test func theProtocolExampleParses() throws {
-        let c = try Configuration.parse("""
+        let c = try Configuration.parse(
+            """
             listen = "127.0.0.1:7379"
             database_url = "postgresql://user@127.0.0.1:5432/otp"
             app_name = "AcmeApp"
@@ -56,7 +57,9 @@ import Testing
             sends_per_destination_10m = 5
             min_gap_per_channel = "30s"
             prefix_sends_per_minute = 600
-            """, file: "otpd.toml")
+            """,
+            file: "otpd.toml"
+        )
         #expect(c.appName == "AcmeApp")
         #expect(c.tenants.count == 2)
         #expect(c.tenants[0].roles == [.service, .auditor, .analyst])
@@ -82,17 +85,33 @@ import Testing
     @Test(arguments: [
         ("listen = 7379", "otpd.toml: listen: must be a string"),
         ("bogus = 1", "otpd.toml: bogus: unknown key"),
-        ("[[tenant]]\nname = \"a\"\nroles = [\"boss\"]\ntoken = \"t\"", "otpd.toml: tenant[0].roles: unknown role 'boss'"),
+        (
+            "[[tenant]]\nname = \"a\"\nroles = [\"boss\"]\ntoken = \"t\"",
+            "otpd.toml: tenant[0].roles: unknown role 'boss'"
+        ),
         ("[[tenant]]\nname = \"a\"\nroles = [\"service\"]", "otpd.toml: tenant[0]: needs token or token_sha256"),
         ("[channel.fax]\ndriver = \"log\"", "otpd.toml: channel.fax: unknown channel 'fax' (sms, email, voice, push)"),
-        ("[channel.sms]\ndriver = \"smtp\"\nhost = \"h\"\nfrom = \"f\"", "otpd.toml: channel.sms.driver: smtp sends e-mail only"),
+        (
+            "[channel.sms]\ndriver = \"smtp\"\nhost = \"h\"\nfrom = \"f\"",
+            "otpd.toml: channel.sms.driver: smtp sends e-mail only"
+        ),
         ("[channel.sms]\ndriver = \"webhook\"", "otpd.toml: channel.sms.url: is required for webhook"),
-        ("[[policy]]\nname = \"default\"\nsteps = [{ channel = \"sms\", timeout = \"soon\" }]",
-         "otpd.toml: policy[0].steps[0].timeout: must be a duration such as \"500ms\", \"15s\" or \"2m\""),
-        ("[[policy]]\nname = \"x\"\nsteps = [{ channel = \"sms\" }]", "otpd.toml: policy: no policy is named \"default\""),
-        ("[[policy]]\nname = \"default\"\nmatch_country = [\"44\"]\nsteps = [{ channel = \"sms\" }]",
-         "otpd.toml: policy[0].match_country: '44' is not a country calling code such as \"+44\""),
-        ("[limits]\nmin_gap_per_channel = \"x\"", "otpd.toml: limits.min_gap_per_channel: must be a duration such as \"500ms\", \"15s\" or \"2m\""),
+        (
+            "[[policy]]\nname = \"default\"\nsteps = [{ channel = \"sms\", timeout = \"soon\" }]",
+            "otpd.toml: policy[0].steps[0].timeout: must be a duration such as \"500ms\", \"15s\" or \"2m\""
+        ),
+        (
+            "[[policy]]\nname = \"x\"\nsteps = [{ channel = \"sms\" }]",
+            "otpd.toml: policy: no policy is named \"default\""
+        ),
+        (
+            "[[policy]]\nname = \"default\"\nmatch_country = [\"44\"]\nsteps = [{ channel = \"sms\" }]",
+            "otpd.toml: policy[0].match_country: '44' is not a country calling code such as \"+44\""
+        ),
+        (
+            "[limits]\nmin_gap_per_channel = \"x\"",
+            "otpd.toml: limits.min_gap_per_channel: must be a duration such as \"500ms\", \"15s\" or \"2m\""
+        ),
         ("listen = \"nowhere\"", "otpd.toml: listen: must be HOST:PORT"),
     ])
     func badConfigurationNamesTheFileTheKeyAndTheProblem(text: String, message: String) {

@@ -6,7 +6,10 @@ import Testing
 /// The whole product through real clients: redis-cli, redis-py and raw sockets against the real server.
 @Suite(.serialized) struct EndToEndTests {
     @Test func redisCLIDrivesTheLifecycleWithTheCodeFromTheLog() async throws {
-        let server = try await TestServer.start(label: "cli", config: "app_name = \"AcmeApp\"\napp_domain = \"acme.example\"")
+        let server = try await TestServer.start(
+            label: "cli",
+            config: "app_name = \"AcmeApp\"\napp_domain = \"acme.example\""
+        )
         defer { Task { await server.stop() } }
         let issued = pairs(try await redisCLI(server.port, ["ISSUE", "s1", "sms:+15551234567", "email:a@example.com"]))
         #expect(issued["session"] == "s1")
@@ -54,16 +57,21 @@ import Testing
     @Test func redisPyDrivesTheLifecycleInRESP2AndRESP3() async throws {
         let server = try await TestServer.start(label: "py")
         defer { Task { await server.stop() } }
-        let out = try await python(server.port, """
+        let out = try await python(
+            server.port,
+            """
             import os, redis
             r = redis.Redis(port=int(os.environ['PORT']), decode_responses=True)
             print(r.execute_command('ISSUE', 'py1', 'email:user@example.com', 'TTL', '120', 'DIGITS', '8'))
-            """)
+            """
+        )
         #expect(out.contains("'session', 'py1'") || out.contains("'py1'"))
         let code = try await server.code(session: "py1")
         #expect(code.count == 8)
         try await server.waitUntilSent("py1")
-        let out2 = try await python(server.port, """
+        let out2 = try await python(
+            server.port,
+            """
             import os, redis
             r = redis.Redis(port=int(os.environ['PORT']), decode_responses=True, protocol=3)
             print(r.execute_command('HELLO', '3'))
@@ -75,10 +83,15 @@ import Testing
             print(s['status'], s['version'], s['delivered_at'])
             h = r.execute_command('HISTORY', 'py1')
             print(','.join(e['type'] for e in h))
-            """, env: ["CODE": code])
+            """,
+            env: ["CODE": code]
+        )
         let lines = out2.split(separator: "\n").map(String.init)
         #expect(lines.count == 5)
-        #expect(lines[0].contains("'server': 'otpd'") && lines[0].contains("'proto': 3") && lines[0].contains("'tenant': 'default'"))
+        #expect(
+            lines[0].contains("'server': 'otpd'") && lines[0].contains("'proto': 3")
+                && lines[0].contains("'tenant': 'default'")
+        )
         #expect(lines[1] == "mismatch 4")
         #expect(lines[2] == "verified verified")
         #expect(lines[3].hasPrefix("verified "))
@@ -93,7 +106,9 @@ import Testing
         let code = try await server.code(session: "l1")
         let wrong = code == "000000" ? "111111" : "000000"
         var results: [String] = []
-        for _ in 0..<3 { results.append(pairs(try await redisCLI(server.port, ["VERIFY", "l1", wrong]))["result"] ?? "") }
+        for _ in 0..<3 {
+            results.append(pairs(try await redisCLI(server.port, ["VERIFY", "l1", wrong]))["result"] ?? "")
+        }
         #expect(results == ["mismatch", "mismatch", "locked"])
         let right = pairs(try await redisCLI(server.port, ["VERIFY", "l1", code]))
         #expect(right["result"] == "locked")
@@ -119,14 +134,21 @@ import Testing
     @Test func resendMovesToTheNextChannelAndFailedReceiptEscalates() async throws {
         let server = try await TestServer.start(label: "resend")
         defer { Task { await server.stop() } }
-        _ = try await redisCLI(server.port, ["ISSUE", "r1", "sms:+15551234567", "email:a@example.com", "voice:+15551234567"])
+        _ = try await redisCLI(
+            server.port,
+            ["ISSUE", "r1", "sms:+15551234567", "email:a@example.com", "voice:+15551234567"]
+        )
         let first = try await server.code(session: "r1")
         let resent = pairs(try await redisCLI(server.port, ["RESEND", "r1"]))
         #expect(resent["channel"] == "email")
         #expect(resent["step"] == "2")
-        let codes = try await eventually("a second message") { server.log.codes(session: "r1").count == 2 ? server.log.codes(session: "r1") : nil }
+        let codes = try await eventually("a second message") {
+            server.log.codes(session: "r1").count == 2 ? server.log.codes(session: "r1") : nil
+        }
         #expect(codes == [first, first])  // one code per session, on every channel
-        _ = try await eventually("email sent") { pairs(try await redisCLI(server.port, ["STATUS", "r1"]))["status"] == "sent" ? true : nil }
+        _ = try await eventually("email sent") {
+            pairs(try await redisCLI(server.port, ["STATUS", "r1"]))["status"] == "sent" ? true : nil
+        }
         #expect(try await redisCLI(server.port, ["RECEIPT", "r1", "email", "failed", "bounced"]) == ["OK"])
         #expect(pairs(try await redisCLI(server.port, ["STATUS", "r1"]))["channel"] == "voice")
         // A late receipt for the first step is recorded but changes no step.
@@ -151,7 +173,8 @@ import Testing
         let server = try await TestServer.start(label: "badarg")
         defer { Task { await server.stop() } }
         let cases: [[String]] = [
-            ["ISSUE", "b1", "sms:5551234"], ["ISSUE", "b1", "fax:+15551234567"], ["ISSUE", "bad id", "sms:+15551234567"],
+            ["ISSUE", "b1", "sms:5551234"], ["ISSUE", "b1", "fax:+15551234567"],
+            ["ISSUE", "bad id", "sms:+15551234567"],
             ["ISSUE", "b1", "sms:+15551234567", "TTL", "10"], ["ISSUE", "b1", "sms:+15551234567", "BOGUS", "1"],
             ["ISSUE", "b1", "sms:+15551234567", "TTL"], ["ISSUE", "b1", "sms:+15551234567", "POLICY", "nope"],
             ["RECEIPT", "b1", "fax", "delivered"],
@@ -170,20 +193,29 @@ import Testing
     @Test func theCodeIsInNoTable() async throws {
         let server = try await TestServer.start(label: "nocode")
         defer { Task { await server.stop() } }
-        _ = try await redisCLI(server.port, ["ISSUE", "n1", "sms:+15551234567", "email:someone@example.com", "DIGITS", "10"])
+        _ = try await redisCLI(
+            server.port,
+            ["ISSUE", "n1", "sms:+15551234567", "email:someone@example.com", "DIGITS", "10"]
+        )
         let code = try await server.code(session: "n1")
         _ = try await redisCLI(server.port, ["RESEND", "n1"])
         _ = try await eventually("two sends") { server.log.codes(session: "n1").count == 2 ? true : nil }
         _ = try await redisCLI(server.port, ["VERIFY", "n1", code])
         let conn = try PGConnection(url: server.databaseURL)
         defer { conn.close() }
-        let tables = try conn.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").rows.map { try $0.decode(0, as: String.self) }
+        let tables = try conn.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").rows.map {
+            try $0.decode(0, as: String.self)
+        }
         #expect(tables.contains("events"))
         for t in tables {
             for needle in [code, "+15551234567", "someone@example.com"] {
-                let n = try conn.query(PGQuery(
-                    unsafeSQL: "SELECT count(*) FROM \(PGQuery.quoteIdentifier(t)) x WHERE x::text LIKE '%' || $1 || '%'",
-                    parameters: [needle])).rows[0].decode(0, as: Int.self)
+                let n = try conn.query(
+                    PGQuery(
+                        unsafeSQL:
+                            "SELECT count(*) FROM \(PGQuery.quoteIdentifier(t)) x WHERE x::text LIKE '%' || $1 || '%'",
+                        parameters: [needle]
+                    )
+                ).rows[0].decode(0, as: Int.self)
                 #expect(n == 0, "found \(needle == code ? "the code" : "a destination") in table \(t)")
             }
         }

@@ -1,7 +1,7 @@
 import Foundation
-import Synchronization
 import Postgres
 import PostgresTesting
+import Synchronization
 import Testing
 
 /// The real `otpd` executable: flags, the listening line, replies, and a clean exit on SIGTERM.
@@ -21,10 +21,18 @@ import Testing
         defer { Self.cleanUp(dataDir) }
         let (p, port, lines) = try await launch(url, config: "", dataDir: dataDir)
         defer { if p.isRunning { p.terminate() } }
-        #expect(lines.all.contains { $0.range(of: #"^otpd listening on 127\.0\.0\.1:\d+$"#, options: .regularExpression) != nil })
+        #expect(
+            lines.all.contains {
+                $0.range(of: #"^otpd listening on 127\.0\.0\.1:\d+$"#, options: .regularExpression) != nil
+            }
+        )
         #expect(try await redisCLI(port, ["PING"]) == ["PONG"])
         _ = try await redisCLI(port, ["ISSUE", "x1", "email:a@example.com"])
-        #expect(try await eventually("the log driver's message") { lines.all.contains { $0.contains("Your otpd code is") } ? true : nil })
+        #expect(
+            try await eventually("the log driver's message") {
+                lines.all.contains { $0.contains("Your otpd code is") } ? true : nil
+            }
+        )
         let status: Int32 = try await withCheckedThrowingContinuation { c in
             p.terminationHandler = { c.resume(returning: $0.terminationStatus) }
             kill(p.processIdentifier, SIGTERM)
@@ -92,8 +100,12 @@ import Testing
         first.waitUntilExit()
 
         let (second, _, _) = try await launch(url, config: config, dataDir: dataDir)
-        defer { kill(second.processIdentifier, SIGTERM); second.waitUntilExit() }
-        let streams = try await eventually(timeout: .seconds(20), "every timer fired after the restart") { () -> [String: [String]]? in
+        defer {
+            kill(second.processIdentifier, SIGTERM)
+            second.waitUntilExit()
+        }
+        let streams = try await eventually(timeout: .seconds(20), "every timer fired after the restart") {
+            () -> [String: [String]]? in
             let types = try eventTypes(url)
             return types.values.allSatisfy { $0.filter { $0 == "sent" }.count == 2 } ? types : nil
         }
@@ -146,18 +158,24 @@ import Testing
             return
         }
         let server = try await TestServer.start(
-            label: "unblock", config: "[limits]\nconsecutive_failures_per_destination = 1\nmin_gap_per_channel = \"0s\"")
+            label: "unblock",
+            config: "[limits]\nconsecutive_failures_per_destination = 1\nmin_gap_per_channel = \"0s\""
+        )
         defer { Task { await server.stop() } }
         let dir = "/var/tmp/otpd-unblock-\(UUID().uuidString.prefix(8))"
         defer { Self.cleanUp(dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let secretFile = dir + "/secret"
-        try Data((testSecret.map { String(format: "%02x", $0) }.joined() + "\n").utf8).write(to: URL(fileURLWithPath: secretFile))
+        try Data((testSecret.map { String(format: "%02x", $0) }.joined() + "\n").utf8).write(
+            to: URL(fileURLWithPath: secretFile)
+        )
 
         _ = try await redisCLI(server.port, ["ISSUE", "u1", "sms:+15557654321"])
         let code = try await server.code(session: "u1")
         _ = try await redisCLI(server.port, ["VERIFY", "u1", code == "000000" ? "111111" : "000000"])
-        #expect(try await redisCLI(server.port, ["ISSUE", "u2", "sms:+15557654321"]).first?.hasPrefix("RATELIMITED") == true)
+        #expect(
+            try await redisCLI(server.port, ["ISSUE", "u2", "sms:+15557654321"]).first?.hasPrefix("RATELIMITED") == true
+        )
 
         let db = ["--database-url", server.databaseURL]
         let missing = try await run([otpctl, "unblock"] + db + ["--data-dir", dir + "/nowhere", "sms:+15557654321"])

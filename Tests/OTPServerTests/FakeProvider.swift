@@ -120,9 +120,12 @@ final class FakeProvider: Sendable {
                 case .end:
                     guard let h = head else { continue }
                     head = nil
-                    let request = RecordedRequest(method: h.method.rawValue, path: h.uri,
-                                                  headers: h.headers.map { (name: $0.name, value: $0.value) },
-                                                  body: body)
+                    let request = RecordedRequest(
+                        method: h.method.rawValue,
+                        path: h.uri,
+                        headers: h.headers.map { (name: $0.name, value: $0.value) },
+                        body: body
+                    )
                     log.withLock { $0.append(request) }
                     let answer = await respond(request)
                     if answer.delay > .zero { try await Task.sleep(for: answer.delay) }
@@ -133,7 +136,9 @@ final class FakeProvider: Sendable {
                     if !answer.body.isEmpty { headers.add(name: "Content-Type", value: "application/json") }
                     if !h.isKeepAlive { headers.add(name: "Connection", value: "close") }
                     let status = HTTPResponseStatus(statusCode: answer.status)
-                    try await outbound.write(.head(HTTPResponseHead(version: h.version, status: status, headers: headers)))
+                    try await outbound.write(
+                        .head(HTTPResponseHead(version: h.version, status: status, headers: headers))
+                    )
                     if bytes.readableBytes > 0 { try await outbound.write(.body(.byteBuffer(bytes))) }
                     try await outbound.write(.end(nil))
                     if !h.isKeepAlive { return }

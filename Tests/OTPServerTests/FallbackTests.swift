@@ -18,8 +18,13 @@ let fastPolicy = """
     @Test func silentChannelsFallThroughToExhaustedInOrder() async throws {
         let server = try await TestServer.start(label: "fallback", config: fastPolicy)
         defer { Task { await server.stop() } }
-        _ = try await redisCLI(server.port, ["ISSUE", "f1", "sms:+15551234567", "email:a@example.com",
-                                              "voice:+15551234567", "push:device-token-123"])
+        _ = try await redisCLI(
+            server.port,
+            [
+                "ISSUE", "f1", "sms:+15551234567", "email:a@example.com",
+                "voice:+15551234567", "push:device-token-123",
+            ]
+        )
         let status = try await eventually(timeout: .seconds(20), "exhausted") {
             let s = pairs(try await redisCLI(server.port, ["STATUS", "f1"]))
             return s["status"] == "exhausted" ? s : nil
@@ -27,10 +32,12 @@ let fastPolicy = """
         #expect(status["channel"] == "push")
         let history = try await redisCLI(server.port, ["HISTORY", "f1"])
         let types = stride(from: 0, to: history.count, by: 10).map { history[$0 + 3] }
-        #expect(types == [
-            "issued", "sent", "timed_out", "escalated", "sent", "timed_out", "escalated", "sent", "timed_out",
-            "escalated", "sent", "timed_out", "exhausted",
-        ])
+        #expect(
+            types == [
+                "issued", "sent", "timed_out", "escalated", "sent", "timed_out", "escalated", "sent", "timed_out",
+                "escalated", "sent", "timed_out", "exhausted",
+            ]
+        )
         // One code on every channel; the code still verifies after the last step.
         let codes = server.log.codes(session: "f1")
         #expect(codes.count == 4)
@@ -82,7 +89,12 @@ let fastPolicy = """
     @Test func twoInstancesEscalateEachSessionExactlyOnce() async throws {
         let a = try await TestServer.start(label: "multi", config: fastPolicy)
         let b = try await TestServer.start(label: "multi", config: fastPolicy, databaseURL: a.databaseURL)
-        defer { Task { await a.stop(); await b.stop() } }
+        defer {
+            Task {
+                await a.stop()
+                await b.stop()
+            }
+        }
         let n = 200
         let script = """
             import os, redis
@@ -96,17 +108,23 @@ let fastPolicy = """
             print('ok')
             """
         #expect(try await python(a.port, script, env: ["PORTS": "\(a.port),\(b.port)"]).contains("ok"))
-        let streams = try await eventually(timeout: .seconds(60), "every session on its last step") { () -> [String: [String]]? in
+        let streams = try await eventually(timeout: .seconds(60), "every session on its last step") {
+            () -> [String: [String]]? in
             let all = try eventTypes(a.databaseURL)
             let done = all.values.filter { $0.last == "exhausted" }.count
             return all.count == n && done == n ? all : nil
         }
         // SMS times out and escalates to e-mail, whose own timeout ends the session: one event per deadline.
         for (stream, types) in streams {
-            #expect(types == ["issued", "sent", "timed_out", "escalated", "sent", "timed_out", "exhausted"], "\(stream)")
+            #expect(
+                types == ["issued", "sent", "timed_out", "escalated", "sent", "timed_out", "exhausted"],
+                "\(stream)"
+            )
         }
         // Each step was handed to a driver exactly once, across both instances.
-        let sends = a.log.all.filter { $0.hasPrefix("[log driver]") }.count + b.log.all.filter { $0.hasPrefix("[log driver]") }.count
+        let sends =
+            a.log.all.filter { $0.hasPrefix("[log driver]") }.count
+            + b.log.all.filter { $0.hasPrefix("[log driver]") }.count
         #expect(sends == 2 * n)
     }
 

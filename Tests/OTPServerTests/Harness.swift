@@ -18,7 +18,9 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 final class CapturedLog: Sendable {
     private let lines = Mutex<[String]>([])
 
-    func append(_ text: String) { lines.withLock { $0.append(contentsOf: text.split(separator: "\n").map(String.init)) } }
+    func append(_ text: String) {
+        lines.withLock { $0.append(contentsOf: text.split(separator: "\n").map(String.init)) }
+    }
     var all: [String] { lines.withLock { $0 } }
 
     /// Every code printed for a session, in order.
@@ -38,7 +40,11 @@ final class CapturedLog: Sendable {
 }
 
 /// Polls `condition` until it holds or `timeout` passes; no fixed sleeps.
-func eventually<T>(timeout: Duration = .seconds(10), _ what: String, _ condition: () async throws -> T?) async throws -> T {
+func eventually<T>(
+    timeout: Duration = .seconds(10),
+    _ what: String,
+    _ condition: () async throws -> T?
+) async throws -> T {
     let deadline = ContinuousClock.now + timeout
     while true {
         if let value = try await condition() { return value }
@@ -74,28 +80,57 @@ final class TestServer: Sendable {
         let c = try Configuration.parse(config, file: "test.toml")
         let secrets = Secrets(secret: testSecret)
         let pool = PGPool(url: url, size: 4)
-        let service = SessionService(pool: pool, secrets: secrets, policies: PolicyBook(policies: c.policies), limits: c.limits)
+        let service = SessionService(
+            pool: pool,
+            secrets: secrets,
+            policies: PolicyBook(policies: c.policies),
+            limits: c.limits
+        )
         let log = CapturedLog()
         let drivers = try ChannelDrivers.make(c, log: LogDriver(write: { log.append($0) }))
         var logger = Logger(label: "otpd-test")
         logger.logLevel = .warning
         let dispatcher = Dispatcher(
-            service: service, drivers: drivers, settings: c.channels,
+            service: service,
+            drivers: drivers,
+            settings: c.channels,
             renderer: MessageRenderer(settings: MessageSettings(appName: c.appName, appDomain: c.appDomain)),
-            logger: logger, pollInterval: .milliseconds(50))
+            logger: logger,
+            pollInterval: .milliseconds(50)
+        )
         let scheduler = Scheduler(service: service, logger: logger)
         let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
         let bound = Mutex<Int?>(nil)
-        let server = RESPServer(host: "127.0.0.1", port: 0, handler: handler, logger: logger,
-                                maxConnections: c.maxConnections) { _, port in bound.withLock { $0 = port } }
+        let server = RESPServer(
+            host: "127.0.0.1",
+            port: 0,
+            handler: handler,
+            logger: logger,
+            maxConnections: c.maxConnections
+        ) { _, port in bound.withLock { $0 = port } }
         let group = ServiceGroup(services: [dispatcher, scheduler, server], logger: logger)
         let task = Task { try await group.run() }
         let port = try await eventually("the server to listen") { bound.withLock { $0 } }
-        return TestServer(port: port, databaseURL: url, log: log, group: group, task: task, pool: pool, service: service)
+        return TestServer(
+            port: port,
+            databaseURL: url,
+            log: log,
+            group: group,
+            task: task,
+            pool: pool,
+            service: service
+        )
     }
 
-    private init(port: Int, databaseURL: String, log: CapturedLog, group: ServiceGroup, task: Task<Void, any Error>, pool: PGPool,
-                 service: SessionService) {
+    private init(
+        port: Int,
+        databaseURL: String,
+        log: CapturedLog,
+        group: ServiceGroup,
+        task: Task<Void, any Error>,
+        pool: PGPool,
+        service: SessionService
+    ) {
         self.port = port
         self.databaseURL = databaseURL
         self.log = log
@@ -146,7 +181,8 @@ struct ProcessResult {
 ///
 /// Output goes to temporary files, not pipes: Foundation's pipe readability handlers are dispatch sources,
 /// and closing their descriptors while the sources wind down has crashed libdispatch's event loop here.
-func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult {
+func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult
+{
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = arguments
@@ -162,7 +198,11 @@ func run(_ arguments: [String], input: String? = nil, environment: [String: Stri
     guard let out = FileHandle(forWritingAtPath: files.out), let err = FileHandle(forWritingAtPath: files.err),
         let inp = FileHandle(forReadingAtPath: files.in)
     else { throw HarnessError("cannot create temporary files") }
-    defer { try? out.close(); try? err.close(); try? inp.close() }
+    defer {
+        try? out.close()
+        try? err.close()
+        try? inp.close()
+    }
     p.standardOutput = out
     p.standardError = err
     p.standardInput = inp

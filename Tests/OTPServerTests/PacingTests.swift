@@ -29,7 +29,12 @@ import Testing
         _ = try await redisCLI(server.port, ["ISSUE", "g1", "sms:+15551234567", "voice:+15551234567"])
         // The same phone on the same channel again within 30 s.
         let again = try await redisCLI(server.port, ["ISSUE", "g2", "sms:+15551234567"])
-        #expect(again.first.map { $0.hasPrefix("RATELIMITED retry_after=") && Int($0.dropFirst(24)).map { (1...30).contains($0) } == true } == true, "\(again)")
+        #expect(
+            again.first.map {
+                $0.hasPrefix("RATELIMITED retry_after=") && Int($0.dropFirst(24)).map { (1...30).contains($0) } == true
+            } == true,
+            "\(again)"
+        )
         // RESEND moves to voice: another channel, same phone: the second send in ten minutes is allowed...
         #expect(pairs(try await redisCLI(server.port, ["RESEND", "g1"]))["channel"] == "voice")
         // ...and a third is not.
@@ -42,16 +47,24 @@ import Testing
         defer { Task { await server.stop() } }
         _ = try await redisCLI(server.port, ["ISSUE", "t1", "email:a@example.com"])
         _ = try await redisCLI(server.port, ["ISSUE", "t2", "email:b@example.com"])
-        #expect(try await redisCLI(server.port, ["ISSUE", "t3", "email:c@example.com"]).first?.hasPrefix("RATELIMITED") == true)
+        #expect(
+            try await redisCLI(server.port, ["ISSUE", "t3", "email:c@example.com"]).first?.hasPrefix("RATELIMITED")
+                == true
+        )
     }
 
     @Test func aCountryOverItsCeilingLosesSMSAndVoice() async throws {
         let server = try await start("pace_prefix", "prefix_sends_per_minute = 1")
         defer { Task { await server.stop() } }
         #expect(pairs(try await redisCLI(server.port, ["ISSUE", "c1", "sms:+447700900001"]))["steps"] == "sms")
-        let fallback = pairs(try await redisCLI(server.port, ["ISSUE", "c2", "sms:+447700900002", "email:a@example.com"]))
+        let fallback = pairs(
+            try await redisCLI(server.port, ["ISSUE", "c2", "sms:+447700900002", "email:a@example.com"])
+        )
         #expect(fallback["steps"] == "email")
-        #expect(try await redisCLI(server.port, ["ISSUE", "c3", "sms:+447700900003"]).first?.hasPrefix("RATELIMITED") == true)
+        #expect(
+            try await redisCLI(server.port, ["ISSUE", "c3", "sms:+447700900003"]).first?.hasPrefix("RATELIMITED")
+                == true
+        )
         // Another country is not affected.
         #expect(pairs(try await redisCLI(server.port, ["ISSUE", "c4", "sms:+33612345678"]))["steps"] == "sms")
         // Repeating the ISSUE of a session that exists answers it as it is: the ceiling limits new sessions only.
@@ -60,7 +73,10 @@ import Testing
     }
 
     @Test func consecutiveFailuresAcrossSessionsBlockTheDestination() async throws {
-        let server = try await start("pace_fail", "consecutive_failures_per_destination = 3\nmin_gap_per_channel = \"0s\"")
+        let server = try await start(
+            "pace_fail",
+            "consecutive_failures_per_destination = 3\nmin_gap_per_channel = \"0s\""
+        )
         defer { Task { await server.stop() } }
         _ = try await redisCLI(server.port, ["ISSUE", "b1", "email:a@example.com", "MAXATTEMPTS", "2"])
         let code = try await server.code(session: "b1")
@@ -82,7 +98,10 @@ import Testing
         }
         #expect(again == nil)
         // A success resets the count.
-        let other = try await TestServer.start(label: "pace_fail2", config: "[limits]\nconsecutive_failures_per_destination = 2\nmin_gap_per_channel = \"0s\"")
+        let other = try await TestServer.start(
+            label: "pace_fail2",
+            config: "[limits]\nconsecutive_failures_per_destination = 2\nmin_gap_per_channel = \"0s\""
+        )
         defer { Task { await other.stop() } }
         _ = try await redisCLI(other.port, ["ISSUE", "r1", "email:z@example.com"])
         let c = try await other.code(session: "r1")
@@ -107,12 +126,16 @@ import Testing
                 let old = now - day - Int64(i + 1) * 60_000
                 try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES ('old', 'sms', \(old))")
                 try conn.query("INSERT INTO session_starts (destination_key, at_ms) VALUES ('old', \(old))")
-                try conn.query("""
+                try conn.query(
+                    """
                     INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES ('tenant:old', \(old - 2 * 3_600_000), \(i), 1)
-                    """)
+                    """
+                )
             }
             // Inside the tenant window's reach (a day and one bucket): kept.
-            try conn.query("INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES ('tenant:edge', \(now - day - 1_800_000), 0, 1)")
+            try conn.query(
+                "INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES ('tenant:edge', \(now - day - 1_800_000), 0, 1)"
+            )
         }
         let removed = try await Janitor(service: server.service, logger: Logger(label: "test"), batch: 2).sweep()
         #expect(removed == 15)

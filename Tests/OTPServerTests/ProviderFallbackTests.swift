@@ -6,31 +6,47 @@ import Testing
 @Suite struct ProviderFallbackTests {
     final class Counter: Sendable {
         let value = Mutex(0)
-        func next() -> Int { value.withLock { $0 += 1; return $0 } }
+        func next() -> Int {
+            value.withLock {
+                $0 += 1
+                return $0
+            }
+        }
     }
 
     @Test func aRefusalEscalatesAtOnceAndTransientErrorsAreRetriedWithOneIdempotencyKey() async throws {
-        let sms = try await FakeProvider.start { _ in (status: 400, body: #"{"error":"invalid number"}"#, delay: .zero) }
+        let sms = try await FakeProvider.start { _ in (status: 400, body: #"{"error":"invalid number"}"#, delay: .zero)
+        }
         let calls = Counter()
         let email = try await FakeProvider.start { _ in
-            calls.next() <= 2 ? (status: 503, body: "busy", delay: .zero)
+            calls.next() <= 2
+                ? (status: 503, body: "busy", delay: .zero)
                 : (status: 200, body: #"{"provider_ref":"ref-1"}"#, delay: .zero)
         }
-        let server = try await TestServer.start(label: "provider", config: """
-            [channel.sms]
-            driver = "webhook"
-            url = "\(sms.baseURL)/sms"
+        let server = try await TestServer.start(
+            label: "provider",
+            config: """
+                [channel.sms]
+                driver = "webhook"
+                url = "\(sms.baseURL)/sms"
 
-            [channel.email]
-            driver = "webhook"
-            url = "\(email.baseURL)/email"
-            secret = "s3cret"
+                [channel.email]
+                driver = "webhook"
+                url = "\(email.baseURL)/email"
+                secret = "s3cret"
 
-            [[policy]]
-            name = "default"
-            steps = [ { channel = "sms", timeout = "10s" }, { channel = "email", timeout = "10s" } ]
-            """)
-        defer { Task { await server.stop(); await sms.stop(); await email.stop() } }
+                [[policy]]
+                name = "default"
+                steps = [ { channel = "sms", timeout = "10s" }, { channel = "email", timeout = "10s" } ]
+                """
+        )
+        defer {
+            Task {
+                await server.stop()
+                await sms.stop()
+                await email.stop()
+            }
+        }
 
         _ = try await redisCLI(server.port, ["ISSUE", "w1", "sms:+15551234567", "email:user@example.com"])
         let status = try await eventually(timeout: .seconds(20), "the e-mail step sent") { () -> [String: String]? in
@@ -61,16 +77,24 @@ extension ProviderFallbackTests {
     /// recorded as sent. (Withdrawal before the hand-off began, where nothing is sent, is a domain test.)
     @Test func aLateReceiptWithdrawsTheEscalation() async throws {
         let email = try await FakeProvider.start { _ in (status: 200, body: "{}", delay: .seconds(2)) }
-        let server = try await TestServer.start(label: "withdraw", config: """
-            [channel.email]
-            driver = "webhook"
-            url = "\(email.baseURL)/email"
+        let server = try await TestServer.start(
+            label: "withdraw",
+            config: """
+                [channel.email]
+                driver = "webhook"
+                url = "\(email.baseURL)/email"
 
-            [[policy]]
-            name = "default"
-            steps = [ { channel = "sms", timeout = "300ms" }, { channel = "email", timeout = "10s" } ]
-            """)
-        defer { Task { await server.stop(); await email.stop() } }
+                [[policy]]
+                name = "default"
+                steps = [ { channel = "sms", timeout = "300ms" }, { channel = "email", timeout = "10s" } ]
+                """
+        )
+        defer {
+            Task {
+                await server.stop()
+                await email.stop()
+            }
+        }
         _ = try await redisCLI(server.port, ["ISSUE", "late1", "sms:+15551234567", "email:user@example.com"])
         _ = try await eventually(timeout: .seconds(10), "the escalation to e-mail") {
             email.requests.isEmpty ? nil : true

@@ -12,13 +12,20 @@ import Testing
     private static let renderer = MessageRenderer(settings: MessageSettings(appName: "Acme"))
 
     private static func outbound(_ channel: OTPDomain.Channel, to: String = phone) -> OutboundMessage {
-        OutboundMessage(messageId: "m-\(channel.rawValue)-1", tenant: "acme", session: "s-42", to: to,
-                        message: renderer.render(channel: channel, code: code, app: nil, locale: "en"))
+        OutboundMessage(
+            messageId: "m-\(channel.rawValue)-1",
+            tenant: "acme",
+            session: "s-42",
+            to: to,
+            message: renderer.render(channel: channel, code: code, app: nil, locale: "en")
+        )
     }
 
     /// Starts a provider answering `status`/`body` after `delay`, runs `body`, then stops the provider.
     private static func withProvider<T>(
-        status: Int = 200, body answer: String = "", delay: Duration = .zero,
+        status: Int = 200,
+        body answer: String = "",
+        delay: Duration = .zero,
         _ run: (FakeProvider) async throws -> T
     ) async throws -> T {
         let provider = try await FakeProvider.start { _ in (status, answer, delay) }
@@ -33,8 +40,13 @@ import Testing
     }
 
     /// Sends one message through a fresh driver pointed at `provider`.
-    private static func send(_ m: OutboundMessage, to provider: FakeProvider, path: String = "/otp",
-                             secret: String? = nil, timeout: Duration = .seconds(5)) async throws -> DriverResult {
+    private static func send(
+        _ m: OutboundMessage,
+        to provider: FakeProvider,
+        path: String = "/otp",
+        secret: String? = nil,
+        timeout: Duration = .seconds(5)
+    ) async throws -> DriverResult {
         let driver = try WebhookDriver(url: provider.baseURL + path, secret: secret, timeout: timeout)
         return await driver.send(m)
     }
@@ -94,8 +106,12 @@ import Testing
             let result = try await Self.send(m, to: provider)
             #expect(result == .accepted(providerRef: nil))
             let json = try #require(provider.requests.first?.json)
-            #expect(Set(json.keys) == ["message_id", "tenant", "session", "channel", "to", "text", "locale",
-                                       "subject", "html"])
+            #expect(
+                Set(json.keys) == [
+                    "message_id", "tenant", "session", "channel", "to", "text", "locale",
+                    "subject", "html",
+                ]
+            )
             #expect(json["channel"] as? String == "email")
             #expect(json["to"] as? String == "ann@example.com")
             #expect(json["subject"] as? String == subject)
@@ -111,8 +127,12 @@ import Testing
             let result = try await Self.send(m, to: provider)
             #expect(result == .accepted(providerRef: nil))
             let json = try #require(provider.requests.first?.json)
-            #expect(Set(json.keys) == ["message_id", "tenant", "session", "channel", "to", "text", "locale",
-                                       "title", "data"])
+            #expect(
+                Set(json.keys) == [
+                    "message_id", "tenant", "session", "channel", "to", "text", "locale",
+                    "title", "data",
+                ]
+            )
             #expect(json["channel"] as? String == "push")
             #expect(json["title"] as? String == title)
             let data = try #require(json["data"] as? [String: Any])
@@ -238,7 +258,9 @@ import Testing
         }
     }
 
-    @Test(arguments: ["garbage\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"provider_ref\"", "HTTP/1.1 abc\r\n\r\n"])
+    @Test(arguments: [
+        "garbage\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"provider_ref\"", "HTTP/1.1 abc\r\n\r\n",
+    ])
     func malformedAnswerIsTransient(answer: String) async throws {
         let server = try await RawServer.start(answer: answer)
         let driver = try WebhookDriver(url: "http://127.0.0.1:\(server.port)/otp", secret: nil, timeout: .seconds(2))
@@ -263,8 +285,10 @@ import Testing
         #expect(c.port == 9000)
     }
 
-    @Test(arguments: ["https://example.com/otp", "ftp://example.com/otp", "example.com/otp",
-                      "http://:80/otp", "http://example.com:0/", "http://example.com:99999/", "http://u:p@example.com/"])
+    @Test(arguments: [
+        "https://example.com/otp", "ftp://example.com/otp", "example.com/otp",
+        "http://:80/otp", "http://example.com:0/", "http://example.com:99999/", "http://u:p@example.com/",
+    ])
     func rejectsUnusableURLs(url: String) {
         #expect(throws: WebhookURLError.self) {
             _ = try WebhookDriver(url: url, secret: nil, timeout: .seconds(1))

@@ -40,7 +40,10 @@ struct ConnectionTests {
                 // ...and its retry runs on a freshly prepared statement.
                 let retried = try connection.transaction { c in try c.query("SELECT * FROM p").rows[0].columns }
                 let many = try (0..<(PGConnection.preparedStatementLimit + 20)).map { i in
-                    try connection.query("SELECT \(i)::int + \(unescaped: String(i)) AS n").rows[0].decode("n", as: Int.self)
+                    try connection.query("SELECT \(i)::int + \(unescaped: String(i)) AS n").rows[0].decode(
+                        "n",
+                        as: Int.self
+                    )
                 }
                 return (before, after, inTransaction, retried, many)
             }
@@ -156,11 +159,17 @@ struct ConnectionTests {
                 } catch {
                     caught = error
                 }
-                let afterRollback = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode("n", as: Int.self)
+                let afterRollback = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode(
+                    "n",
+                    as: Int.self
+                )
                 let inserted = try connection.transaction { tx in
                     try tx.query("INSERT INTO t VALUES (\(2)), (\(3))").affectedRows
                 }
-                let afterCommit = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode("n", as: Int.self)
+                let afterCommit = try connection.query("SELECT count(*) AS n FROM t").rows.first?.decode(
+                    "n",
+                    as: Int.self
+                )
                 return (afterRollback, afterCommit.map { ($0, inserted) }, caught is Boom)
             }
         }
@@ -225,8 +234,10 @@ struct ConnectionTests {
 
     @Test func sessionSettingsAreApplied() async throws {
         let settings = PGSettings(
-            statementTimeout: .milliseconds(1500), lockTimeout: .milliseconds(700),
-            idleInTransactionTimeout: .seconds(9), applicationName: "otpd-test"
+            statementTimeout: .milliseconds(1500),
+            lockTimeout: .milliseconds(700),
+            idleInTransactionTimeout: .seconds(9),
+            applicationName: "otpd-test"
         )
         let row = try await withWorker("settings", settings: settings) { worker in
             try await worker.submit { connection in

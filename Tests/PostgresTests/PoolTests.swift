@@ -25,7 +25,10 @@ struct PoolTests {
                             let row = try connection.query(
                                 "SELECT pg_sleep(0.02), pg_backend_pid() AS pid, \(index)::int AS i"
                             ).rows.first
-                            return (index, try row?.decode("i", as: Int.self) ?? -1, try row?.decode("pid", as: Int.self) ?? -1)
+                            return (
+                                index, try row?.decode("i", as: Int.self) ?? -1,
+                                try row?.decode("pid", as: Int.self) ?? -1
+                            )
                         }
                     }
                 }
@@ -111,7 +114,10 @@ struct PoolTests {
             try connection.query("SELECT pg_backend_pid() AS pid").rows.first?.decode("pid", as: Int.self) ?? -1
         }
         let terminated = try await admin.submit { connection in
-            try connection.query("SELECT pg_terminate_backend(\(backendPID)) AS ok").rows.first?.decode("ok", as: Bool.self)
+            try connection.query("SELECT pg_terminate_backend(\(backendPID)) AS ok").rows.first?.decode(
+                "ok",
+                as: Bool.self
+            )
         }
         #expect(terminated == true)
         let unexpected = Mutex<[String]>([])

@@ -5,7 +5,9 @@ struct Boom: Error, Equatable {}
 
 /// Creates a fresh database and a worker connected to it, runs `body`, then closes the worker.
 func withWorker<T>(
-    _ label: String, settings: PGSettings = .init(), _ body: (PGWorker) async throws -> T
+    _ label: String,
+    settings: PGSettings = .init(),
+    _ body: (PGWorker) async throws -> T
 ) async throws -> T {
     let url = try await TestDatabase.make(label: label)
     let worker = PGWorker(url: url, settings: settings)
@@ -21,7 +23,9 @@ func withWorker<T>(
 
 /// Polls `attempt` until it returns a value or `limit` passes; returns nil on timeout.
 func poll<T>(
-    for limit: Duration, every interval: Duration = .milliseconds(50), _ attempt: () async throws -> T?
+    for limit: Duration,
+    every interval: Duration = .milliseconds(50),
+    _ attempt: () async throws -> T?
 ) async rethrows -> T? {
     let deadline = ContinuousClock.now.advanced(by: limit)
     while ContinuousClock.now < deadline {

@@ -5,7 +5,8 @@ import Testing
 struct URLTests {
     @Test func parsesUserPercentEncodedPasswordHostPortDatabaseAndParameters() throws {
         let url = try PGURL(
-            parsing: "postgresql://alice:p%40ss%3Aw%2Frd@db.example.com:6543/my%20db?sslmode=disable&application_name=svc%201"
+            parsing:
+                "postgresql://alice:p%40ss%3Aw%2Frd@db.example.com:6543/my%20db?sslmode=disable&application_name=svc%201"
         )
         #expect(url.user == "alice")
         #expect(url.password == "p@ss:w/rd")
@@ -43,7 +44,14 @@ struct URLTests {
     }
 
     @Test func renderingRoundTripsAndDescriptionHidesThePassword() throws {
-        let url = PGURL(user: "otpd", password: "s3cr@t/", host: "127.0.0.1", port: 5433, database: "t_x", parameters: ["sslmode": "disable"])
+        let url = PGURL(
+            user: "otpd",
+            password: "s3cr@t/",
+            host: "127.0.0.1",
+            port: 5433,
+            database: "t_x",
+            parameters: ["sslmode": "disable"]
+        )
         let reparsed = try PGURL(parsing: url.urlString)
         #expect(reparsed == url)
         #expect(!url.description.contains("s3cr"))
@@ -58,7 +66,8 @@ struct CodingTests {
     @Test func interpolatedValuesBecomeNumberedParameters() {
         let id = 5
         let name: String? = nil
-        let query: PGQuery = "SELECT * FROM \(unescaped: "events") WHERE id = \(id) AND n = \(name) AND s = \("it's") AND \(identifier: "we\"ird") = 1"
+        let query: PGQuery =
+            "SELECT * FROM \(unescaped: "events") WHERE id = \(id) AND n = \(name) AND s = \("it's") AND \(identifier: "we\"ird") = 1"
         #expect(query.sql == "SELECT * FROM events WHERE id = $1 AND n = $2 AND s = $3 AND \"we\"\"ird\" = 1")
         #expect(query.parameters == ["5", nil, "it's"])
         let plain: PGQuery = "SELECT 1"
@@ -93,9 +102,16 @@ struct CodingTests {
     }
 
     @Test func errorDescriptionIsRedacted() {
-        let error = PGError(code: .server, sqlState: "23505", message: "duplicate key value violates unique constraint \"u_pkey\"")
+        let error = PGError(
+            code: .server,
+            sqlState: "23505",
+            message: "duplicate key value violates unique constraint \"u_pkey\""
+        )
         #expect(error.isUniqueViolation)
-        #expect(error.description == "PGError(code: server, sqlState: 23505): the database server reported a unique violation")
+        #expect(
+            error.description
+                == "PGError(code: server, sqlState: 23505): the database server reported a unique violation"
+        )
         #expect(error.debugDescription.contains("u_pkey"))
         #expect(!String(describing: error).contains("u_pkey"))
         #expect(PGError(code: .server, sqlState: "57014").isQueryCanceled)

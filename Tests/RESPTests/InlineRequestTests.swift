@@ -43,7 +43,11 @@ struct InlineRequestTests {
 
     @Test func hexEscapesDecodeToRawBytes() throws {
         let line = #"ECHO "\x41\x00\xff\xFe\x7a""# + "\n"
-        #expect(try decodeAll(line) == [request(bytes: [Array("ECHO".utf8), [0x41, 0x00, 0xFF, 0xFE, 0x7A]], inline: true)])
+        #expect(
+            try decodeAll(line) == [
+                request(bytes: [Array("ECHO".utf8), [0x41, 0x00, 0xFF, 0xFE, 0x7A]], inline: true)
+            ]
+        )
     }
 
     @Test func incompleteHexEscapeYieldsTheLetterX() throws {

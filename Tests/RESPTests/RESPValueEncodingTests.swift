@@ -30,8 +30,13 @@ struct RESPValueEncodingTests {
         #expect(encoded(.bulk("foo"), version) == "$3\r\nfoo\r\n")
         #expect(encoded(.bulk(""), version) == "$0\r\n\r\n")
         var buffer = ByteBuffer()
-        RESPValue.bulkString(ByteBuffer(bytes: [0x00, 0x0D, 0x0A, 0xFF])).encode(into: &buffer, protocolVersion: version)
-        #expect(Array(buffer.readableBytesView) == Array("$4\r\n".utf8) + [0x00, 0x0D, 0x0A, 0xFF] + Array("\r\n".utf8))
+        RESPValue.bulkString(ByteBuffer(bytes: [0x00, 0x0D, 0x0A, 0xFF])).encode(
+            into: &buffer,
+            protocolVersion: version
+        )
+        #expect(
+            Array(buffer.readableBytesView) == Array("$4\r\n".utf8) + [0x00, 0x0D, 0x0A, 0xFF] + Array("\r\n".utf8)
+        )
     }
 
     @Test func bulkStringEncodesOnlyReadableBytes() {
