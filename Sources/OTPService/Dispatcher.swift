@@ -167,6 +167,20 @@ public final class Dispatcher: Service {
                     }
                 }
             }
+        } catch let u as UnreadableSession {
+            // Retrying cannot help until someone repairs or removes the session: park the message, say so once.
+            logger.error(
+                "dispatcher: session history unreadable; its message is parked for an hour (otpctl verify shows where)",
+                metadata: ["stream": "\(u.stream)", "version": "\(u.version)", "token": "\(c.token)"]
+            )
+            _ = try? await service.pool.withConnection { conn in
+                try conn.query(
+                    """
+                    UPDATE outbox SET leased_until = now() + interval '1 hour'
+                    WHERE stream_id = \(c.stream) AND token = \(c.token)
+                    """
+                )
+            }
         } catch {
             logger.warning(
                 "dispatcher: send not recorded; it will be retried after the lease",

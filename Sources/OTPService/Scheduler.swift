@@ -33,6 +33,9 @@ public final class Scheduler: Service {
         self.batchSize = batchSize
     }
 
+    /// How long a timer of an unreadable session waits before it is tried again (an hour).
+    static let parkMs: Int64 = 3_600_000
+
     struct Claim: Sendable {
         var stream: String
         var name: String
@@ -111,6 +114,21 @@ public final class Scheduler: Service {
             _ = try await service.execute(command, tenant: tenant, session: session, also: remove)
         } catch let r as Rejection where r == .notFound {
             _ = try? await service.pool.withConnection { conn in try remove(conn, SessionState()) }
+        } catch let u as UnreadableSession {
+            // Retrying cannot help until someone repairs or removes the session: park the timer, say so once.
+            logger.error(
+                "scheduler: session history unreadable; its timer is parked for an hour (otpctl verify shows where)",
+                metadata: ["stream": "\(u.stream)", "version": "\(u.version)", "timer": "\(c.name)"]
+            )
+            let park = Self.parkMs
+            _ = try? await service.pool.withConnection { conn in
+                try conn.query(
+                    """
+                    UPDATE timers SET leased_until_ms = leased_until_ms + \(park)
+                    WHERE stream_id = \(c.stream) AND name = \(c.name) AND token = \(c.token)
+                    """
+                )
+            }
         } catch {
             logger.warning(
                 "scheduler: timer not fired; it will be retried after its lease",

@@ -15,6 +15,36 @@ let fastPolicy = """
 
 /// Fallback that drives itself: durable timers, step timeouts, expiry, several instances, restarts.
 @Suite struct FallbackTests {
+    /// A session whose stored events were edited so they no longer decode cannot move on: its due timer is
+    /// parked for an hour instead of being retried every lease (2 s) for ever.
+    @Test func aTimerOfAnUnreadableSessionIsParked() async throws {
+        let server = try await TestServer.start(
+            label: "parked",
+            config: """
+                [[policy]]
+                name = "default"
+                steps = [ { channel = "sms", timeout = "1s" }, { channel = "email" } ]
+                """
+        )
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "k1", "sms:+15551234567", "email:a@example.com"])
+        try await server.waitUntilSent("k1")
+        let conn = try PGConnection(url: server.databaseURL)
+        defer { conn.close() }
+        try conn.query(#"UPDATE events SET data = '{"bogus":true}' WHERE stream_id = 'default/k1' AND version = 2"#)
+        let parkedFor = try await eventually(timeout: .seconds(15), "the step timer parked") { () -> Int64? in
+            let ms = try conn.query(
+                """
+                SELECT leased_until_ms - (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms
+                FROM timers WHERE stream_id = 'default/k1' AND name = 'step'
+                """
+            ).rows.first?.decodeIfPresent("ms", as: Int64.self)
+            return ms.flatMap { $0 > 30 * 60_000 ? $0 : nil }
+        }
+        #expect(parkedFor <= 3_600_000 + 2_000)
+        #expect(try eventTypes(server.databaseURL)["default/k1"] == ["issued", "sent"])
+    }
+
     @Test func silentChannelsFallThroughToExhaustedInOrder() async throws {
         let server = try await TestServer.start(label: "fallback", config: fastPolicy)
         defer { Task { await server.stop() } }
