@@ -71,18 +71,6 @@ public enum EventStore {
         for (i, e) in events.enumerated() {
             let version = expectedVersion + i + 1
             let h = HashChain.hash(prev: prev, streamID: stream, version: version, type: e.type, at: at, data: e.data)
-            do {
-                try conn.query(
-                    """
-                    INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
-                    VALUES (\(stream), \(version), \(e.type), \(e.data)::json, \(at), \(prev), \(h))
-                    """
-                )
-            } catch {
-                // The do body throws only PGError (typed throws).
-                if error.isUniqueViolation { throw AppendError.versionConflict }
-                throw error
-            }
             written.append(
                 EventRecord(
                     streamID: stream,
@@ -95,6 +83,27 @@ public enum EventStore {
                 )
             )
             prev = h
+        }
+        guard !written.isEmpty else { return [] }
+        // One statement for all of them: rows of placeholders, the values as parameters.
+        var sql = "INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash) VALUES "
+        var parameters: [String?] = []
+        parameters.reserveCapacity(written.count * 7)
+        for (i, r) in written.enumerated() {
+            let n = i * 7
+            sql += i == 0 ? "" : ", "
+            sql += "($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4)::json, $\(n + 5), $\(n + 6), $\(n + 7))"
+            parameters += [
+                r.streamID.pgText, r.version.pgText, r.type.pgText, r.data.pgText, r.at.pgText, r.prevHash.pgText,
+                r.hash.pgText,
+            ]
+        }
+        do {
+            try conn.query(PGQuery(unsafeSQL: sql, parameters: parameters))
+        } catch {
+            // A row with one of these versions exists: another writer appended first. Nothing was written.
+            if error.isUniqueViolation { throw AppendError.versionConflict }
+            throw error
         }
         return written
     }

@@ -39,15 +39,17 @@ struct Pacing: Sendable {
             ).rows[0].decode(0, as: Int.self)
         }
 
-        /// Counts one send, in a random shard of the current bucket.
-        func record(now: Int64, on conn: PGConnection) throws {
-            try conn.query(
-                """
-                INSERT INTO pacing_counts (scope, bucket_ms, shard, n)
-                VALUES (\(scope), \(now - now % bucketMs), \(Int.random(in: 0..<Self.shards)), 1)
-                ON CONFLICT (scope, bucket_ms, shard) DO UPDATE SET n = pacing_counts.n + 1
-                """
-            )
+        /// Counts one send against each ceiling, in a random shard of its current bucket, in one statement.
+        static func record(_ ceilings: [Ceiling], now: Int64, on conn: PGConnection) throws {
+            guard !ceilings.isEmpty else { return }
+            var sql = "INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES "
+            var parameters: [String?] = []
+            for (i, c) in ceilings.enumerated() {
+                sql += (i == 0 ? "" : ", ") + "($\(3 * i + 1), $\(3 * i + 2), $\(3 * i + 3), 1)"
+                parameters += [c.scope.pgText, (now - now % c.bucketMs).pgText, Int.random(in: 0..<shards).pgText]
+            }
+            sql += " ON CONFLICT (scope, bucket_ms, shard) DO UPDATE SET n = pacing_counts.n + 1"
+            try conn.query(PGQuery(unsafeSQL: sql, parameters: parameters))
         }
     }
 
@@ -159,26 +161,32 @@ struct Pacing: Sendable {
         guard let address = issued.destinations.first(where: { $0.channel == channel })?.address else { return }
         let k = key(address)
         if asked {
-            try window(
-                limit: limits.sendsPerDestination10m,
-                span: Self.tenMinutes,
-                now: now,
-                on: conn,
+            // One read serves both limits: the sends in the last ten minutes, and this channel's latest one.
+            let reach = max(Self.tenMinutes, limits.minGapPerChannelMs)
+            let recent = try conn.query(
                 """
-                SELECT at_ms FROM sends WHERE destination_key = \(k) AND at_ms > \(now - Self.tenMinutes) ORDER BY at_ms
+                SELECT at_ms, channel FROM sends WHERE destination_key = \(k) AND at_ms > \(now - reach) ORDER BY at_ms
                 """
-            )
-            if let last = try conn.query(
-                """
-                SELECT max(at_ms) AS last FROM sends WHERE destination_key = \(k) AND channel = \(channel.rawValue)
-                """
-            ).rows.first?.decodeIfPresent("last", as: Int64.self), now - last < limits.minGapPerChannelMs {
+            ).rows.map {
+                (at: try $0.decode("at_ms", as: Int64.self), channel: try $0.decode("channel", as: String.self))
+            }
+            let inTenMinutes = recent.filter { $0.at > now - Self.tenMinutes }.map(\.at)
+            if inTenMinutes.count >= limits.sendsPerDestination10m {
+                let oldest = inTenMinutes[inTenMinutes.count - limits.sendsPerDestination10m]
+                throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(oldest + Self.tenMinutes - now))
+            }
+            if let last = recent.last(where: { $0.channel == channel.rawValue })?.at,
+                now - last < limits.minGapPerChannelMs
+            {
                 throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(last + limits.minGapPerChannelMs - now))
             }
         }
         try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now))")
-        if channel.isTelephony { try country(of: address).record(now: now, on: conn) }
-        try self.tenant(tenant).record(now: now, on: conn)
+        try Ceiling.record(
+            channel.isTelephony ? [country(of: address), self.tenant(tenant)] : [self.tenant(tenant)],
+            now: now,
+            on: conn
+        )
     }
 
     /// Refuses when `limit` rows are already in the window; retry when the oldest leaves it.
