@@ -12,6 +12,9 @@ let package = Package(
     products: [
         .executable(name: "otpd", targets: ["otpd"]),
         .executable(name: "otpctl", targets: ["otpctl"]),
+        // For tools/fuzz, a package of its own: the wire codec and the domain's argument parsers.
+        .library(name: "RESP", targets: ["RESP"]),
+        .library(name: "OTPDomain", targets: ["OTPDomain"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
