@@ -191,6 +191,93 @@ import Testing
         #expect(twice.stdout.contains("not blocked"))
     }
 
+    /// R1: `kill -9` in the middle of a stream of pipelined ISSUEs. Every ISSUE the client saw answered is in
+    /// the log after a restart, and each of those sessions' step timers fires exactly once.
+    @Test func killMinus9UnderLoadLosesNothingThatWasAnswered() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            Issue.record("otpd was not built at \(Self.binary)")
+            return
+        }
+        let url = try await TestDatabase.make(label: "kill9load")
+        let dataDir = "/var/tmp/otpd-killload-\(UUID().uuidString.prefix(8))"
+        defer { Self.cleanUp(dataDir) }
+        let config = """
+            [channel.sms]
+            driver = "null"
+            [channel.email]
+            driver = "null"
+            [[policy]]
+            name = "default"
+            steps = [ { channel = "sms", timeout = "2s" }, { channel = "email" } ]
+            [limits]
+            prefix_sends_per_minute = 1000000
+            """
+        let (first, port, _) = try await launch(url, config: config, dataDir: dataDir)
+        let acked = dataDir + ".acked"
+        _ = FileManager.default.createFile(atPath: acked, contents: nil)
+        // Four connections, 20 ISSUEs per pipeline; an ISSUE counts as answered only when its reply arrived.
+        let client = Task {
+            try await python(
+                port,
+                """
+                import os, threading, redis
+                port, path = int(os.environ['PORT']), os.environ['ACKED']
+                lock = threading.Lock()
+                def issue(k):
+                    r = redis.Redis(port=port, protocol=2)
+                    n = 0
+                    while True:
+                        ids = ['L%d_%d' % (k, n + i) for i in range(20)]
+                        p = r.pipeline(transaction=False)
+                        for j, s in enumerate(ids):
+                            p.execute_command('ISSUE', s, 'sms:+1555%d%06d' % (k, n + j), 'email:%s@example.com' % s)
+                        try:
+                            replies = p.execute(raise_on_error=False)
+                        except Exception:
+                            return  # the server is gone
+                        with lock, open(path, 'a') as f:
+                            for s, reply in zip(ids, replies):
+                                if not isinstance(reply, Exception):
+                                    f.write(s + '\\n')
+                        n += 20
+                threads = [threading.Thread(target=issue, args=(k,)) for k in range(4)]
+                for t in threads: t.start()
+                for t in threads: t.join()
+                """,
+                env: ["ACKED": acked]
+            )
+        }
+        _ = try await eventually(timeout: .seconds(30), "200 answered ISSUEs") { () -> Bool? in
+            let lines = (try? String(contentsOfFile: acked, encoding: .utf8))?.split(separator: "\n") ?? []
+            return lines.count >= 200 ? true : nil
+        }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        _ = try await client.value
+        let answered = Set(try String(contentsOfFile: acked, encoding: .utf8).split(separator: "\n").map(String.init))
+        #expect(answered.count >= 200)
+
+        let (second, _, _) = try await launch(url, config: config, dataDir: dataDir)
+        defer {
+            kill(second.processIdentifier, SIGTERM)
+            second.waitUntilExit()
+        }
+        let issued = Set(try eventTypes(url).keys.map { String($0.dropFirst("default/".count)) })
+        #expect(answered.subtracting(issued).isEmpty, "answered but not recorded: \(answered.subtracting(issued))")
+        // Every answered session's step timer fires once after the restart.
+        let streams = try await eventually(timeout: .seconds(60), "every answered session timed out once") {
+            () -> [String: [String]]? in
+            let types = try eventTypes(url)
+            let done = answered.allSatisfy { types["default/" + $0]?.contains("timed_out") == true }
+            return done ? types : nil
+        }
+        for s in answered {
+            let types = streams["default/" + s] ?? []
+            #expect(types.filter { $0 == "timed_out" }.count == 1, "\(s): \(types)")
+            #expect(types.filter { $0 == "issued" }.count == 1, "\(s): \(types)")
+        }
+    }
+
     @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             Issue.record("otpd was not built at \(Self.binary)")
