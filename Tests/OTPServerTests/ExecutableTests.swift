@@ -278,6 +278,63 @@ import Testing
         }
     }
 
+    /// R3: three instances of the real binary on one database, one killed with `SIGKILL` while SMS are going
+    /// out and step timers are pending. Every session still times out once and escalates once, and each
+    /// step's message has one message id across all three outputs: a message re-sent after the kill carries
+    /// the same id, which is the provider's idempotency key.
+    @Test func threeInstancesOneKilledEachDeadlineOnceEachStepOneMessage() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            Issue.record("otpd was not built at \(Self.binary)")
+            return
+        }
+        let url = try await TestDatabase.make(label: "three")
+        let dataDir = "/var/tmp/otpd-three-\(UUID().uuidString.prefix(8))"
+        defer { Self.cleanUp(dataDir) }
+        let config = """
+            [[policy]]
+            name = "default"
+            steps = [ { channel = "sms", timeout = "2s" }, { channel = "email" } ]
+            """
+        var instances: [(process: Process, port: Int, out: OutputFile)] = []
+        for _ in 0..<3 { instances.append(try await launch(url, config: config, dataDir: dataDir)) }
+        defer {
+            for i in instances where i.process.isRunning {
+                kill(i.process.processIdentifier, SIGTERM)
+                i.process.waitUntilExit()
+            }
+        }
+        let sessions = (0..<60).map { "t\($0)" }
+        for (n, s) in sessions.enumerated() {
+            let port = instances[n % 3].port
+            _ = try await redisCLI(port, ["ISSUE", s, "sms:+1555100\(1000 + n)", "email:\(s)@example.com"])
+        }
+        // Kill one while deadlines are firing, so that it may hold claimed timers and messages.
+        _ = try await eventually(timeout: .seconds(30), "the first deadlines fired") { () -> Bool? in
+            try eventTypes(url).values.filter { $0.contains("timed_out") }.count >= 5 ? true : nil
+        }
+        kill(instances[0].process.processIdentifier, SIGKILL)
+        instances[0].process.waitUntilExit()
+
+        // The killed instance's claimed messages come back after their 30 s lease, its timers after 2 s.
+        let streams = try await eventually(timeout: .seconds(90), "every session escalated and sent twice") {
+            () -> [String: [String]]? in
+            let types = try eventTypes(url)
+            let done = sessions.allSatisfy { (types["default/" + $0] ?? []).filter { $0 == "sent" }.count == 2 }
+            return done ? types : nil
+        }
+        for s in sessions {
+            #expect(streams["default/" + s] == ["issued", "sent", "timed_out", "escalated", "sent"], "\(s)")
+        }
+        var messageIDs: [String: Set<String>] = [:]
+        for line in instances.flatMap({ $0.out.all }) {
+            guard let session = line.firstMatch(of: /session (t[0-9]+), message (m_[0-9a-f]+)/) else { continue }
+            messageIDs[String(session.1), default: []].insert(String(session.2))
+        }
+        for s in sessions {
+            #expect(messageIDs[s]?.count == 2, "\(s): \(messageIDs[s] ?? [])")
+        }
+    }
+
     @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             Issue.record("otpd was not built at \(Self.binary)")
