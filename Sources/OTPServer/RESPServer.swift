@@ -16,6 +16,8 @@ public final class RESPServer: Service {
     let logger: Logger
     let maxConnections: Int
     let limits: RESPLimits
+    /// How long a begun request may take to arrive in full.
+    let requestTimeout: Duration
     let group: any EventLoopGroup
     let onListening: @Sendable (String, Int) -> Void
     private let connections = Mutex(Registry())
@@ -39,6 +41,7 @@ public final class RESPServer: Service {
         logger: Logger,
         maxConnections: Int = 10_000,
         limits: RESPLimits = .standard,
+        requestTimeout: Duration = .seconds(30),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         onListening: @escaping @Sendable (String, Int) -> Void
     ) {
@@ -48,6 +51,7 @@ public final class RESPServer: Service {
         self.logger = logger
         self.maxConnections = maxConnections
         self.limits = limits
+        self.requestTimeout = requestTimeout
         self.group = group
         self.onListening = onListening
     }
@@ -55,16 +59,23 @@ public final class RESPServer: Service {
     /// Binds, accepts and serves until graceful shutdown.
     public func run() async throws {
         let limits = self.limits
+        let requestTimeout = TimeAmount.nanoseconds(
+            self.requestTimeout.components.seconds * 1_000_000_000
+                + self.requestTimeout.components.attoseconds / 1_000_000_000
+        )
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let partial = PartialRequestMark()
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(RESPRequestDecoder(limits: limits))
+                        ByteToMessageHandler(RESPRequestDecoder(limits: limits, partial: partial))
                     )
-                    try channel.pipeline.syncOperations.addHandler(RequestBatcher())
+                    try channel.pipeline.syncOperations.addHandler(
+                        RequestBatcher(partial: partial, requestTimeout: requestTimeout)
+                    )
                     return try NIOAsyncChannel<[RESPRequest], ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
@@ -143,15 +154,25 @@ public final class RESPServer: Service {
     }
 }
 
-/// Gathers the requests decoded from one read into a batch, so the connection answers them in one write.
+/// Gathers the requests decoded from one read into a batch, so the connection answers them in one write; and
+/// ends a connection whose request, once begun, is not complete within `requestTimeout`.
 ///
-/// A framing error is passed on after the batch decoded before it, so those requests are still answered
-/// before `-PROTO`.
+/// A framing error, or the timeout, is passed on after the batch decoded before it, so those requests are
+/// still answered before `-PROTO`. The timeout runs from the first byte of the incomplete request, so a
+/// client that trickles bytes is cut off as one that stalls.
 final class RequestBatcher: ChannelInboundHandler {
     typealias InboundIn = RESPRequest
     typealias InboundOut = [RESPRequest]
 
     private var batch: [RESPRequest] = []
+    private let partial: PartialRequestMark
+    private let requestTimeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+
+    init(partial: PartialRequestMark, requestTimeout: TimeAmount) {
+        self.partial = partial
+        self.requestTimeout = requestTimeout
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         batch.append(unwrapInboundIn(data))
@@ -159,6 +180,19 @@ final class RequestBatcher: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flush(context)
+        if !partial.isSet {
+            deadline?.cancel()
+            deadline = nil
+        } else if deadline == nil {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            deadline = context.eventLoop.scheduleTask(in: requestTimeout) {
+                let (handler, context) = loopBound.value
+                handler.deadline = nil
+                guard handler.partial.isSet else { return }
+                handler.flush(context)
+                context.fireErrorCaught(RESPProtocolError.requestTimedOut)
+            }
+        }
         context.fireChannelReadComplete()
     }
 
@@ -168,8 +202,15 @@ final class RequestBatcher: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
         flush(context)
         context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
     }
 
     private func flush(_ context: ChannelHandlerContext) {

@@ -11,6 +11,9 @@ public struct RESPProtocolError: Error, Sendable, Equatable, CustomStringConvert
     /// The reason itself, so that `"-PROTO \(error)"` renders the wire reply.
     public var description: String { self.reason }
 
+    /// A request was begun but not completed in time (a client that stalls or trickles bytes).
+    public static let requestTimedOut = RESPProtocolError(reason: "request not completed in time")
+
     /// A quoted inline argument is not closed, or its closing quote is not followed by a blank.
     public static let unbalancedQuotes = RESPProtocolError(reason: "unbalanced quotes")
 

@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 
 /// Decodes client requests, inline or RESP arrays of bulk strings, as a `NIOSingleStepByteToMessageDecoder`.
 ///
@@ -16,13 +17,18 @@ public struct RESPRequestDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     /// The longest `*<n>` or `$<len>` header line, prefix byte included and `\r\n` excluded.
     static let maxHeaderLength = 32
 
-    /// Creates a decoder enforcing the given limits.
-    public init(limits: RESPLimits = .standard) {
+    /// Set while the bytes buffered so far end in an incomplete request; nil when nobody watches.
+    let partial: PartialRequestMark?
+
+    /// Creates a decoder enforcing the given limits; it keeps `partial` up to date when one is given.
+    public init(limits: RESPLimits = .standard, partial: PartialRequestMark? = nil) {
         self.limits = limits
+        self.partial = partial
     }
 
     /// Decodes the next request, skipping empty inline lines and empty arrays, or returns `nil` when more bytes are needed.
     public mutating func decode(buffer: inout ByteBuffer) throws -> RESPRequest? {
+        defer { self.partial?.set(buffer.readableBytes > 0) }
         while buffer.readableBytes > 0 {
             switch try Self.step(buffer, limits: self.limits) {
             case .needMoreData:
@@ -41,6 +47,20 @@ public struct RESPRequestDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> RESPRequest? {
         try self.decode(buffer: &buffer)
     }
+}
+
+/// Whether a connection's buffered bytes end in an incomplete request: the decoder sets it, and the server
+/// uses it to time out a request that never completes. Used on the connection's event loop only.
+public final class PartialRequestMark: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    /// Creates an unset mark.
+    public init() {}
+
+    /// Whether an incomplete request is buffered.
+    public var isSet: Bool { value.load(ordering: .relaxed) }
+
+    func set(_ partial: Bool) { value.store(partial, ordering: .relaxed) }
 }
 
 // MARK: - Parsing

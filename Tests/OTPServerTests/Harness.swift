@@ -71,7 +71,12 @@ final class TestServer: Sendable {
     let pool: PGPool
     let service: SessionService
 
-    static func start(label: String, config: String = "", databaseURL: String? = nil) async throws -> TestServer {
+    static func start(
+        label: String,
+        config: String = "",
+        databaseURL: String? = nil,
+        requestTimeout: Duration = .seconds(30)
+    ) async throws -> TestServer {
         let url: String
         if let databaseURL { url = databaseURL } else { url = try await TestDatabase.make(label: label) }
         let conn = try PGConnection(url: url)
@@ -106,7 +111,8 @@ final class TestServer: Sendable {
             port: 0,
             handler: handler,
             logger: logger,
-            maxConnections: c.maxConnections
+            maxConnections: c.maxConnections,
+            requestTimeout: requestTimeout
         ) { _, port in bound.withLock { $0 = port } }
         let group = ServiceGroup(services: [dispatcher, scheduler, server], logger: logger)
         let task = Task { try await group.run() }
