@@ -20,6 +20,10 @@ public struct RESPRequestDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     /// Set while the bytes buffered so far end in an incomplete request; nil when nobody watches.
     let partial: PartialRequestMark?
 
+    /// How many bytes of an incomplete inline line, from the reader index, are known to hold no line ending:
+    /// the next read's search starts there, so a line sent a byte at a time is scanned once, not once a byte.
+    private var inlineScanned = 0
+
     /// Creates a decoder enforcing the given limits; it keeps `partial` up to date when one is given.
     public init(limits: RESPLimits = .standard, partial: PartialRequestMark? = nil) {
         self.limits = limits
@@ -30,13 +34,16 @@ public struct RESPRequestDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     public mutating func decode(buffer: inout ByteBuffer) throws -> RESPRequest? {
         defer { self.partial?.set(buffer.readableBytes > 0) }
         while buffer.readableBytes > 0 {
-            switch try Self.step(buffer, limits: self.limits) {
+            switch try Self.step(buffer, limits: self.limits, inlineScanned: self.inlineScanned) {
             case .needMoreData:
+                if buffer.readableBytesView.first != .asterisk { self.inlineScanned = buffer.readableBytes }
                 return nil
             case .skip(let consumed):
                 buffer.moveReaderIndex(forwardBy: consumed)
+                self.inlineScanned = 0
             case .request(let request, let consumed):
                 buffer.moveReaderIndex(forwardBy: consumed)
+                self.inlineScanned = 0
                 return request
             }
         }
@@ -74,13 +81,13 @@ extension RESPRequestDecoder {
     }
 
     /// Parses whatever starts at the reader index of `buffer` without consuming anything.
-    static func step(_ buffer: ByteBuffer, limits: RESPLimits) throws -> Step {
+    static func step(_ buffer: ByteBuffer, limits: RESPLimits, inlineScanned: Int = 0) throws -> Step {
         let base = buffer.readerIndex
         return try buffer.withUnsafeReadableBytes { bytes throws -> Step in
             if bytes[0] == .asterisk {
                 return try Self.parseMultibulk(bytes, buffer: buffer, base: base, limits: limits)
             } else {
-                return try Self.parseInline(bytes, buffer: buffer, base: base, limits: limits)
+                return try Self.parseInline(bytes, buffer: buffer, base: base, limits: limits, scanned: inlineScanned)
             }
         }
     }
@@ -191,12 +198,14 @@ extension RESPRequestDecoder {
         _ bytes: UnsafeRawBufferPointer,
         buffer: ByteBuffer,
         base: Int,
-        limits: RESPLimits
+        limits: RESPLimits,
+        scanned: Int = 0
     ) throws(RESPProtocolError) -> Step {
         let maxLength = limits.maxInlineLength
-        // A line of `maxLength` bytes may be followed by `\r\n`: look no further than that.
+        // A line of `maxLength` bytes may be followed by `\r\n`: look no further than that. The first
+        // `scanned` bytes were searched by an earlier call and hold no line ending.
         let searchEnd = min(bytes.count, maxLength &+ 2)
-        var newline = 0
+        var newline = min(scanned, searchEnd)
         while newline < searchEnd && bytes[newline] != .lf {
             newline &+= 1
         }
