@@ -15,31 +15,8 @@ cd "$(dirname "$0")/../.."
 sessions=${1:-3000}
 rounds=${2:-2}
 [ "$rounds" -le 9 ] || { echo "at most 9 rounds" >&2; exit 2; }
-bin=${OTPD_BIN:-.build/debug/otpd}
-[ -x "$bin" ] || swift build --product otpd
-work=$(mktemp -d /var/tmp/otpd-bench-XXXXXX)
-chmod 755 "$work"  # the postgres user must reach the embedded cluster inside it
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/otpd.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "$work/data"
-[channel.sms]
-driver = "null"
-[channel.email]
-driver = "null"
-[[policy]]
-name = "default"
-steps = [ { channel = "sms", timeout = "3600s", until = "delivered" }, { channel = "email" } ]
-[limits]
-prefix_sends_per_minute = 100000000
-sessions_per_destination_day = 100000000
-sends_per_destination_10m = 100000000
-min_gap_per_channel = "0s"
-TOML
-"$bin" --config "$work/otpd.toml" > "$work/out.log" 2> "$work/err.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 120); do grep -q "listening" "$work/out.log" && break; sleep 0.5; done
+. tools/bench/lib.sh
+start_otpd 3600
 postmaster=$(find "$work/data" -name postmaster.pid -exec head -1 {} \; | head -1)
 cpu_ticks() {  # user + system clock ticks of otpd, the postmaster and its children
   local total=0

@@ -15,7 +15,7 @@ bin=${OTPD_BIN:-.build/release/otpd}
 [ -x "$bin" ] || swift build -c release --product otpd
 work=$(mktemp -d /var/tmp/otpd-ping-XXXXXX)
 chmod 755 "$work"  # the postgres user must reach the embedded cluster inside it
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tools/bench/lib.sh
 oport=$(free_port)
 rport=$(free_port)
 "$bin" --listen "127.0.0.1:$oport" --data-dir "$work/data" > "$work/otpd.log" 2>&1 &

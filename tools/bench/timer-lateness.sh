@@ -11,32 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 sessions=${1:-10000}
 timeout_s=${2:-120}
-bin=${OTPD_BIN:-.build/debug/otpd}
-[ -x "$bin" ] || swift build --product otpd
-work=$(mktemp -d /var/tmp/otpd-bench-XXXXXX)
-chmod 755 "$work"  # the postgres user must reach the embedded cluster inside it
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/otpd.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "$work/data"
-[channel.sms]
-driver = "null"
-[channel.email]
-driver = "null"
-[[policy]]
-name = "default"
-steps = [ { channel = "sms", timeout = "${timeout_s}s", until = "delivered" }, { channel = "email" } ]
-[limits]
-prefix_sends_per_minute = 100000000
-sessions_per_destination_day = 100000000
-sends_per_destination_10m = 100000000
-TOML
-"$bin" --config "$work/otpd.toml" > "$work/out.log" 2> "$work/err.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 120); do grep -q "listening" "$work/out.log" && break; sleep 0.5; done
-pgport=$(grep -o 'PostgreSQL on 127.0.0.1:[0-9]*' "$work/err.log" | head -1 | cut -d: -f2)
-db="postgresql://otpd@127.0.0.1:$pgport/otpd"
+. tools/bench/lib.sh
+start_otpd "$timeout_s"
 echo "otpd on :$port, PostgreSQL on :$pgport; issuing $sessions sessions (step timeout ${timeout_s}s)"
 start=$(date +%s.%N)
 python3 - "$port" "$sessions" <<'PY'

@@ -1,0 +1,41 @@
+# Shared by the benchmarks (source it from the repository root).
+
+# A free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_otpd STEP_TIMEOUT_SECONDS
+# Starts otpd (debug build unless OTPD_BIN is set) on an embedded PostgreSQL in a new temporary directory,
+# with the null driver, a policy whose SMS step times out after STEP_TIMEOUT_SECONDS before e-mail, and
+# pacing limits out of the way. Sets bin, work, port, pid, pgport and db (the database URL). Stops otpd and
+# removes the directory on exit.
+start_otpd() {
+  bin=${OTPD_BIN:-.build/debug/otpd}
+  [ -x "$bin" ] || swift build --product otpd
+  work=$(mktemp -d /var/tmp/otpd-bench-XXXXXX)
+  chmod 755 "$work"  # the postgres user must reach the embedded cluster inside it
+  port=$(free_port)
+  cat > "$work/otpd.toml" <<TOML
+listen = "127.0.0.1:$port"
+data_dir = "$work/data"
+[channel.sms]
+driver = "null"
+[channel.email]
+driver = "null"
+[[policy]]
+name = "default"
+steps = [ { channel = "sms", timeout = "${1}s", until = "delivered" }, { channel = "email" } ]
+[limits]
+prefix_sends_per_minute = 100000000
+sessions_per_destination_day = 100000000
+sends_per_destination_10m = 100000000
+min_gap_per_channel = "0s"
+TOML
+  "$bin" --config "$work/otpd.toml" > "$work/out.log" 2> "$work/err.log" &
+  pid=$!
+  trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+  for _ in $(seq 1 120); do grep -q "listening" "$work/out.log" && break; sleep 0.5; done
+  pgport=$(grep -o 'PostgreSQL on 127.0.0.1:[0-9]*' "$work/err.log" | head -1 | cut -d: -f2)
+  db="postgresql://otpd@127.0.0.1:$pgport/otpd"
+}
