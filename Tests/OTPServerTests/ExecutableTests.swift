@@ -7,15 +7,25 @@ import Testing
 /// The real `otpd` executable: flags, the listening line, replies, and a clean exit on SIGTERM.
 @Suite struct ExecutableTests {
     /// The otpd binary built beside the test bundle.
-    static var binary: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("otpd").path
+    static var binary: String { path(of: "otpd") }
+
+    static func path(of executable: String) -> String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(executable)
+            .path
+    }
+
+    /// The path of an executable built beside the test bundle, or nil (recording an issue) when it is missing.
+    static func built(_ executable: String) -> String? {
+        let path = path(of: executable)
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            Issue.record("\(executable) was not built at \(path)")
+            return nil
+        }
+        return path
     }
 
     @Test func otpdPrintsItsAddressServesAndExitsZeroOnSIGTERM() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            Issue.record("otpd was not built at \(Self.binary)")
-            return
-        }
+        guard Self.built("otpd") != nil else { return }
         let url = try await TestDatabase.make(label: "binary")
         let dataDir = "/var/tmp/otpd-bin-\(UUID().uuidString.prefix(8))"
         defer { Self.cleanUp(dataDir) }
@@ -76,10 +86,7 @@ import Testing
     }
 
     @Test func pendingTimersFireOnceAfterKillMinus9AndARestart() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            Issue.record("otpd was not built at \(Self.binary)")
-            return
-        }
+        guard Self.built("otpd") != nil else { return }
         let url = try await TestDatabase.make(label: "kill9")
         let dataDir = "/var/tmp/otpd-kill-\(UUID().uuidString.prefix(8))"
         defer { Self.cleanUp(dataDir) }
@@ -116,11 +123,7 @@ import Testing
 
     /// S7: an event row edited by SQL is reported by REPLAY and by `otpctl verify` at its stream and version.
     @Test func tamperingIsReportedAtTheExactStreamAndVersion() async throws {
-        let otpctl = URL(fileURLWithPath: Self.binary).deletingLastPathComponent().appendingPathComponent("otpctl").path
-        guard FileManager.default.isExecutableFile(atPath: otpctl) else {
-            Issue.record("otpctl was not built at \(otpctl)")
-            return
-        }
+        guard let otpctl = Self.built("otpctl") else { return }
         let server = try await TestServer.start(label: "tamper")
         defer { Task { await server.stop() } }
         _ = try await redisCLI(server.port, ["ISSUE", "v1", "email:a@example.com"])
@@ -152,11 +155,7 @@ import Testing
 
     /// An operator lifts an abuse block with `otpctl unblock`, which needs otpd's secret to find the destination.
     @Test func otpctlUnblockLiftsTheBlockOnADestination() async throws {
-        let otpctl = URL(fileURLWithPath: Self.binary).deletingLastPathComponent().appendingPathComponent("otpctl").path
-        guard FileManager.default.isExecutableFile(atPath: otpctl) else {
-            Issue.record("otpctl was not built at \(otpctl)")
-            return
-        }
+        guard let otpctl = Self.built("otpctl") else { return }
         let server = try await TestServer.start(
             label: "unblock",
             config: "[limits]\nconsecutive_failures_per_destination = 1\nmin_gap_per_channel = \"0s\""
@@ -194,10 +193,7 @@ import Testing
     /// R1: `kill -9` in the middle of a stream of pipelined ISSUEs. Every ISSUE the client saw answered is in
     /// the log after a restart, and each of those sessions' step timers fires exactly once.
     @Test func killMinus9UnderLoadLosesNothingThatWasAnswered() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            Issue.record("otpd was not built at \(Self.binary)")
-            return
-        }
+        guard Self.built("otpd") != nil else { return }
         let url = try await TestDatabase.make(label: "kill9load")
         let dataDir = "/var/tmp/otpd-killload-\(UUID().uuidString.prefix(8))"
         defer { Self.cleanUp(dataDir) }
@@ -283,10 +279,7 @@ import Testing
     /// step's message has one message id across all three outputs: a message re-sent after the kill carries
     /// the same id, which is the provider's idempotency key.
     @Test func threeInstancesOneKilledEachDeadlineOnceEachStepOneMessage() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            Issue.record("otpd was not built at \(Self.binary)")
-            return
-        }
+        guard Self.built("otpd") != nil else { return }
         let url = try await TestDatabase.make(label: "three")
         let dataDir = "/var/tmp/otpd-three-\(UUID().uuidString.prefix(8))"
         defer { Self.cleanUp(dataDir) }
@@ -336,10 +329,7 @@ import Testing
     }
 
     @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            Issue.record("otpd was not built at \(Self.binary)")
-            return
-        }
+        guard Self.built("otpd") != nil else { return }
         let file = "/var/tmp/otpd-bad-\(UUID().uuidString.prefix(8)).toml"
         try "[limits]\nmin_gap_per_channel = \"soon\"\n".write(toFile: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: file) }
