@@ -170,11 +170,12 @@ struct Pacing: Sendable {
             ).rows.map {
                 (at: try $0.decode("at_ms", as: Int64.self), channel: try $0.decode("channel", as: String.self))
             }
-            let inTenMinutes = recent.filter { $0.at > now - Self.tenMinutes }.map(\.at)
-            if inTenMinutes.count >= limits.sendsPerDestination10m {
-                let oldest = inTenMinutes[inTenMinutes.count - limits.sendsPerDestination10m]
-                throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(oldest + Self.tenMinutes - now))
-            }
+            try Self.refuseWhenFull(
+                recent.filter { $0.at > now - Self.tenMinutes }.map(\.at),
+                limit: limits.sendsPerDestination10m,
+                span: Self.tenMinutes,
+                now: now
+            )
             if let last = recent.last(where: { $0.channel == channel.rawValue })?.at,
                 now - last < limits.minGapPerChannelMs
             {
@@ -192,9 +193,15 @@ struct Pacing: Sendable {
     /// Refuses when `limit` rows are already in the window; retry when the oldest leaves it.
     private func window(limit: Int, span: Int64, now: Int64, on conn: PGConnection, _ query: PGQuery) throws {
         let times = try conn.query(query).rows.map { try $0.decode(0, as: Int64.self) }
+        try Self.refuseWhenFull(times, limit: limit, span: span, now: now)
+    }
+
+    /// Refuses when `times` (oldest first, all inside the window) already hold `limit` events; the retry comes
+    /// when the one that would make room leaves the window.
+    private static func refuseWhenFull(_ times: [Int64], limit: Int, span: Int64, now: Int64) throws {
         guard times.count >= limit else { return }
         let oldest = times[times.count - limit]
-        throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(oldest + span - now))
+        throw Rejection.rateLimited(retryAfterSeconds: seconds(oldest + span - now))
     }
 
     /// Deletes up to `batch` rows of each pacing table that no window reaches any more; returns how many.
