@@ -42,6 +42,16 @@ let package = Package(
             dependencies: ["Postgres"],
             swiftSettings: swiftSettings
         ),
+        // Test helpers for the service and server tests: a fake HTTP provider on loopback.
+        .target(
+            name: "OTPTesting",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "EventStore",
             dependencies: [
@@ -69,7 +79,6 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -80,11 +89,17 @@ let package = Package(
             name: "OTPServer",
             dependencies: [
                 "OTPService",
+                "OTPDomain",
+                "EventStore",
+                "Postgres",
                 "RESP",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -106,6 +121,7 @@ let package = Package(
             dependencies: [
                 "EventStore",
                 "OTPDomain",
+                "OTPServer",
                 "OTPService",
                 "Postgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -139,9 +155,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "OTPServiceTests",
+            dependencies: [
+                "OTPService", "OTPDomain", "OTPTesting", "Postgres", "PostgresTesting", "EventStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "OTPServerTests",
             dependencies: [
-                "OTPServer", "OTPService", "OTPDomain", "Postgres", "PostgresTesting", "EventStore",
+                "OTPServer", "OTPService", "OTPDomain", "OTPTesting", "Postgres", "PostgresTesting", "EventStore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

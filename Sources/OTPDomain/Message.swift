@@ -1,7 +1,7 @@
 /// A rendered message for one channel, ready for a driver.
 public struct Message: Sendable, Hashable {
     /// The channel the message is for.
-    public var channel: Channel
+    public var channel: DeliveryChannel
     /// The template locale actually used.
     public var locale: String
     /// The plain text (SMS body, e-mail text part, voice script, push body).
@@ -53,7 +53,7 @@ public struct MessageRenderer: Sendable {
     }
 
     /// Renders the message of a channel.
-    public func render(channel: Channel, code: String, app: String?, locale: String) -> Message {
+    public func render(channel: DeliveryChannel, code: String, app: String?, locale: String) -> Message {
         let app = app ?? settings.appName
         let used = Self.closestLocale(locale)
         switch channel {

@@ -1,14 +1,14 @@
 /// One step of a fallback flow: send on a channel, then wait for a receipt.
 public struct Step: Sendable, Hashable, Codable {
     /// The channel of this step.
-    public var channel: Channel
+    public var channel: DeliveryChannel
     /// How long to wait for `until` after the provider accepted the message; nil means no wait.
     public var timeoutMs: Int64?
     /// The receipt that ends the wait.
     public var until: Until
 
     /// Creates a step.
-    public init(channel: Channel, timeoutMs: Int64? = nil, until: Until = .delivered) {
+    public init(channel: DeliveryChannel, timeoutMs: Int64? = nil, until: Until = .delivered) {
         self.channel = channel
         self.timeoutMs = timeoutMs
         self.until = until
@@ -20,10 +20,10 @@ public struct Variant: Sendable, Hashable {
     /// The relative weight of this variant.
     public var weight: Int
     /// The channel order this variant uses.
-    public var order: [Channel]
+    public var order: [DeliveryChannel]
 
     /// Creates a variant.
-    public init(weight: Int, order: [Channel]) {
+    public init(weight: Int, order: [DeliveryChannel]) {
         self.weight = weight
         self.order = order
     }
@@ -128,7 +128,7 @@ public struct PolicyBook: Sendable {
     public func plan(
         policyName: String?,
         destinations: [Destination],
-        prefer: [Channel],
+        prefer: [DeliveryChannel],
         carrier: String?,
         pick: (Int) -> Int
     ) throws(Rejection) -> Plan {

@@ -1,56 +1,13 @@
-/// What a caller asks of an ISSUE, already parsed and validated by the wire layer.
-public struct IssueRequest: Sendable, Hashable {
-    public var session: String
-    public var destinations: [Destination]
-    public var policy: String?
-    public var ttlSeconds: Int
-    public var digits: Int
-    public var maxAttempts: Int
-    public var locale: String
-    public var app: String?
-    public var prefer: [Channel]
-    public var carrier: String?
-    /// A keyed digest of all the arguments, so a repeated ISSUE can be told from a conflicting one.
-    public var fingerprint: String
-
-    /// Creates a request with the protocol's defaults.
-    public init(
-        session: String,
-        destinations: [Destination],
-        policy: String? = nil,
-        ttlSeconds: Int = 600,
-        digits: Int = 6,
-        maxAttempts: Int = 5,
-        locale: String = "en",
-        app: String? = nil,
-        prefer: [Channel] = [],
-        carrier: String? = nil,
-        fingerprint: String = ""
-    ) {
-        self.session = session
-        self.destinations = destinations
-        self.policy = policy
-        self.ttlSeconds = ttlSeconds
-        self.digits = digits
-        self.maxAttempts = maxAttempts
-        self.locale = locale
-        self.app = app
-        self.prefer = prefer
-        self.carrier = carrier
-        self.fingerprint = fingerprint
-    }
-}
-
 /// A command addressed to one OTP session.
 public enum SessionCommand: Sendable, Hashable {
-    /// Start the session with a plan chosen by `PolicyBook.plan`.
-    case issue(IssueRequest, Plan)
+    /// Start the session: plan its steps and derive its code.
+    case issue(IssueRequest)
     /// Check a code entered by the user.
     case verify(code: String)
     /// The user did not get the code: move to the next step.
     case resend
     /// A receipt from a channel gateway or provider callback.
-    case recordReceipt(channel: Channel, outcome: ReceiptOutcome, detail: String?)
+    case recordReceipt(channel: DeliveryChannel, outcome: ReceiptOutcome, detail: String?)
     /// Stop the session.
     case cancel
     /// The dispatcher handed the message of the step started at version `token` to a provider.
@@ -88,27 +45,58 @@ public protocol CodeBook: Sendable {
     /// A fresh random seed from the system CSPRNG.
     func newSeed() -> String
     /// The code a seed stands for, under the server secret.
-    func code(seed: String, digits: Int, stream: String) -> String
-    /// The keyed digest (HMAC) of a code for a stream, as bytes.
-    func digest(code: String, stream: String) -> [UInt8]
+    func code(seed: String, digits: Int, stream: StreamID) -> String
+    /// The keyed digest (HMAC) of a code for a stream, as text.
+    func digest(code: String, stream: StreamID) -> String
+    /// Whether `code` is the one `digest` was made from, compared in constant time.
+    func matches(code: String, digest: String, stream: StreamID) -> Bool
 }
 
 /// Everything `decide` needs from the outside world, injected.
 public struct DecisionContext: Sendable {
     /// The current time (epoch milliseconds, from the database clock).
     public var now: Int64
-    /// The stream id of the session (tenant and session id), used to bind codes to it.
-    public var stream: String
+    /// The session's stream, used to bind codes to it.
+    public var stream: StreamID
     /// The code deriver and hasher.
     public var codes: any CodeBook
+    /// The configured fallback flows, for ISSUE's plan.
+    public var policies: PolicyBook
+    /// A uniform random integer in `0..<n`, for a policy's weighted variants.
+    public var pick: @Sendable (_ n: Int) -> Int
     /// The minimum gap between two sends on one channel, for a repeated last step.
     public var minGapMs: Int64
+    /// Facts read from storage before deciding.
+    public var facts: Facts
+
+    /// What the store looked up for this decision (pacing counters the domain cannot read itself).
+    public struct Facts: Sendable, Hashable {
+        /// The phone number's country is over its sends-per-minute ceiling (against SMS pumping): a new session
+        /// gets no SMS or voice step, or is refused when it has no other channel.
+        public var countryOverCeiling: Bool
+
+        /// Creates facts; none hold by default.
+        public init(countryOverCeiling: Bool = false) {
+            self.countryOverCeiling = countryOverCeiling
+        }
+    }
 
     /// Creates a context.
-    public init(now: Int64, stream: String, codes: any CodeBook, minGapMs: Int64 = 30_000) {
+    public init(
+        now: Int64,
+        stream: StreamID,
+        codes: any CodeBook,
+        policies: PolicyBook = PolicyBook(policies: []),
+        pick: @escaping @Sendable (_ n: Int) -> Int = { Int.random(in: 0..<$0) },
+        minGapMs: Int64 = 30_000,
+        facts: Facts = Facts()
+    ) {
         self.now = now
         self.stream = stream
         self.codes = codes
+        self.policies = policies
+        self.pick = pick
         self.minGapMs = minGapMs
+        self.facts = facts
     }
 }

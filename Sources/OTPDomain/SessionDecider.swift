@@ -1,12 +1,5 @@
 /// The OTP session as a pure state machine: `decide` turns a command into events, `evolve` folds them.
 public enum SessionDecider {
-    /// Accepted TTLs in seconds.
-    public static let ttlRange = 30...3600
-    /// Accepted code lengths.
-    public static let digitsRange = 4...10
-    /// Accepted attempt limits.
-    public static let maxAttemptsRange = 1...10
-
     /// Folds a list of events (recorded at the given times) into a state.
     public static func fold(
         _ events: [(event: SessionEvent, at: Int64)],
@@ -109,181 +102,26 @@ public enum SessionDecider {
         state s: SessionState,
         context: DecisionContext
     ) throws(Rejection) -> Decision {
-        if case .issue(let request, let plan) = command {
-            return try issue(request, plan: plan, state: s, context: context)
-        }
-        guard let issued = s.issued, let current = s.currentStep else { throw .notFound }
-        let now = context.now
-
         switch command {
-        case .issue:
-            return Decision(events: [])  // handled above
-
-        case .verify(let code):
-            switch s.status {
-            case .cancelled: return Decision(events: [], verifyResult: .cancelled)
-            case .locked: return Decision(events: [], verifyResult: .locked)
-            case .verified:
-                let right = matches(code, issued: issued, context: context)
-                return Decision(events: [], verifyResult: right ? .alreadyVerified : .mismatch)
-            case .expired: return Decision(events: [], verifyResult: .expired)
-            case .pending, .sent, .delivered, .exhausted: break
-            }
-            if now >= s.expiresAt { return Decision(events: [.expired], verifyResult: .expired) }
-            if matches(code, issued: issued, context: context) {
-                return Decision(
-                    events: [.verified(.init(step: s.step, channel: current.channel))],
-                    verifyResult: .verified
-                )
-            }
-            let left = max(0, s.attemptsLeft - 1)
-            if left == 0 {
-                return Decision(events: [.verificationFailed(.init(attemptsLeft: 0)), .locked], verifyResult: .locked)
-            }
-            return Decision(events: [.verificationFailed(.init(attemptsLeft: left))], verifyResult: .mismatch)
-
-        case .resend:
-            guard s.status.isActive else { return Decision(events: []) }
-            if now >= s.expiresAt { return Decision(events: [.expired]) }
-            let steps = issued.plan.steps
-            if s.step < steps.count {
-                return Decision(events: [
-                    .escalated(
-                        .init(
-                            from: s.step,
-                            to: s.step + 1,
-                            fromChannel: current.channel,
-                            toChannel: steps[s.step].channel,
-                            reason: .resend
-                        )
-                    )
-                ])
-            }
-            // The last step repeats, but only once its message went out and the channel's gap has passed.
-            guard let sentAt = s.sentAt else {
-                throw .rateLimited(retryAfterSeconds: seconds(context.minGapMs))
-            }
-            let wait = context.minGapMs - (now - sentAt)
-            if wait > 0 { throw .rateLimited(retryAfterSeconds: seconds(wait)) }
-            return Decision(events: [
-                .escalated(
-                    .init(
-                        from: s.step,
-                        to: s.step,
-                        fromChannel: current.channel,
-                        toChannel: current.channel,
-                        reason: .resend
-                    )
-                )
-            ])
-
+        case .issue(let request): try issue(request, state: s, context: context)
+        case .verify(let code): try verify(code, state: s, context: context)
+        case .resend: try resend(state: s, context: context)
         case .recordReceipt(let channel, let outcome, let detail):
-            guard let start = s.latestStart(of: channel) else {
-                throw .badArgument("no message was sent on channel \(channel.rawValue) for this session")
-            }
-            if s.receiptKeys.contains(receiptKey(start, outcome)) { return Decision(events: []) }
-            let late = start.version != s.stepStartedVersion
-            let receipt = SessionEvent.Receipt(step: start.step, channel: channel, detail: detail, late: late)
-            // A late delivery for the step just left on a timeout, before the next message went out: no second send.
-            var withdrawal: [SessionEvent] = []
-            if late, s.status == .pending, s.sentVersion == nil, s.started.count >= 2,
-                s.started[s.started.count - 1].reason == .timeout,
-                s.started[s.started.count - 2].version == start.version,
-                now < s.expiresAt
-            {
-                withdrawal = [
-                    .escalationWithdrawn(.init(from: s.step, to: start.step, channel: channel, outcome: outcome))
-                ]
-            }
-            switch outcome {
-            case .delivered: return Decision(events: [.delivered(receipt)] + withdrawal)
-            case .opened: return Decision(events: [.opened(receipt)] + withdrawal)
-            case .failed:
-                var events: [SessionEvent] = [
-                    .deliveryFailed(
-                        .init(
-                            step: start.step,
-                            channel: channel,
-                            reason: detail ?? "failed receipt",
-                            permanent: true,
-                            late: late
-                        )
-                    )
-                ]
-                if !late && s.status.isActive && s.status != .exhausted && now < s.expiresAt {
-                    events.append(escalation(from: s, reason: .failure))
-                }
-                return Decision(events: events)
-            }
-
-        case .cancel:
-            guard s.status.isActive else { return Decision(events: []) }
-            return Decision(events: [now >= s.expiresAt ? .expired : .cancelled])
-
+            try recordReceipt(channel, outcome, detail: detail, state: s, context: context)
+        case .cancel: try cancel(state: s, context: context)
         case .recordHandOff(let token, let messageId, let provider, let providerRef):
-            if let gone = s.withdrawn[token], gone.sentAt == nil {
-                // The provider already had it when the escalation was withdrawn: the send is recorded, the step stays.
-                return Decision(events: [
-                    .sent(
-                        .init(
-                            step: gone.step,
-                            channel: gone.channel,
-                            messageId: messageId,
-                            provider: provider,
-                            providerRef: providerRef
-                        )
-                    )
-                ])
-            }
-            guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
-            return Decision(events: [
-                .sent(
-                    .init(
-                        step: s.step,
-                        channel: current.channel,
-                        messageId: messageId,
-                        provider: provider,
-                        providerRef: providerRef
-                    )
-                )
-            ])
-
+            try recordHandOff(token, messageId: messageId, provider: provider, providerRef: providerRef, state: s)
         case .recordProviderFailure(let token, let reason, let permanent):
-            guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
-            var events: [SessionEvent] = [
-                .deliveryFailed(
-                    .init(
-                        step: s.step,
-                        channel: current.channel,
-                        reason: reason,
-                        permanent: permanent,
-                        late: false
-                    )
-                )
-            ]
-            if s.status.isActive && s.status != .exhausted && now < s.expiresAt {
-                events.append(escalation(from: s, reason: .failure))
-            }
-            return Decision(events: events)
-
-        case .timeOutStep(let token):
-            guard token == s.sentVersion, s.status == .sent || s.status == .delivered, !s.untilSatisfied,
-                let timeout = current.timeoutMs, let sentAt = s.sentAt, now >= sentAt + timeout,
-                now < s.expiresAt
-            else { return Decision(events: []) }
-            return Decision(events: [
-                .timedOut(.init(step: s.step, waitedMs: now - sentAt)), escalation(from: s, reason: .timeout),
-            ])
-
-        case .expire:
-            guard s.status.isActive, now >= s.expiresAt else { return Decision(events: []) }
-            return Decision(events: [.expired])
+            try recordProviderFailure(token, reason: reason, permanent: permanent, state: s, context: context)
+        case .timeOutStep(let token): try timeOutStep(token, state: s, context: context)
+        case .expire: try expire(state: s, context: context)
         }
     }
 
+    // MARK: - One function per command
+
     private static func issue(
         _ request: IssueRequest,
-        plan: Plan,
         state s: SessionState,
         context: DecisionContext
     ) throws(Rejection) -> Decision {
@@ -291,33 +129,247 @@ public enum SessionDecider {
             guard existing.fingerprint == request.fingerprint else {
                 throw .conflict("session '\(request.session)' exists with other arguments")
             }
-            return Decision(events: [])
+            return Decision(events: [])  // a repeated ISSUE is answered as it was
         }
-        guard ttlRange.contains(request.ttlSeconds) else { throw .badArgument("TTL must be 30 to 3600 seconds") }
-        guard digitsRange.contains(request.digits) else { throw .badArgument("DIGITS must be 4 to 10") }
-        guard maxAttemptsRange.contains(request.maxAttempts) else { throw .badArgument("MAXATTEMPTS must be 1 to 10") }
-        guard !plan.steps.isEmpty else { throw .badArgument("no usable step") }
+        let ttl = try IntegerOption.ttl.check(request.ttlSeconds)
+        let digits = try IntegerOption.digits.check(request.digits)
+        let maxAttempts = try IntegerOption.maxAttempts.check(request.maxAttempts)
+        var plan = try context.policies.plan(
+            policyName: request.policy,
+            destinations: request.destinations,
+            prefer: request.prefer,
+            carrier: request.carrier,
+            pick: context.pick
+        )
+        if context.facts.countryOverCeiling {
+            // Against SMS pumping: no SMS or voice for a country over its ceiling, where another channel remains.
+            plan.steps.removeAll { $0.channel.isTelephony }
+            guard !plan.steps.isEmpty else { throw .rateLimited(retryAfterSeconds: 60) }
+        }
         let seed = context.codes.newSeed()
-        let code = context.codes.code(seed: seed, digits: request.digits, stream: context.stream)
-        let digest = Hex.encode(context.codes.digest(code: code, stream: context.stream))
+        let code = context.codes.code(seed: seed, digits: digits, stream: context.stream)
         return Decision(events: [
             .issued(
                 .init(
                     session: request.session,
                     plan: plan,
-                    ttlMs: Int64(request.ttlSeconds) * 1000,
-                    digits: request.digits,
-                    maxAttempts: request.maxAttempts,
+                    ttlMs: Int64(ttl) * 1000,
+                    digits: digits,
+                    maxAttempts: maxAttempts,
                     locale: request.locale,
                     app: request.app,
                     carrier: request.carrier,
                     destinations: request.destinations,
                     codeSeed: seed,
-                    codeDigest: digest,
+                    codeDigest: context.codes.digest(code: code, stream: context.stream),
                     fingerprint: request.fingerprint
                 )
             )
         ])
+    }
+
+    private static func verify(
+        _ code: String,
+        state s: SessionState,
+        context: DecisionContext
+    ) throws(Rejection) -> Decision {
+        let (issued, current) = try existing(s)
+        switch s.status {
+        case .cancelled: return Decision(events: [], verifyResult: .cancelled)
+        case .locked: return Decision(events: [], verifyResult: .locked)
+        case .verified:
+            let right = matches(code, issued: issued, context: context)
+            return Decision(events: [], verifyResult: right ? .alreadyVerified : .mismatch)
+        case .expired: return Decision(events: [], verifyResult: .expired)
+        case .pending, .sent, .delivered, .exhausted: break
+        }
+        if context.now >= s.expiresAt { return Decision(events: [.expired], verifyResult: .expired) }
+        if matches(code, issued: issued, context: context) {
+            return Decision(events: [.verified(.init(step: s.step, channel: current.channel))], verifyResult: .verified)
+        }
+        let left = max(0, s.attemptsLeft - 1)
+        if left == 0 {
+            return Decision(events: [.verificationFailed(.init(attemptsLeft: 0)), .locked], verifyResult: .locked)
+        }
+        return Decision(events: [.verificationFailed(.init(attemptsLeft: left))], verifyResult: .mismatch)
+    }
+
+    private static func resend(state s: SessionState, context: DecisionContext) throws(Rejection) -> Decision {
+        let (issued, current) = try existing(s)
+        let now = context.now
+        guard s.status.isActive else { return Decision(events: []) }
+        if now >= s.expiresAt { return Decision(events: [.expired]) }
+        let steps = issued.plan.steps
+        if s.step < steps.count {
+            return Decision(events: [
+                .escalated(
+                    .init(
+                        from: s.step,
+                        to: s.step + 1,
+                        fromChannel: current.channel,
+                        toChannel: steps[s.step].channel,
+                        reason: .resend
+                    )
+                )
+            ])
+        }
+        // The last step repeats, but only once its message went out and the channel's gap has passed.
+        guard let sentAt = s.sentAt else {
+            throw .rateLimited(retryAfterSeconds: seconds(context.minGapMs))
+        }
+        let wait = context.minGapMs - (now - sentAt)
+        if wait > 0 { throw .rateLimited(retryAfterSeconds: seconds(wait)) }
+        return Decision(events: [
+            .escalated(
+                .init(
+                    from: s.step,
+                    to: s.step,
+                    fromChannel: current.channel,
+                    toChannel: current.channel,
+                    reason: .resend
+                )
+            )
+        ])
+    }
+
+    private static func recordReceipt(
+        _ channel: DeliveryChannel,
+        _ outcome: ReceiptOutcome,
+        detail: String?,
+        state s: SessionState,
+        context: DecisionContext
+    ) throws(Rejection) -> Decision {
+        _ = try existing(s)
+        let now = context.now
+        guard let start = s.latestStart(of: channel) else {
+            throw .badArgument("no message was sent on channel \(channel.rawValue) for this session")
+        }
+        if s.receiptKeys.contains(receiptKey(start, outcome)) { return Decision(events: []) }
+        let late = start.version != s.stepStartedVersion
+        let receipt = SessionEvent.Receipt(step: start.step, channel: channel, detail: detail, late: late)
+        // A late delivery for the step just left on a timeout, before the next message went out: no second send.
+        var withdrawal: [SessionEvent] = []
+        if late, s.status == .pending, s.sentVersion == nil, s.started.count >= 2,
+            s.started[s.started.count - 1].reason == .timeout,
+            s.started[s.started.count - 2].version == start.version,
+            now < s.expiresAt
+        {
+            withdrawal = [
+                .escalationWithdrawn(.init(from: s.step, to: start.step, channel: channel, outcome: outcome))
+            ]
+        }
+        switch outcome {
+        case .delivered: return Decision(events: [.delivered(receipt)] + withdrawal)
+        case .opened: return Decision(events: [.opened(receipt)] + withdrawal)
+        case .failed:
+            var events: [SessionEvent] = [
+                .deliveryFailed(
+                    .init(
+                        step: start.step,
+                        channel: channel,
+                        reason: detail ?? "failed receipt",
+                        permanent: true,
+                        late: late
+                    )
+                )
+            ]
+            if !late && s.status.isActive && s.status != .exhausted && now < s.expiresAt {
+                events.append(escalation(from: s, reason: .failure))
+            }
+            return Decision(events: events)
+        }
+    }
+
+    private static func cancel(state s: SessionState, context: DecisionContext) throws(Rejection) -> Decision {
+        _ = try existing(s)
+        guard s.status.isActive else { return Decision(events: []) }
+        return Decision(events: [context.now >= s.expiresAt ? .expired : .cancelled])
+    }
+
+    private static func recordHandOff(
+        _ token: Int,
+        messageId: String,
+        provider: String,
+        providerRef: String?,
+        state s: SessionState
+    ) throws(Rejection) -> Decision {
+        let (_, current) = try existing(s)
+        if let gone = s.withdrawn[token], gone.sentAt == nil {
+            // The provider already had it when the escalation was withdrawn: the send is recorded, the step stays.
+            return Decision(events: [
+                .sent(
+                    .init(
+                        step: gone.step,
+                        channel: gone.channel,
+                        messageId: messageId,
+                        provider: provider,
+                        providerRef: providerRef
+                    )
+                )
+            ])
+        }
+        guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
+        return Decision(events: [
+            .sent(
+                .init(
+                    step: s.step,
+                    channel: current.channel,
+                    messageId: messageId,
+                    provider: provider,
+                    providerRef: providerRef
+                )
+            )
+        ])
+    }
+
+    private static func recordProviderFailure(
+        _ token: Int,
+        reason: String,
+        permanent: Bool,
+        state s: SessionState,
+        context: DecisionContext
+    ) throws(Rejection) -> Decision {
+        let (_, current) = try existing(s)
+        guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
+        var events: [SessionEvent] = [
+            .deliveryFailed(
+                .init(step: s.step, channel: current.channel, reason: reason, permanent: permanent, late: false)
+            )
+        ]
+        if s.status.isActive && s.status != .exhausted && context.now < s.expiresAt {
+            events.append(escalation(from: s, reason: .failure))
+        }
+        return Decision(events: events)
+    }
+
+    private static func timeOutStep(
+        _ token: Int,
+        state s: SessionState,
+        context: DecisionContext
+    ) throws(Rejection) -> Decision {
+        let (_, current) = try existing(s)
+        let now = context.now
+        guard token == s.sentVersion, s.status == .sent || s.status == .delivered, !s.untilSatisfied,
+            let timeout = current.timeoutMs, let sentAt = s.sentAt, now >= sentAt + timeout,
+            now < s.expiresAt
+        else { return Decision(events: []) }
+        return Decision(events: [
+            .timedOut(.init(step: s.step, waitedMs: now - sentAt)), escalation(from: s, reason: .timeout),
+        ])
+    }
+
+    private static func expire(state s: SessionState, context: DecisionContext) throws(Rejection) -> Decision {
+        _ = try existing(s)
+        guard s.status.isActive, context.now >= s.expiresAt else { return Decision(events: []) }
+        return Decision(events: [.expired])
+    }
+
+    // MARK: - Helpers
+
+    /// The session's `issued` event and current step; every command but ISSUE needs an existing session.
+    private static func existing(_ s: SessionState) throws(Rejection) -> (SessionEvent.Issued, Step) {
+        guard let issued = s.issued, let current = s.currentStep else { throw .notFound }
+        return (issued, current)
     }
 
     /// The next step's escalation, or `exhausted` after the last step.
@@ -334,10 +386,9 @@ public enum SessionDecider {
         )
     }
 
-    /// Compares a code with the session's digest in constant time.
+    /// Whether a code is the session's (the code book compares in constant time).
     private static func matches(_ code: String, issued: SessionEvent.Issued, context: DecisionContext) -> Bool {
-        let given = Hex.encode(context.codes.digest(code: code, stream: context.stream))
-        return ConstantTime.equals(Array(given.utf8), Array(issued.codeDigest.utf8))
+        context.codes.matches(code: code, digest: issued.codeDigest, stream: context.stream)
     }
 
     private static func receiptKey(_ start: StartedStep, _ outcome: ReceiptOutcome) -> String {
@@ -345,59 +396,4 @@ public enum SessionDecider {
     }
 
     private static func seconds(_ ms: Int64) -> Int { Int(max(1, (ms + 999) / 1000)) }
-}
-
-/// Constant-time comparison of byte strings.
-public enum ConstantTime {
-    /// Whether `a` equals `b`, taking time that depends only on the lengths.
-    public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var diff = UInt8(a.count == b.count ? 0 : 1)
-        let n = max(a.count, b.count)
-        for i in 0..<n {
-            let x = i < a.count ? a[i] : 0
-            let y = i < b.count ? b[i] : 0
-            diff |= x ^ y
-        }
-        return diff == 0
-    }
-}
-
-/// Lowercase hexadecimal encoding.
-public enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
-
-    /// The bytes as lowercase hex.
-    public static func encode(_ bytes: [UInt8]) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// The bytes of a hex string, or nil when it is not hex.
-    public static func decode(_ text: String) -> [UInt8]? {
-        let u = Array(text.utf8)
-        guard u.count % 2 == 0 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(u.count / 2)
-        var i = 0
-        while i < u.count {
-            guard let hi = nibble(u[i]), let lo = nibble(u[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
-
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: c - 0x30
-        case 0x61...0x66: c - 0x61 + 10
-        case 0x41...0x46: c - 0x41 + 10
-        default: nil
-        }
-    }
 }

@@ -94,11 +94,11 @@ public enum SessionEvent: Sendable, Hashable {
     /// A provider accepted the message of a step.
     public struct Sent: Sendable, Hashable, Codable {
         public var step: Int
-        public var channel: Channel
+        public var channel: DeliveryChannel
         public var messageId: String
         public var provider: String
         public var providerRef: String?
-        public init(step: Int, channel: Channel, messageId: String, provider: String, providerRef: String?) {
+        public init(step: Int, channel: DeliveryChannel, messageId: String, provider: String, providerRef: String?) {
             self.step = step
             self.channel = channel
             self.messageId = messageId
@@ -110,11 +110,11 @@ public enum SessionEvent: Sendable, Hashable {
     /// A message could not be delivered (provider error or a `failed` receipt).
     public struct DeliveryFailed: Sendable, Hashable, Codable {
         public var step: Int
-        public var channel: Channel
+        public var channel: DeliveryChannel
         public var reason: String
         public var permanent: Bool
         public var late: Bool
-        public init(step: Int, channel: Channel, reason: String, permanent: Bool, late: Bool) {
+        public init(step: Int, channel: DeliveryChannel, reason: String, permanent: Bool, late: Bool) {
             self.step = step
             self.channel = channel
             self.reason = reason
@@ -126,10 +126,10 @@ public enum SessionEvent: Sendable, Hashable {
     /// A delivery or open receipt.
     public struct Receipt: Sendable, Hashable, Codable {
         public var step: Int
-        public var channel: Channel
+        public var channel: DeliveryChannel
         public var detail: String?
         public var late: Bool
-        public init(step: Int, channel: Channel, detail: String?, late: Bool) {
+        public init(step: Int, channel: DeliveryChannel, detail: String?, late: Bool) {
             self.step = step
             self.channel = channel
             self.detail = detail
@@ -151,10 +151,16 @@ public enum SessionEvent: Sendable, Hashable {
     public struct Escalated: Sendable, Hashable, Codable {
         public var from: Int
         public var to: Int
-        public var fromChannel: Channel
-        public var toChannel: Channel
+        public var fromChannel: DeliveryChannel
+        public var toChannel: DeliveryChannel
         public var reason: EscalationReason
-        public init(from: Int, to: Int, fromChannel: Channel, toChannel: Channel, reason: EscalationReason) {
+        public init(
+            from: Int,
+            to: Int,
+            fromChannel: DeliveryChannel,
+            toChannel: DeliveryChannel,
+            reason: EscalationReason
+        ) {
             self.from = from
             self.to = to
             self.fromChannel = fromChannel
@@ -172,8 +178,8 @@ public enum SessionEvent: Sendable, Hashable {
     /// The right code was entered; the step that was current converted.
     public struct Verified: Sendable, Hashable, Codable {
         public var step: Int
-        public var channel: Channel
-        public init(step: Int, channel: Channel) {
+        public var channel: DeliveryChannel
+        public init(step: Int, channel: DeliveryChannel) {
             self.step = step
             self.channel = channel
         }
@@ -184,9 +190,9 @@ public enum SessionEvent: Sendable, Hashable {
     public struct Withdrawn: Sendable, Hashable, Codable {
         public var from: Int
         public var to: Int
-        public var channel: Channel
+        public var channel: DeliveryChannel
         public var outcome: ReceiptOutcome
-        public init(from: Int, to: Int, channel: Channel, outcome: ReceiptOutcome) {
+        public init(from: Int, to: Int, channel: DeliveryChannel, outcome: ReceiptOutcome) {
             self.from = from
             self.to = to
             self.channel = channel

@@ -23,7 +23,7 @@ public struct StartedStep: Sendable, Hashable {
     /// The 1-based step number.
     public var step: Int
     /// The step's channel.
-    public var channel: Channel
+    public var channel: DeliveryChannel
     /// The version of the event that started it; the message's token.
     public var version: Int
     /// Why it started: nil for the first step, else the escalation's reason.
@@ -88,7 +88,7 @@ public struct SessionState: Sendable, Hashable {
     }
 
     /// The most recent start of a channel's message.
-    func latestStart(of channel: Channel) -> StartedStep? {
+    func latestStart(of channel: DeliveryChannel) -> StartedStep? {
         started.last { $0.channel == channel }
     }
 

@@ -6,20 +6,32 @@ import RESP
 import ServiceLifecycle
 import Synchronization
 
+/// How the RESP server listens and bounds its clients.
+public struct ServerConfiguration: Sendable {
+    /// Where to listen; port 0 asks the system for a free one.
+    public var address: HostPort
+    /// Connections served at once; past it a new one is answered `-BUSY` and closed.
+    public var maxConnections = 10_000
+    /// The framing limits.
+    public var limits = RESPLimits.standard
+    /// How long a begun request may take to arrive in full.
+    public var requestTimeout: Duration = .seconds(30)
+
+    /// Creates a configuration with the defaults.
+    public init(address: HostPort) {
+        self.address = address
+    }
+}
+
 /// The TCP server: RESP/inline framing on the event loop, one task per connection, replies in request order.
 ///
 /// On graceful shutdown it stops accepting, lets each connection finish the request in flight, then closes it.
 public final class RESPServer: Service {
-    let host: String
-    let port: Int
+    let configuration: ServerConfiguration
     let handler: CommandHandler
     let logger: Logger
-    let maxConnections: Int
-    let limits: RESPLimits
-    /// How long a begun request may take to arrive in full.
-    let requestTimeout: Duration
     let group: any EventLoopGroup
-    let onListening: @Sendable (String, Int) -> Void
+    let onListening: @Sendable (HostPort) -> Void
     private let connections = Mutex(Registry())
 
     private struct Registry {
@@ -35,39 +47,30 @@ public final class RESPServer: Service {
 
     /// Creates a server; `onListening` is called with the bound address once it accepts connections.
     public init(
-        host: String,
-        port: Int,
+        configuration: ServerConfiguration,
         handler: CommandHandler,
         logger: Logger,
-        maxConnections: Int = 10_000,
-        limits: RESPLimits = .standard,
-        requestTimeout: Duration = .seconds(30),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        onListening: @escaping @Sendable (String, Int) -> Void
+        onListening: @escaping @Sendable (HostPort) -> Void
     ) {
-        self.host = host
-        self.port = port
+        self.configuration = configuration
         self.handler = handler
         self.logger = logger
-        self.maxConnections = maxConnections
-        self.limits = limits
-        self.requestTimeout = requestTimeout
         self.group = group
         self.onListening = onListening
     }
 
     /// Binds, accepts and serves until graceful shutdown.
     public func run() async throws {
-        let limits = self.limits
+        let (address, limits, timeout) = (configuration.address, configuration.limits, configuration.requestTimeout)
         let requestTimeout = TimeAmount.nanoseconds(
-            self.requestTimeout.components.seconds * 1_000_000_000
-                + self.requestTimeout.components.attoseconds / 1_000_000_000
+            timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         )
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: host, port: port) { channel in
+            .bind(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let partial = PartialRequestMark()
                     try channel.pipeline.syncOperations.addHandler(
@@ -79,8 +82,7 @@ public final class RESPServer: Service {
                     return try NIOAsyncChannel<[RESPRequest], ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        let boundPort = server.channel.localAddress?.port ?? port
-        onListening(host, boundPort)
+        onListening(HostPort(host: address.host, port: server.channel.localAddress?.port ?? address.port))
 
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -102,7 +104,7 @@ public final class RESPServer: Service {
 
     private func register(_ channel: any Channel) -> Int? {
         connections.withLock { r -> Int? in
-            guard !r.shuttingDown, r.open.count < maxConnections else { return nil }
+            guard !r.shuttingDown, r.open.count < configuration.maxConnections else { return nil }
             r.next += 1
             r.open[r.next] = Entry(channel: channel, busy: false)
             return r.next

@@ -78,34 +78,33 @@ public struct NullDriver: ChannelDriver {
 
 /// The drivers a configuration asks for, one per channel.
 public enum ChannelDrivers {
-    /// Builds every channel's driver; `log` lets tests capture what the log driver prints.
+    /// Builds every channel's driver (`log` where none is configured); `log` lets tests capture what the log
+    /// driver prints; `file` names the configuration in errors.
     public static func make(
-        _ configuration: Configuration,
+        _ channels: [DeliveryChannel: ChannelSettings],
+        file: String = "config",
         log: LogDriver = LogDriver()
-    ) throws(ConfigurationError) -> [Channel: any ChannelDriver] {
-        var drivers: [Channel: any ChannelDriver] = [:]
-        for channel in Channel.allCases {
-            let settings = configuration.channel(channel)
+    ) throws(ConfigurationError) -> [DeliveryChannel: any ChannelDriver] {
+        var drivers: [DeliveryChannel: any ChannelDriver] = [:]
+        for channel in DeliveryChannel.allCases {
+            let settings = channels[channel] ?? .log
             let key = "channel.\(channel.rawValue)"
-            switch settings.driver {
-            case "log": drivers[channel] = log
-            case "null": drivers[channel] = NullDriver()
-            case "webhook":
-                guard let url = settings.url else {
-                    throw ConfigurationError(file: "config", key: key + ".url", message: "is required for webhook")
-                }
+            switch settings {
+            case .log: drivers[channel] = log
+            case .null: drivers[channel] = NullDriver()
+            case .webhook(let s):
                 do {
                     drivers[channel] = try WebhookDriver(
-                        url: url,
-                        secret: settings.secret,
-                        timeout: .milliseconds(settings.timeoutMs)
+                        url: s.url,
+                        secret: s.secret,
+                        timeout: .milliseconds(s.call.timeoutMs)
                     )
                 } catch {
-                    throw ConfigurationError(file: "config", key: key + ".url", message: "\(error)")
+                    throw ConfigurationError(file: file, key: key + ".url", message: "\(error)")
                 }
-            default:
+            case .twilio, .smtp:
                 throw ConfigurationError(
-                    file: "config",
+                    file: file,
                     key: key + ".driver",
                     message: "driver '\(settings.driver)' is not available in this version (log, null, webhook)"
                 )

@@ -34,7 +34,7 @@ public struct EventCodec: Sendable {
         var locale: String
         var app: String?
         var carrier: String?
-        var channels: [Channel]
+        var channels: [DeliveryChannel]
         var destinations: [SealedDestination]
         var codeSeed: String
         var codeDigest: String
@@ -42,7 +42,7 @@ public struct EventCodec: Sendable {
     }
 
     struct SealedDestination: Codable {
-        var channel: Channel
+        var channel: DeliveryChannel
         var sealed: String
     }
 

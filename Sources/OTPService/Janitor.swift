@@ -7,14 +7,22 @@ import ServiceLifecycle
 /// traffic. Runs every `interval` in short batches (each its own statement, so no long transaction holds
 /// locks); any number of instances may run it at once.
 public final class Janitor: Service {
-    let service: SessionService
+    let pool: PGPool
+    let pacing: Pacing
     let logger: Logger
     let interval: Duration
     let batch: Int
 
     /// Creates a janitor.
-    public init(service: SessionService, logger: Logger, interval: Duration = .seconds(60), batch: Int = 10_000) {
-        self.service = service
+    public init(
+        pool: PGPool,
+        pacing: Pacing,
+        logger: Logger,
+        interval: Duration = .seconds(60),
+        batch: Int = 10_000
+    ) {
+        self.pool = pool
+        self.pacing = pacing
         self.logger = logger
         self.interval = interval
         self.batch = batch
@@ -41,9 +49,8 @@ public final class Janitor: Service {
     public func sweep() async throws -> Int {
         var total = 0
         while true {
-            let pacing = service.pacing
-            let batch = self.batch
-            let n = try await service.pool.withConnection { conn in
+            let (pacing, batch) = (self.pacing, self.batch)
+            let n = try await pool.withConnection { conn in
                 try pacing.prune(now: try EventStore.now(on: conn), batch: batch, on: conn)
             }
             total += n

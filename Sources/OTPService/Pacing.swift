@@ -9,9 +9,15 @@ import Postgres
 /// Sends are counted when a step starts. Limits refuse only what a caller asked for (ISSUE, RESEND); a step
 /// the scheduler starts after a timeout or failure is recorded but never refused, so fallback is never
 /// blocked half-way.
-struct Pacing: Sendable {
+public struct Pacing: Sendable {
     let limits: Limits
     let secrets: Secrets
+
+    /// Creates the limits' checker.
+    public init(limits: Limits, secrets: Secrets) {
+        self.limits = limits
+        self.secrets = secrets
+    }
 
     static let tenMinutes: Int64 = 600_000
     static let day: Int64 = 86_400_000
@@ -68,15 +74,22 @@ struct Pacing: Sendable {
         Ceiling(scope: "tenant:" + tenant, bucketMs: 3_600_000, windowMs: Self.day, limit: limits.tenantSendsPerDay)
     }
 
-    /// The telephony channels to skip at ISSUE because the number's country is over its sends-per-minute ceiling.
-    func pumpingChannels(_ destinations: [Destination], now: Int64, on conn: PGConnection) throws -> Set<Channel> {
-        guard let phone = destinations.first(where: { $0.channel.isTelephony })?.address else { return [] }
+    /// What `decide` needs to know from the pacing counters before it runs `command` on `state`: whether a new
+    /// session's phone number is in a country over its sends-per-minute ceiling (a repeated ISSUE of an existing
+    /// session is answered as it was, so it needs nothing).
+    func facts(
+        for command: SessionCommand,
+        state: SessionState,
+        now: Int64,
+        on conn: PGConnection
+    ) throws
+        -> DecisionContext.Facts
+    {
+        guard case .issue(let request) = command, state.issued == nil,
+            let phone = request.destinations.first(where: { $0.channel.isTelephony })?.address
+        else { return DecisionContext.Facts() }
         let ceiling = country(of: phone)
-        guard try ceiling.count(now: now, on: conn) >= ceiling.limit else { return [] }
-        guard destinations.contains(where: { !$0.channel.isTelephony }) else {
-            throw Rejection.rateLimited(retryAfterSeconds: 60)
-        }
-        return [.sms, .voice]
+        return DecisionContext.Facts(countryOverCeiling: try ceiling.count(now: now, on: conn) >= ceiling.limit)
     }
 
     /// Checks the limits a command's events touch, then records them; throws `Rejection.rateLimited`.
@@ -151,7 +164,7 @@ struct Pacing: Sendable {
     }
 
     private func recordSend(
-        _ channel: Channel,
+        _ channel: DeliveryChannel,
         _ issued: SessionEvent.Issued,
         _ tenant: String,
         _ asked: Bool,

@@ -101,10 +101,10 @@ public struct SecretCodeBook: CodeBook {
         return Hex.encode((0..<16).map { _ in UInt8.random(in: .min ... .max, using: &rng) })
     }
 
-    public func code(seed: String, digits: Int, stream: String) -> String {
+    public func code(seed: String, digits: Int, stream: StreamID) -> String {
         let mac = Array(
             HMAC<SHA256>.authenticationCode(
-                for: Array("\(stream)\u{0}\(seed)".utf8),
+                for: Array("\(stream.text)\u{0}\(seed)".utf8),
                 using: SymmetricKey(data: codeKey)
             )
         )
@@ -115,13 +115,24 @@ public struct SecretCodeBook: CodeBook {
         return String(repeating: "0", count: digits - n.count) + n
     }
 
-    public func digest(code: String, stream: String) -> [UInt8] {
-        Array(
-            HMAC<SHA256>.authenticationCode(
-                for: Array("\(stream)\u{0}\(code)".utf8),
-                using: SymmetricKey(data: digestKey)
-            )
+    public func digest(code: String, stream: StreamID) -> String {
+        Hex.encode(
+            HMAC<SHA256>.authenticationCode(for: Self.message(code, stream), using: SymmetricKey(data: digestKey))
         )
+    }
+
+    public func matches(code: String, digest: String, stream: StreamID) -> Bool {
+        guard let expected = Hex.decode(digest) else { return false }
+        // swift-crypto compares authentication codes in constant time.
+        return HMAC<SHA256>.isValidAuthenticationCode(
+            expected,
+            authenticating: Self.message(code, stream),
+            using: SymmetricKey(data: digestKey)
+        )
+    }
+
+    private static func message(_ code: String, _ stream: StreamID) -> [UInt8] {
+        Array("\(stream.text)\u{0}\(code)".utf8)
     }
 }
 

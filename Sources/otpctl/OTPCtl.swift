@@ -2,6 +2,7 @@ import ArgumentParser
 import EventStore
 import Foundation
 import OTPDomain
+import OTPServer
 import OTPService
 import Postgres
 
@@ -69,7 +70,7 @@ struct History: ParsableCommand {
     func run() throws {
         let conn = try connection.open()
         defer { conn.close() }
-        let records = try EventStore.read(stream: "\(tenant)/\(session)", on: conn)
+        let records = try EventStore.read(stream: StreamID(tenant: tenant, session: session).text, on: conn)
         guard !records.isEmpty else {
             FileHandle.standardError.write(Data("otpctl: no such session\n".utf8))
             throw ExitCode(1)

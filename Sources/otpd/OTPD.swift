@@ -1,12 +1,8 @@
 import ArgumentParser
-import EventStore
 import Foundation
 import Logging
-import OTPDomain
 import OTPServer
 import OTPService
-import Postgres
-import ServiceLifecycle
 import UnixSignals
 
 @main
@@ -34,43 +30,26 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"), help: "Where the secret and the embedded cluster live (default .otpd).")
     var dataDir: String?
 
-    /// The configuration after file, environment and flags.
+    /// The configuration after file, environment and flags; a configuration error exits 2 naming the key.
     func resolve(listen: String? = nil) throws -> Configuration {
         let env = ProcessInfo.processInfo.environment
         var c = Configuration()
-        if let file = config ?? env["OTPD_CONFIG"] {
-            c = try Configuration.load(file: file)
+        do {
+            if let file = config ?? env["OTPD_CONFIG"] { c = try Configuration.load(file: file) }
+        } catch {
+            stderr("otpd: configuration error: \(error)")
+            throw ExitCode(2)
         }
-        if let v = env["OTPD_LISTEN"] { c.listen = v }
+        for (name, value) in [("OTPD_LISTEN", env["OTPD_LISTEN"]), ("--listen", listen)] {
+            guard let value else { continue }
+            guard let address = HostPort(value) else { throw ValidationError("\(name) '\(value)' must be HOST:PORT") }
+            c.listen = address
+        }
         if let v = env["OTPD_DATABASE_URL"], !v.isEmpty { c.databaseURL = v }
         if let v = env["OTPD_DATA_DIR"] { c.dataDirectory = v }
-        if let listen { c.listen = listen }
         if let databaseURL { c.databaseURL = databaseURL }
         if let dataDir { c.dataDirectory = dataDir }
-        guard HostPort(c.listen) != nil else { throw ValidationError("listen address '\(c.listen)' must be HOST:PORT") }
         return c
-    }
-}
-
-/// A database the server uses: a configured URL, or an embedded cluster it started.
-struct Database {
-    var url: String
-    var embedded: EmbeddedPostgres?
-
-    static func open(_ c: Configuration) throws -> Database {
-        if let url = c.databaseURL { return Database(url: url, embedded: nil) }
-        let pg = EmbeddedPostgres(dataDirectory: c.dataDirectory + "/pg")
-        let url = try pg.start()
-        return Database(url: url, embedded: pg)
-    }
-
-    func migrate() throws -> [String] {
-        guard let dir = Migrator.locateSchemaDirectory() else {
-            throw ValidationError("cannot find the schema/ directory (run from the repository, or set OTPD_SCHEMA_DIR)")
-        }
-        let conn = try PGConnection(url: url)
-        defer { conn.close() }
-        return try Migrator(directory: dir).apply(on: conn)
     }
 }
 
@@ -83,10 +62,7 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
-        let c = try options.resolve()
-        let db = try Database.open(c)
-        defer { db.embedded?.stop() }
-        let applied = try db.migrate()
+        let applied = try await Application.migrate(try options.resolve())
         print(applied.isEmpty ? "otpd: schema is up to date" : "otpd: applied \(applied.joined(separator: ", "))")
     }
 }
@@ -105,26 +81,23 @@ struct Serve: AsyncParsableCommand {
                 ProcessInfo.processInfo.environment["OTPD_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
             return h
         }
-        let logger = Logger(label: "otpd")
-        let c: Configuration
-        do { c = try options.resolve(listen: listen) } catch let e as ConfigurationError {
+        let c = try options.resolve(listen: listen)
+        var appOptions = Application.Options()
+        appOptions.gracefulShutdownSignals = [.sigterm, .sigint]
+        appOptions.onListening = { address in
+            FileHandle.standardOutput.write(Data("otpd listening on \(address)\n".utf8))
+        }
+        let app: RunningApplication
+        do {
+            app = try await Application(configuration: c, options: appOptions, logger: Logger(label: "otpd")).start()
+        } catch let e as ConfigurationError {
             stderr("otpd: configuration error: \(e)")
             throw ExitCode(2)
         }
-        guard let address = HostPort(c.listen) else { throw ValidationError("bad listen address") }
-
-        let drivers: [Channel: any ChannelDriver]
-        do { drivers = try ChannelDrivers.make(c) } catch {
-            stderr("otpd: configuration error: \(error)")
-            throw ExitCode(2)
+        if !app.appliedMigrations.isEmpty {
+            stderr("otpd: applied migrations \(app.appliedMigrations.joined(separator: ", "))")
         }
-        let db = try Database.open(c)
-        defer { db.embedded?.stop() }
-        let applied = try db.migrate()
-        if !applied.isEmpty { stderr("otpd: applied migrations \(applied.joined(separator: ", "))") }
-
-        let (secrets, generated) = try Secrets.load(hex: c.secret, file: c.secretFile, dataDirectory: c.dataDirectory)
-        if generated {
+        if app.generatedSecret {
             stderr("otpd: generated a new secret in \(c.dataDirectory)/secret (share it between instances)")
         }
         if c.printsCodes {
@@ -136,55 +109,12 @@ struct Serve: AsyncParsableCommand {
         if c.tenants.isEmpty {
             stderr("otpd: no tenants configured: single-tenant mode, no AUTH (development default)")
         }
-
-        let pool = PGPool(url: db.url, size: 8)
-        let service = SessionService(
-            pool: pool,
-            secrets: secrets,
-            policies: PolicyBook(policies: c.policies),
-            limits: c.limits
-        )
-        let renderer = MessageRenderer(
-            settings: MessageSettings(
-                appName: c.appName,
-                appDomain: c.appDomain,
-                androidAppHash: c.androidAppHash
-            )
-        )
-        let dispatcher = Dispatcher(
-            service: service,
-            drivers: drivers,
-            settings: c.channels,
-            renderer: renderer,
-            logger: logger
-        )
-        let scheduler = Scheduler(service: service, logger: logger)
-        let janitor = Janitor(service: service, logger: logger)
-        let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
-        let server = RESPServer(
-            host: address.host,
-            port: address.port,
-            handler: handler,
-            logger: logger,
-            maxConnections: c.maxConnections
-        ) { host, port in
-            let shown = HostPort("\(host):\(port)")?.description ?? "\(host):\(port)"
-            FileHandle.standardOutput.write(Data("otpd listening on \(shown)\n".utf8))
-        }
-        let group = ServiceGroup(
-            services: [dispatcher, scheduler, janitor, server],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            cancellationSignals: [],
-            logger: logger
-        )
         do {
-            try await group.run()
+            try await app.run()
         } catch {
-            await pool.close()
             stderr("otpd: \(error)")
             throw ExitCode(1)
         }
-        await pool.close()
         stderr("otpd: stopped")
     }
 }

@@ -4,8 +4,11 @@ import OTPDomain
 struct FixedCodes: CodeBook {
     var code = "123456"
     func newSeed() -> String { "seed-\(code)" }
-    func code(seed: String, digits: Int, stream: String) -> String { String(seed.dropFirst(5).prefix(digits)) }
-    func digest(code: String, stream: String) -> [UInt8] { Array("\(stream)|\(code)".utf8) }
+    func code(seed: String, digits: Int, stream: StreamID) -> String { String(seed.dropFirst(5).prefix(digits)) }
+    func digest(code: String, stream: StreamID) -> String { "\(stream)|\(code)" }
+    func matches(code: String, digest: String, stream: StreamID) -> Bool {
+        self.digest(code: code, stream: stream) == digest
+    }
 }
 
 /// Given some events, when a command, then events or a rejection: the shape of every domain test.
@@ -15,8 +18,18 @@ struct Given {
 
     init(_ events: [(SessionEvent, Int64)] = []) { self.events = events.map { (event: $0.0, at: $0.1) } }
 
-    func when(_ command: SessionCommand, at now: Int64, minGapMs: Int64 = 30_000) throws(Rejection) -> Decision {
-        try SessionDecider.decide(command, state: state, context: context(now, minGapMs: minGapMs))
+    func when(
+        _ command: SessionCommand,
+        at now: Int64,
+        minGapMs: Int64 = 30_000,
+        plan: Plan = defaultPlan,
+        facts: DecisionContext.Facts = .init()
+    ) throws(Rejection) -> Decision {
+        try SessionDecider.decide(
+            command,
+            state: state,
+            context: context(now, minGapMs: minGapMs, plan: plan, facts: facts)
+        )
     }
 
     /// The state after the command's events, recorded at `now`.
@@ -30,8 +43,22 @@ struct Given {
     }
 }
 
-func context(_ now: Int64, minGapMs: Int64 = 30_000) -> DecisionContext {
-    DecisionContext(now: now, stream: "default/s1", codes: FixedCodes(), minGapMs: minGapMs)
+/// A context whose only policy is `plan`'s (so ISSUE plans exactly those steps).
+func context(
+    _ now: Int64,
+    minGapMs: Int64 = 30_000,
+    plan: Plan = defaultPlan,
+    facts: DecisionContext.Facts = .init()
+) -> DecisionContext {
+    DecisionContext(
+        now: now,
+        stream: StreamID(tenant: "default", session: "s1"),
+        codes: FixedCodes(),
+        policies: PolicyBook(policies: [Policy(name: plan.policy, steps: plan.steps)]),
+        pick: { _ in 0 },
+        minGapMs: minGapMs,
+        facts: facts
+    )
 }
 
 let defaultPlan = Plan(
@@ -69,7 +96,9 @@ func request(
 
 /// The events of a freshly issued session at t=0.
 func issuedSession(plan: Plan = defaultPlan, ttl: Int = 600, maxAttempts: Int = 5) throws -> Given {
-    let d = try Given().when(.issue(request(ttl: ttl, maxAttempts: maxAttempts), plan), at: 0)
+    var r = request(ttl: ttl, maxAttempts: maxAttempts)
+    r.policy = plan.policy
+    let d = try Given().when(.issue(r), at: 0, plan: plan)
     return Given(d.events.map { ($0, 0) })
 }
 

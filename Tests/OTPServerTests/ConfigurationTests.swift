@@ -1,4 +1,5 @@
 import OTPDomain
+import OTPServer
 import OTPService
 import Testing
 
@@ -65,7 +66,10 @@ import Testing
         #expect(c.tenants[0].roles == [.service, .auditor, .analyst])
         #expect(c.channel(.sms).driver == "webhook")
         #expect(c.channel(.voice).driver == "log")
-        #expect(c.channels[.email]?.port == 2525)
+        #expect(
+            c.channels[.email]
+                == .smtp(SMTPSettings(host: "127.0.0.1", port: 2525, from: "AcmeApp <no-reply@acme.example>"))
+        )
         #expect(c.policies.map(\.name) == ["default", "uk"])
         #expect(c.policies[0].steps[0] == Step(channel: .sms, timeoutMs: 15_000, until: .delivered))
         #expect(c.policies[0].steps[3] == Step(channel: .push, timeoutMs: nil, until: .delivered))
@@ -76,7 +80,7 @@ import Testing
 
     @Test func anEmptyFileGivesTheDevelopmentDefaults() throws {
         let c = try Configuration.parse("")
-        #expect(c.listen == "127.0.0.1:7379")
+        #expect(c.listen.description == "127.0.0.1:7379")
         #expect(c.tenants.isEmpty)
         #expect(c.printsCodes)
         #expect(PolicyBook(policies: c.policies).policies == [Policy.builtInDefault])

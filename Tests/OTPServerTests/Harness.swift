@@ -66,11 +66,12 @@ final class TestServer: Sendable {
     let port: Int
     let databaseURL: String
     let log: CapturedLog
-    let group: ServiceGroup
+    let app: RunningApplication
     let task: Task<Void, any Error>
-    let pool: PGPool
-    let service: SessionService
+    var pool: PGPool { app.pool }
+    var sessions: SessionService { app.sessions }
 
+    /// Starts the application as `otpd` does (the same builder), on a fresh database unless one is given.
     static func start(
         label: String,
         config: String = "",
@@ -79,71 +80,34 @@ final class TestServer: Sendable {
     ) async throws -> TestServer {
         let url: String
         if let databaseURL { url = databaseURL } else { url = try await TestDatabase.make(label: label) }
-        let conn = try PGConnection(url: url)
-        try Migrator(directory: repositoryRoot + "/schema").apply(on: conn)
-        conn.close()
-        let c = try Configuration.parse(config, file: "test.toml")
-        let secrets = Secrets(secret: testSecret)
-        let pool = PGPool(url: url, size: 4)
-        let service = SessionService(
-            pool: pool,
-            secrets: secrets,
-            policies: PolicyBook(policies: c.policies),
-            limits: c.limits
-        )
+        var c = try Configuration.parse(config, file: "test.toml")
+        c.databaseURL = url
+        c.listen = HostPort(host: "127.0.0.1", port: 0)
+        c.databasePoolSize = 4
         let log = CapturedLog()
-        let drivers = try ChannelDrivers.make(c, log: LogDriver(write: { log.append($0) }))
+        let bound = Mutex<Int?>(nil)
+        var options = Application.Options()
+        options.secrets = Secrets(secret: testSecret)
+        options.logDriver = LogDriver(write: { log.append($0) })
+        options.dispatcher.pollInterval = .milliseconds(50)
+        options.requestTimeout = requestTimeout
+        options.schemaDirectory = repositoryRoot + "/schema"
+        options.onListening = { address in bound.withLock { $0 = address.port } }
         var logger = Logger(label: "otpd-test")
         logger.logLevel = .warning
-        let dispatcher = Dispatcher(
-            service: service,
-            drivers: drivers,
-            settings: c.channels,
-            renderer: MessageRenderer(settings: MessageSettings(appName: c.appName, appDomain: c.appDomain)),
-            logger: logger,
-            pollInterval: .milliseconds(50)
-        )
-        let scheduler = Scheduler(service: service, logger: logger)
-        let handler = CommandHandler(service: service, tenants: c.tenants, logger: logger)
-        let bound = Mutex<Int?>(nil)
-        let server = RESPServer(
-            host: "127.0.0.1",
-            port: 0,
-            handler: handler,
-            logger: logger,
-            maxConnections: c.maxConnections,
-            requestTimeout: requestTimeout
-        ) { _, port in bound.withLock { $0 = port } }
-        let group = ServiceGroup(services: [dispatcher, scheduler, server], logger: logger)
-        let task = Task { try await group.run() }
+        let app = try await Application(configuration: c, options: options, logger: logger).start()
+        let task = Task { try await app.run() }
         let port = try await eventually("the server to listen") { bound.withLock { $0 } }
-        return TestServer(
-            port: port,
-            databaseURL: url,
-            log: log,
-            group: group,
-            task: task,
-            pool: pool,
-            service: service
-        )
+        return TestServer(port: port, databaseURL: url, log: log, app: app, task: task)
     }
 
-    private init(
-        port: Int,
-        databaseURL: String,
-        log: CapturedLog,
-        group: ServiceGroup,
-        task: Task<Void, any Error>,
-        pool: PGPool,
-        service: SessionService
-    ) {
+    private init(port: Int, databaseURL: String, log: CapturedLog, app: RunningApplication, task: Task<Void, any Error>)
+    {
         self.port = port
         self.databaseURL = databaseURL
         self.log = log
-        self.group = group
+        self.app = app
         self.task = task
-        self.pool = pool
-        self.service = service
     }
 
     /// The code the log driver printed for a session (the latest), waiting for the dispatcher.
@@ -158,10 +122,10 @@ final class TestServer: Sendable {
         }
     }
 
+    /// Shuts down as on SIGTERM: the server, then the dispatcher, scheduler and janitor, then the pool.
     func stop() async {
-        await group.triggerGracefulShutdown()
+        await app.triggerGracefulShutdown()
         _ = try? await task.value
-        await pool.close()
     }
 }
 

@@ -1,6 +1,7 @@
 import EventStore
 import Foundation
 import Logging
+import OTPServer
 import OTPService
 import Postgres
 import Testing
@@ -137,7 +138,12 @@ import Testing
                 "INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES ('tenant:edge', \(now - day - 1_800_000), 0, 1)"
             )
         }
-        let removed = try await Janitor(service: server.service, logger: Logger(label: "test"), batch: 2).sweep()
+        let removed = try await Janitor(
+            pool: server.pool,
+            pacing: server.app.pacing,
+            logger: Logger(label: "test"),
+            batch: 2
+        ).sweep()
         #expect(removed == 15)
         let left = try await server.pool.withConnection { conn in
             try ["sends", "session_starts", "pacing_counts"].map { table in

@@ -1,99 +1,9 @@
-import Crypto
 import Foundation
 import OTPDomain
+import OTPService
 import TOMLKit
 
-/// What a credential may run.
-public enum Role: String, Sendable, Hashable, CaseIterable {
-    case service
-    case gateway
-    case auditor
-    case analyst
-}
-
-/// One `[[tenant]]` entry: a tenant name, a token (kept as its SHA-256) and roles.
-public struct TenantCredential: Sendable, Hashable {
-    /// The tenant's name.
-    public var name: String
-    /// SHA-256 of the token.
-    public var tokenSHA256: [UInt8]
-    /// What the credential may run.
-    public var roles: Set<Role>
-
-    /// Creates a credential from a clear token.
-    public init(name: String, token: String, roles: Set<Role>) {
-        self.init(name: name, tokenSHA256: Array(SHA256.hash(data: Array(token.utf8))), roles: roles)
-    }
-
-    /// Creates a credential from a token's SHA-256.
-    public init(name: String, tokenSHA256: [UInt8], roles: Set<Role>) {
-        self.name = name
-        self.tokenSHA256 = tokenSHA256
-        self.roles = roles
-    }
-}
-
-/// A `[channel.X]` table: which driver sends that channel's messages, and its settings.
-public struct ChannelSettings: Sendable, Hashable {
-    /// `log`, `webhook`, `twilio` or `smtp`.
-    public var driver: String
-    /// The webhook or API URL.
-    public var url: String?
-    /// The HMAC key for webhook signatures.
-    public var secret: String?
-    /// A provider call's timeout.
-    public var timeoutMs: Int64 = 5_000
-    /// Tries of a transient failure.
-    public var retries: Int = 3
-    /// SMTP host.
-    public var host: String?
-    /// SMTP port.
-    public var port: Int?
-    /// SMTP sender.
-    public var from: String?
-
-    /// The development default: print the message.
-    public static let log = ChannelSettings(driver: "log")
-}
-
-/// Pacing and abuse limits (`[limits]`).
-public struct Limits: Sendable, Hashable {
-    public var sendsPerDestination10m = 5
-    public var minGapPerChannelMs: Int64 = 30_000
-    public var sessionsPerDestinationDay = 10
-    public var prefixSendsPerMinute = 600
-    public var tenantSendsPerDay = 1_000_000
-    public var consecutiveFailuresPerDestination = 100
-    public init() {}
-}
-
-/// The server's configuration: the TOML file, then environment, then flags.
-public struct Configuration: Sendable {
-    public var listen = "127.0.0.1:7379"
-    public var databaseURL: String?
-    public var dataDirectory = ".otpd"
-    public var appName = "otpd"
-    public var appDomain: String?
-    public var androidAppHash: String?
-    public var tenants: [TenantCredential] = []
-    public var channels: [Channel: ChannelSettings] = [:]
-    public var policies: [Policy] = []
-    public var limits = Limits()
-    public var secret: String?
-    public var secretFile: String?
-    public var tlsCert: String?
-    public var tlsKey: String?
-    public var maxConnections = 10_000
-
-    /// The defaults: log driver everywhere, no tenants, the built-in default policy.
-    public init() {}
-
-    /// The settings of a channel (the `log` driver when not configured).
-    public func channel(_ c: Channel) -> ChannelSettings { channels[c] ?? .log }
-
-    /// Whether any channel prints codes (development only).
-    public var printsCodes: Bool { Channel.allCases.contains { channel($0).driver == "log" } }
-
+extension Configuration {
     /// Reads a TOML file.
     public static func load(file: String) throws(ConfigurationError) -> Configuration {
         let text: String
@@ -117,17 +27,6 @@ public struct Configuration: Sendable {
         }
         var r = Reader(file: file)
         return try r.configuration(table)
-    }
-}
-
-/// A configuration problem: the file, the key and what is wrong.
-public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
-    public var file: String
-    public var key: String?
-    public var message: String
-    public var description: String {
-        if let key { return "\(file): \(key): \(message)" }
-        return "\(file): \(message)"
     }
 }
 
@@ -207,28 +106,78 @@ private struct Reader {
         }
     }
 
-    func channel(_ name: String, _ path: String) throws(ConfigurationError) -> Channel {
-        guard let c = Channel(rawValue: name) else {
+    func channel(_ name: String, _ path: String) throws(ConfigurationError) -> DeliveryChannel {
+        guard let c = DeliveryChannel(rawValue: name) else {
             throw fail(path, "unknown channel '\(name)' (sms, email, voice, push)")
         }
         return c
+    }
+
+    /// One `[channel.X]` table: the driver, then exactly that driver's keys.
+    func channelSettings(
+        _ t: TOMLTable,
+        _ ch: DeliveryChannel,
+        _ p: String
+    ) throws(ConfigurationError) -> ChannelSettings {
+        guard let driver = try string(t, "driver", "\(p).driver") else { throw fail("\(p).driver", "is required") }
+        func call() throws(ConfigurationError) -> ProviderCall {
+            var call = ProviderCall()
+            if let ms = try duration(t, "timeout", "\(p).timeout") { call.timeoutMs = ms }
+            if let n = try int(t, "retries", "\(p).retries", 1...10) { call.retries = n }
+            return call
+        }
+        func required(_ key: String) throws(ConfigurationError) -> String {
+            guard let v = try string(t, key, "\(p).\(key)") else {
+                throw fail("\(p).\(key)", "is required for \(driver)")
+            }
+            return v
+        }
+        switch driver {
+        case "log", "null":
+            try onlyKeys(t, ["driver"], p)
+            return driver == "log" ? .log : .null
+        case "webhook":
+            try onlyKeys(t, ["driver", "url", "secret", "timeout", "retries"], p)
+            var s = WebhookSettings(url: try required("url"), secret: try string(t, "secret", "\(p).secret"))
+            s.call = try call()
+            return .webhook(s)
+        case "twilio":
+            try onlyKeys(t, ["driver", "url", "timeout", "retries"], p)
+            var s = TwilioSettings(url: try required("url"))
+            s.call = try call()
+            return .twilio(s)
+        case "smtp":
+            guard ch == .email else { throw fail("\(p).driver", "smtp sends e-mail only") }
+            try onlyKeys(t, ["driver", "host", "port", "from", "timeout", "retries"], p)
+            guard let host = try string(t, "host", "\(p).host"), let from = try string(t, "from", "\(p).from") else {
+                throw fail(p, "smtp needs host and from")
+            }
+            var s = SMTPSettings(host: host, port: try int(t, "port", "\(p).port", 1...65535), from: from)
+            s.call = try call()
+            return .smtp(s)
+        default:
+            throw fail("\(p).driver", "unknown driver '\(driver)' (log, webhook, twilio, smtp)")
+        }
     }
 
     mutating func configuration(_ t: TOMLTable) throws(ConfigurationError) -> Configuration {
         try onlyKeys(
             t,
             [
-                "listen", "database_url", "data_dir", "app_name", "app_domain", "android_app_hash", "tenant",
+                "listen", "database_url", "database_pool_size", "data_dir", "app_name", "app_domain",
+                "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
                 "max_connections",
             ],
             ""
         )
         var c = Configuration()
+        c.file = file
         if let v = try string(t, "listen", "listen") {
-            guard HostPort(v) != nil else { throw fail("listen", "must be HOST:PORT") }
-            c.listen = v
+            guard let address = HostPort(v) else { throw fail("listen", "must be HOST:PORT") }
+            c.listen = address
         }
+        if let n = try int(t, "database_pool_size", "database_pool_size", 1...64) { c.databasePoolSize = n }
         c.databaseURL = try string(t, "database_url", "database_url")
         if let v = try string(t, "data_dir", "data_dir") { c.dataDirectory = v }
         if let v = try string(t, "app_name", "app_name") {
@@ -284,27 +233,7 @@ private struct Reader {
                 let p = "channel.\(key)"
                 let ch = try channel(key, p)
                 guard let tt = ct[key]?.table else { throw fail(p, "must be a table") }
-                try onlyKeys(tt, ["driver", "url", "secret", "timeout", "retries", "host", "port", "from"], p)
-                guard let driver = try string(tt, "driver", "\(p).driver") else {
-                    throw fail("\(p).driver", "is required")
-                }
-                guard ["log", "webhook", "twilio", "smtp", "null"].contains(driver) else {
-                    throw fail("\(p).driver", "unknown driver '\(driver)' (log, webhook, twilio, smtp)")
-                }
-                if driver == "smtp" && ch != .email { throw fail("\(p).driver", "smtp sends e-mail only") }
-                var s = ChannelSettings(driver: driver)
-                s.url = try string(tt, "url", "\(p).url")
-                if (driver == "webhook" || driver == "twilio") && s.url == nil {
-                    throw fail("\(p).url", "is required for \(driver)")
-                }
-                s.secret = try string(tt, "secret", "\(p).secret")
-                if let ms = try duration(tt, "timeout", "\(p).timeout") { s.timeoutMs = ms }
-                if let n = try int(tt, "retries", "\(p).retries", 1...10) { s.retries = n }
-                s.host = try string(tt, "host", "\(p).host")
-                s.port = try int(tt, "port", "\(p).port", 1...65535)
-                s.from = try string(tt, "from", "\(p).from")
-                if driver == "smtp" && (s.host == nil || s.from == nil) { throw fail(p, "smtp needs host and from") }
-                c.channels[ch] = s
+                c.channels[ch] = try channelSettings(tt, ch, p)
             }
         }
 
@@ -350,7 +279,7 @@ private struct Reader {
                 guard let w = try int(vt, "weight", "\(vp).weight", 0...1_000_000) else {
                     throw fail("\(vp).weight", "is required")
                 }
-                var order: [Channel] = []
+                var order: [DeliveryChannel] = []
                 for name in try strings(vt, "order", "\(vp).order") ?? [] {
                     let ch = try channel(name, "\(vp).order")
                     guard steps.contains(where: { $0.channel == ch }) else {
@@ -412,24 +341,4 @@ private struct Reader {
         }
         return c
     }
-}
-
-/// A `HOST:PORT` pair.
-public struct HostPort: Sendable, Hashable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-
-    /// Parses `HOST:PORT` (`[::1]:PORT` for IPv6).
-    public init?(_ text: String) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        self.host = host
-        self.port = port
-    }
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

@@ -5,26 +5,26 @@ import NIOPosix
 import Synchronization
 
 /// One HTTP request a `FakeProvider` received.
-struct RecordedRequest: Sendable {
+public struct RecordedRequest: Sendable {
     /// `POST`, `GET`, ...
-    var method: String
+    public var method: String
     /// The request target: path and query.
-    var path: String
+    public var path: String
     /// The headers, in order, as sent.
-    var headers: [(name: String, value: String)]
+    public var headers: [(name: String, value: String)]
     /// The body bytes, exactly as sent.
-    var body: [UInt8]
+    public var body: [UInt8]
 
     /// The first value of a header (case-insensitive name).
-    func header(_ name: String) -> String? {
+    public func header(_ name: String) -> String? {
         headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
     }
 
     /// The body as UTF-8 text.
-    var text: String { String(decoding: body, as: UTF8.self) }
+    public var text: String { String(decoding: body, as: UTF8.self) }
 
     /// The body as a JSON object, if it is one.
-    var json: [String: Any]? {
+    public var json: [String: Any]? {
         (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
     }
 }
@@ -33,16 +33,16 @@ struct RecordedRequest: Sendable {
 ///
 /// The responder sees each request and returns the status, the body and how long to wait before answering.
 /// A status of 0 or less hangs up without answering.
-final class FakeProvider: Sendable {
+public final class FakeProvider: Sendable {
     /// Decides the answer to one request.
-    typealias Responder = @Sendable (RecordedRequest) async -> (status: Int, body: String, delay: Duration)
+    public typealias Responder = @Sendable (RecordedRequest) async -> (status: Int, body: String, delay: Duration)
 
     private typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
     /// The port it listens on.
-    let port: Int
+    public let port: Int
     /// `http://127.0.0.1:<port>`, to append a path to.
-    var baseURL: String { "http://127.0.0.1:\(port)" }
+    public var baseURL: String { "http://127.0.0.1:\(port)" }
 
     private let log: Mutex<[RecordedRequest]>
     private let serverChannel: any Channel
@@ -56,10 +56,10 @@ final class FakeProvider: Sendable {
     }
 
     /// Every request received so far, in order.
-    var requests: [RecordedRequest] { log.withLock { $0 } }
+    public var requests: [RecordedRequest] { log.withLock { $0 } }
 
     /// Starts a provider answering every request through `respond`.
-    static func start(respond: @escaping Responder) async throws -> FakeProvider {
+    public static func start(respond: @escaping Responder) async throws -> FakeProvider {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: "127.0.0.1", port: 0) { channel in
@@ -91,7 +91,7 @@ final class FakeProvider: Sendable {
     }
 
     /// Stops listening, drops open connections and waits until all is closed.
-    func stop() async {
+    public func stop() async {
         try? await serverChannel.close()
         let task = acceptLoop.withLock { $0 }
         task?.cancel()

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import OTPDomain
 import OTPService
+import OTPTesting
 import Testing
 
 @Suite struct WebhookDriverTests {
@@ -11,7 +12,7 @@ import Testing
     private static let phone = "+15555550123"
     private static let renderer = MessageRenderer(settings: MessageSettings(appName: "Acme"))
 
-    private static func outbound(_ channel: OTPDomain.Channel, to: String = phone) -> OutboundMessage {
+    private static func outbound(_ channel: DeliveryChannel, to: String = phone) -> OutboundMessage {
         OutboundMessage(
             messageId: "m-\(channel.rawValue)-1",
             tenant: "acme",

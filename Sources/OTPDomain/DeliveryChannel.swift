@@ -1,5 +1,5 @@
 /// A delivery channel for a one-time code.
-public enum Channel: String, Sendable, Hashable, CaseIterable, Codable, Comparable {
+public enum DeliveryChannel: String, Sendable, Hashable, CaseIterable, Codable, Comparable {
     case sms
     case email
     case voice
@@ -8,7 +8,7 @@ public enum Channel: String, Sendable, Hashable, CaseIterable, Codable, Comparab
     /// Whether the channel reaches a phone number (and so belongs to a country).
     public var isTelephony: Bool { self == .sms || self == .voice }
 
-    public static func < (lhs: Channel, rhs: Channel) -> Bool {
+    public static func < (lhs: DeliveryChannel, rhs: DeliveryChannel) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
     }
 }
@@ -30,12 +30,12 @@ public enum ReceiptOutcome: String, Sendable, Hashable, Codable {
 /// Where a code is sent: a channel and its address (personal data).
 public struct Destination: Sendable, Hashable, Codable {
     /// The channel this destination belongs to.
-    public var channel: Channel
+    public var channel: DeliveryChannel
     /// The phone number, e-mail address or device token.
     public var address: String
 
     /// Creates a destination without validating it.
-    public init(channel: Channel, address: String) {
+    public init(channel: DeliveryChannel, address: String) {
         self.channel = channel
         self.address = address
     }
@@ -47,7 +47,7 @@ public struct Destination: Sendable, Hashable, Codable {
         }
         let name = text[..<colon].lowercased()
         let address = String(text[text.index(after: colon)...])
-        guard let channel = Channel(rawValue: name) else {
+        guard let channel = DeliveryChannel(rawValue: name) else {
             throw .badArgument("unknown channel '\(Validation.printable(name))'")
         }
         switch channel {

@@ -1,0 +1,247 @@
+import EventStore
+import Logging
+import NIOPosix
+import OTPDomain
+import OTPService
+import Postgres
+import ServiceLifecycle
+import UnixSignals
+
+/// Builds every part of otpd from a `Configuration` and runs them as one `ServiceGroup`; `otpd` and the tests
+/// both start the server through it.
+///
+/// `start()` runs the prelude, off Swift's cooperative pool (libpq and `pg_ctl` block): it opens the database
+/// (the configured URL, or an embedded cluster it starts), applies the migrations, and loads the secret. It
+/// then builds the services, listed so that the group, which shuts down in reverse order, stops the RESP
+/// server first and the pool and the embedded cluster last.
+public struct Application: Sendable {
+    /// What the program embedding the application decides, beyond the configuration.
+    public struct Options: Sendable {
+        /// The secret; nil: from the configuration (`secret`, `secret_file`) or `data_dir/secret`, created if absent.
+        public var secrets: Secrets?
+        /// Where the development `log` driver prints.
+        public var logDriver = LogDriver()
+        /// How the dispatcher claims and retries.
+        public var dispatcher = Dispatcher.Settings()
+        /// How the scheduler claims.
+        public var scheduler = Scheduler.Settings()
+        /// How long a begun request may take to arrive in full.
+        public var requestTimeout: Duration = .seconds(30)
+        /// The migrations; nil: found next to the working directory or the executable.
+        public var schemaDirectory: String?
+        /// The signals that begin a graceful shutdown.
+        public var gracefulShutdownSignals: [UnixSignal] = []
+        /// Called with the bound address once the RESP port accepts connections.
+        public var onListening: @Sendable (HostPort) -> Void = { _ in }
+        /// Creates the defaults.
+        public init() {}
+    }
+
+    /// The configuration.
+    public var configuration: Configuration
+    /// The embedding program's choices.
+    public var options: Options
+    /// The logger every service logs through.
+    public var logger: Logger
+
+    /// Creates an application; nothing runs until `start()` or `run()`.
+    public init(configuration: Configuration, options: Options = Options(), logger: Logger) {
+        self.configuration = configuration
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Starts and runs until graceful shutdown.
+    public func run() async throws {
+        try await start().run()
+    }
+
+    /// Runs the prelude and builds the services, ready to run.
+    public func start() async throws -> RunningApplication {
+        let c = configuration
+        let drivers = try ChannelDrivers.make(c.channels, file: c.file, log: options.logDriver)
+        let database = try await Self.openDatabase(c, schemaDirectory: options.schemaDirectory)
+        let secrets: Secrets
+        let generated: Bool
+        do {
+            let given = options.secrets
+            (secrets, generated) = try await NIOThreadPool.singleton.runIfActive {
+                if let given { return (given, false) }
+                return try Secrets.load(hex: c.secret, file: c.secretFile, dataDirectory: c.dataDirectory)
+            }
+        } catch {
+            await database.stop()
+            throw error
+        }
+
+        let pool = PGPool(url: database.url, size: c.databasePoolSize)
+        let codes = SecretCodeBook(secrets)
+        let store = SessionStore(secrets: secrets)
+        let pacing = Pacing(limits: c.limits, secrets: secrets)
+        let sessions = SessionService(
+            pool: pool,
+            store: store,
+            pacing: pacing,
+            codes: codes,
+            policies: PolicyBook(policies: c.policies),
+            minGapMs: c.limits.minGapPerChannelMs
+        )
+        let dispatcher = Dispatcher(
+            pool: pool,
+            sessions: sessions,
+            outbox: store.outbox,
+            codes: codes,
+            drivers: drivers,
+            retries: c.channels.compactMapValues { $0.call?.retries },
+            renderer: MessageRenderer(
+                settings: MessageSettings(appName: c.appName, appDomain: c.appDomain, androidAppHash: c.androidAppHash)
+            ),
+            settings: options.dispatcher,
+            logger: logger
+        )
+        let scheduler = Scheduler(
+            pool: pool,
+            sessions: sessions,
+            timers: store.timers,
+            settings: options.scheduler,
+            logger: logger
+        )
+        let janitor = Janitor(pool: pool, pacing: pacing, logger: logger)
+        let handler = CommandHandler(
+            sessions: sessions,
+            tenants: c.tenants,
+            fingerprint: secrets.fingerprint,
+            logger: logger
+        )
+        var server = ServerConfiguration(address: c.listen)
+        server.maxConnections = c.maxConnections
+        server.requestTimeout = options.requestTimeout
+        let resp = RESPServer(configuration: server, handler: handler, logger: logger, onListening: options.onListening)
+
+        let group = ServiceGroup(
+            services: [database, PoolService(pool: pool), dispatcher, scheduler, janitor, resp],
+            gracefulShutdownSignals: options.gracefulShutdownSignals,
+            cancellationSignals: [],
+            logger: logger
+        )
+        return RunningApplication(
+            group: group,
+            pool: pool,
+            sessions: sessions,
+            pacing: pacing,
+            appliedMigrations: database.appliedMigrations,
+            generatedSecret: generated
+        )
+    }
+
+    /// Opens the database and applies the migrations; the embedded cluster, if one was started, is stopped
+    /// again when that fails.
+    static func openDatabase(_ c: Configuration, schemaDirectory: String?) async throws -> DatabaseService {
+        try await NIOThreadPool.singleton.runIfActive {
+            guard let dir = schemaDirectory ?? Migrator.locateSchemaDirectory() else {
+                throw ConfigurationError(
+                    file: c.file,
+                    key: nil,
+                    message: "cannot find the schema/ directory (run from the repository, or set OTPD_SCHEMA_DIR)"
+                )
+            }
+            let migrator = try Migrator(directory: dir)
+            let url: String
+            let embedded: EmbeddedPostgres?
+            if let configured = c.databaseURL {
+                (url, embedded) = (configured, nil)
+            } else {
+                let cluster = EmbeddedPostgres(dataDirectory: c.dataDirectory + "/pg")
+                (url, embedded) = (try cluster.start(), cluster)
+            }
+            do {
+                let conn = try PGConnection(url: url)
+                defer { conn.close() }
+                let applied = try migrator.apply(on: conn)
+                return DatabaseService(url: url, embedded: embedded, appliedMigrations: applied)
+            } catch {
+                embedded?.stop()
+                throw error
+            }
+        }
+    }
+
+    /// Applies the migrations and stops (`otpd migrate`); returns the names applied.
+    public static func migrate(_ c: Configuration, schemaDirectory: String? = nil) async throws -> [String] {
+        let database = try await openDatabase(c, schemaDirectory: schemaDirectory)
+        await database.stop()
+        return database.appliedMigrations
+    }
+}
+
+/// An application whose prelude ran: its services built, not yet running.
+public final class RunningApplication: Sendable {
+    let group: ServiceGroup
+    /// The database pool (closed when the group stops).
+    public let pool: PGPool
+    /// The command path.
+    public let sessions: SessionService
+    /// The pacing limits (a test sweeps their expired rows with a janitor of its own).
+    public let pacing: Pacing
+    /// The migrations the prelude applied.
+    public let appliedMigrations: [String]
+    /// Whether the prelude created a new secret in the data directory.
+    public let generatedSecret: Bool
+
+    init(
+        group: ServiceGroup,
+        pool: PGPool,
+        sessions: SessionService,
+        pacing: Pacing,
+        appliedMigrations: [String],
+        generatedSecret: Bool
+    ) {
+        self.group = group
+        self.pool = pool
+        self.sessions = sessions
+        self.pacing = pacing
+        self.appliedMigrations = appliedMigrations
+        self.generatedSecret = generatedSecret
+    }
+
+    /// Runs every service until graceful shutdown (a signal, or `triggerGracefulShutdown`). Call it once.
+    public func run() async throws {
+        try await group.run()
+    }
+
+    /// Begins a graceful shutdown: the server stops accepting and finishes its requests, then the rest stop.
+    public func triggerGracefulShutdown() async {
+        await group.triggerGracefulShutdown()
+    }
+}
+
+/// The database as a service: listed first, so it stops last; stops the embedded cluster, if any, on shutdown.
+struct DatabaseService: Service {
+    /// The URL the pool connects to.
+    var url: String
+    /// The cluster the prelude started, or nil for a configured database.
+    var embedded: EmbeddedPostgres?
+    /// The migrations the prelude applied.
+    var appliedMigrations: [String]
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await stop()
+    }
+
+    /// Stops the embedded cluster, off the cooperative pool (`pg_ctl` blocks).
+    func stop() async {
+        guard let embedded else { return }
+        _ = try? await NIOThreadPool.singleton.runIfActive { embedded.stop() }
+    }
+}
+
+/// The pool as a service: closes its connections once every service listed after it has stopped.
+struct PoolService: Service {
+    let pool: PGPool
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await pool.close()
+    }
+}

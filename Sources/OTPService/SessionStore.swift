@@ -1,0 +1,153 @@
+import EventStore
+import OTPDomain
+import Postgres
+
+/// A session as read in one transaction: its state, its stored events, its data key and the database time.
+public struct LoadedSession: Sendable {
+    /// The folded state.
+    public var state: SessionState
+    /// The stored events, oldest first.
+    public var records: [EventRecord]
+    /// The database clock at the read (Unix epoch milliseconds).
+    public var now: Int64
+    /// The session's data key (nil before ISSUE and once erased), for a command that starts from this load.
+    var key: [UInt8]?
+}
+
+/// A session whose stored events no longer decode: a row edited by hand, or data sealed under another secret.
+/// Nothing is recorded on it; REPLAY and `otpctl verify` show where its hash chain breaks.
+public struct UnreadableSession: Error, Sendable, CustomStringConvertible {
+    /// The stream.
+    public var stream: StreamID
+    /// The first version that does not decode.
+    public var version: Int
+    public var description: String { "the stored event at version \(version) cannot be read" }
+}
+
+/// What a commit wrote besides the events, so the caller can wake the local dispatcher and scheduler.
+struct CommitEffects {
+    /// Messages queued in the outbox.
+    var queuedMessages = 0
+    /// Whether the session's deadlines changed.
+    var timersChanged = false
+}
+
+/// Sessions in PostgreSQL: the owner of `session_keys`, and the one place that reads a session and writes a
+/// decision (its key, its events through `EventStore`, its outbox rows, its deadlines).
+///
+/// Like `EventStore`, every function runs synchronously on a connection the caller holds, so the caller
+/// composes a load, a decision and its commit into one transaction.
+public struct SessionStore: Sendable {
+    let secrets: Secrets
+    let codec = EventCodec()
+    /// The outbox, written when a decision starts a step.
+    public let outbox: Outbox
+    /// The deadlines, written when a decision changes them.
+    public let timers: Timers
+
+    /// Creates the store.
+    public init(secrets: Secrets, outbox: Outbox = Outbox(), timers: Timers = Timers()) {
+        self.secrets = secrets
+        self.outbox = outbox
+        self.timers = timers
+    }
+
+    /// Reads and folds a session with the database clock and its data key.
+    func load(_ stream: StreamID, on conn: PGConnection) throws -> LoadedSession {
+        let row = try conn.query(
+            """
+            SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now,
+                   (SELECT sealed_key FROM session_keys WHERE stream_id = \(stream.text)) AS sealed_key
+            """
+        ).rows[0]
+        let now = try row.decode("now", as: Int64.self)
+        let key = try row.decodeIfPresent("sealed_key", as: [UInt8].self).map {
+            try secrets.openSessionKey($0, stream: stream.text)
+        }
+        let records = try EventStore.read(stream: stream.text, on: conn)
+        return LoadedSession(state: try fold(records, key: key, stream: stream), records: records, now: now, key: key)
+    }
+
+    /// Reads a session's stored events as they are, without decoding them (HISTORY, REPLAY: a tampered row
+    /// must still be shown and reported), with the database clock.
+    func records(_ stream: StreamID, on conn: PGConnection) throws -> (records: [EventRecord], now: Int64) {
+        (try EventStore.read(stream: stream.text, on: conn), try EventStore.now(on: conn))
+    }
+
+    /// Rebuilds a state from stored records alone (REPLAY), opening destinations with the session's key.
+    func fold(_ records: [EventRecord], stream: StreamID, on conn: PGConnection) throws -> SessionState {
+        let sealed = try conn.query("SELECT sealed_key FROM session_keys WHERE stream_id = \(stream.text)").rows.first
+        // No key: erased; destinations are gone, history stays.
+        let key = try sealed.map { try secrets.openSessionKey(try $0.decode("sealed_key"), stream: stream.text) }
+        return try fold(records, key: key, stream: stream)
+    }
+
+    /// Decodes and folds stored records; a record that no longer decodes (edited by hand, or its key lost)
+    /// is reported as `UnreadableSession`, not as a database failure.
+    private func fold(_ records: [EventRecord], key: [UInt8]?, stream: StreamID) throws -> SessionState {
+        var events: [(event: SessionEvent, at: Int64)] = []
+        events.reserveCapacity(records.count)
+        for record in records {
+            do {
+                events.append((try codec.decode(record, key: key), record.at))
+            } catch {
+                throw UnreadableSession(stream: stream, version: record.version)
+            }
+        }
+        return SessionDecider.fold(events)
+    }
+
+    /// Writes one decision: the session's key when it is issued, the events after `session`'s version, an outbox
+    /// row for each step they start, and the deadlines that changed. Returns the state after the events.
+    ///
+    /// Throws `AppendError.versionConflict` when another writer appended first; roll the transaction back then.
+    func commit(
+        _ events: [SessionEvent],
+        to stream: StreamID,
+        after session: LoadedSession,
+        now: Int64,
+        on conn: PGConnection
+    ) throws -> (next: SessionState, effects: CommitEffects) {
+        var effects = CommitEffects()
+        let state = session.state
+        guard !events.isEmpty else { return (state, effects) }
+        var key = session.key
+        if case .issued = events[0] {
+            let fresh = try secrets.newSessionKey(stream: stream.text)
+            try conn.query("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream.text), \(fresh.sealed))")
+            key = fresh.key
+        }
+        try EventStore.append(
+            try events.map { try codec.encode($0, stream: stream.text, key: key) },
+            to: stream.text,
+            expectedVersion: state.version,
+            headHash: session.records.last?.hash ?? HashChain.genesis,
+            at: now,
+            on: conn
+        )
+        // Each event that starts a step queues its message, keyed by the event's version (the token).
+        var next = state
+        for event in events {
+            next = SessionDecider.evolve(next, event, at: now)
+            if event.startsStep, let step = next.currentStep {
+                try outbox.enqueue(stream, token: next.version, step: next.step, channel: step.channel, on: conn)
+                effects.queuedMessages += 1
+            }
+        }
+        if state.timers != next.timers {
+            try timers.sync(stream, from: state.timers, to: next.timers, on: conn)
+            effects.timersChanged = true
+        }
+        return (next, effects)
+    }
+}
+
+extension SessionEvent {
+    /// Whether the event queues a message: the first step, or a move to a step.
+    var startsStep: Bool {
+        switch self {
+        case .issued, .escalated: true
+        default: false
+        }
+    }
+}
