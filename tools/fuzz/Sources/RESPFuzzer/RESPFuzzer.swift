@@ -6,7 +6,9 @@ import RESP
 ///
 /// The bytes are decoded twice, all at once and in chunks of that size (as separate reads would deliver
 /// them). Both must give the same requests and the same error, whatever the bytes; every argument then
-/// goes through the destination parser. A crash, a trap or a difference is a finding.
+/// goes through the destination parser, and every request's arguments through ISSUE's and RECEIPT's parsers
+/// (the domain's, the ones the server calls), whose results must hold their documented bounds. A crash, a
+/// trap, a difference or a broken bound is a finding.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
@@ -24,9 +26,31 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     for request in whole.requests {
         precondition(!request.arguments.isEmpty, "a request without a command name")
         precondition(request.arguments.count <= limits.maxArrayCount, "more arguments than the limit")
-        for argument in request.strings { _ = try? Destination.parse(argument) }
+        let strings = request.strings
+        for argument in strings { _ = try? Destination.parse(argument) }
+        checkArgumentParsers(Array(strings.dropFirst()))
     }
     return 0
+}
+
+/// Parses `args` as ISSUE's and as RECEIPT's arguments; what parses must be within the protocol's bounds.
+func checkArgumentParsers(_ args: [String]) {
+    if let r = try? IssueRequest.parse(args, fingerprint: { $0.joined(separator: "\u{0}") }) {
+        precondition(Validation.isSessionID(r.session), "ISSUE accepted a bad session id")
+        precondition((1...8).contains(r.destinations.count), "ISSUE accepted \(r.destinations.count) destinations")
+        precondition(Set(r.destinations.map(\.channel)).count == r.destinations.count, "two destinations, one channel")
+        precondition(IntegerOption.ttl.range.contains(r.ttlSeconds), "TTL out of range")
+        precondition(IntegerOption.digits.range.contains(r.digits), "DIGITS out of range")
+        precondition(IntegerOption.maxAttempts.range.contains(r.maxAttempts), "MAXATTEMPTS out of range")
+        precondition(r.fingerprint == r.fingerprintParts.joined(separator: "\u{0}"), "fingerprint not of the request")
+    }
+    if args.count >= 2, case .recordReceipt(_, _, let detail)? = try? Arguments.receipt(
+        channel: args[0],
+        outcome: args[1],
+        detail: args.count > 2 ? args[2] : nil
+    ) {
+        precondition((detail?.utf8.count ?? 0) <= 256, "RECEIPT accepted a detail over 256 bytes")
+    }
 }
 
 /// Decodes `pieces` as successive reads: the requests, and the framing error that ended the input, if any.
