@@ -122,7 +122,10 @@ public final class RESPServer: Service {
     private func serve(_ connection: NIOAsyncChannel<[RESPRequest], ByteBuffer>) async {
         guard let id = register(connection.channel) else {
             try? await connection.executeThenClose { _, outbound in
-                try await outbound.write(ByteBuffer(string: "-BUSY too many connections or shutting down\r\n"))
+                var out = ByteBuffer()
+                WireError(code: .busy, message: "too many connections or shutting down").reply
+                    .encode(into: &out, protocolVersion: 2)
+                try await outbound.write(out)
             }
             return
         }
@@ -146,7 +149,8 @@ public final class RESPServer: Service {
                     }
                 } catch let e as RESPProtocolError {
                     out.clear()
-                    RESPValue.error("PROTO \(e.reason)").encode(into: &out, protocolVersion: state.protocolVersion)
+                    WireError(code: .proto, message: e.reason).reply
+                        .encode(into: &out, protocolVersion: state.protocolVersion)
                     try await outbound.write(out)
                 }
             }

@@ -24,6 +24,10 @@ struct WireError: Error, Sendable, Equatable {
         static let rateLimited = Code(rawValue: "RATELIMITED")
         /// The database cannot be reached; nothing was recorded.
         static let unavailable = Code(rawValue: "UNAVAILABLE")
+        /// The framing is broken or a request took too long to arrive; the connection closes.
+        static let proto = Code(rawValue: "PROTO")
+        /// Too many connections, or shutting down; the connection closes.
+        static let busy = Code(rawValue: "BUSY")
     }
 
     var code: Code

@@ -1,0 +1,165 @@
+import EventStore
+import Foundation
+import OTPDomain
+import Postgres
+import PostgresTesting
+import Testing
+
+@testable import OTPService
+
+let schemaDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("schema").path
+
+/// A migrated database and the command path on it, as the application builds it.
+struct Fixture {
+    let url: String
+    let pool: PGPool
+    let store: SessionStore
+    let sessions: SessionService
+
+    static func make(_ label: String, limits: Limits = Limits()) async throws -> Fixture {
+        let url = try await TestDatabase.make(label: label)
+        let conn = try PGConnection(url: url)
+        defer { conn.close() }
+        try Migrator(directory: schemaDirectory).apply(on: conn)
+        let secrets = Secrets(secret: Array(repeating: 9, count: 32))
+        let pool = PGPool(url: url, size: 2)
+        let store = SessionStore(secrets: secrets)
+        let sessions = SessionService(
+            pool: pool,
+            store: store,
+            pacing: Pacing(limits: limits, secrets: secrets),
+            codes: SecretCodeBook(secrets),
+            policies: PolicyBook(policies: []),
+            minGapMs: limits.minGapPerChannelMs
+        )
+        return Fixture(url: url, pool: pool, store: store, sessions: sessions)
+    }
+
+    /// Row counts of the tables a commit writes, for one stream.
+    func rows(_ stream: StreamID) async throws -> [String: Int] {
+        try await pool.withConnection { conn in
+            var out: [String: Int] = [:]
+            for table in ["session_keys", "events", "outbox", "timers"] {
+                out[table] = try conn.query(
+                    PGQuery(
+                        unsafeSQL: "SELECT count(*)::bigint FROM \(table) WHERE stream_id = $1",
+                        parameters: [stream.text]
+                    )
+                ).rows[0].decode(0, as: Int.self)
+            }
+            return out
+        }
+    }
+}
+
+let stream = StreamID(tenant: "acme", session: "s1")
+let issue = SessionCommand.issue(
+    IssueRequest(
+        session: "s1",
+        destinations: [
+            Destination(channel: .sms, address: "+15551234567"), Destination(channel: .email, address: "a@example.com"),
+        ],
+        fingerprint: "fp"
+    )
+)
+
+@Suite struct SessionStoreTests {
+    @Test func oneCommitWritesTheKeyTheEventsTheMessageAndTheDeadlines() async throws {
+        let f = try await Fixture.make("store_commit")
+        let outcome = try await f.sessions.execute(issue, on: stream)
+        #expect(outcome.state.version == 1)
+        #expect(try await f.rows(stream) == ["session_keys": 1, "events": 1, "outbox": 1, "timers": 1])
+        let queued = try await f.pool.withConnection { conn in
+            try f.store.outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+        }
+        #expect(queued.map(\.token) == [1])
+        #expect(queued.map(\.channel) == [.sms])
+        #expect(queued.map(\.stream) == [stream])
+        await f.pool.close()
+    }
+
+    @Test func aCommitOnAStaleLoadConflictsAndWritesNothing() async throws {
+        let f = try await Fixture.make("store_conflict")
+        _ = try await f.sessions.execute(issue, on: stream)
+        let stale = try await f.sessions.load(stream)
+        _ = try await f.sessions.execute(.resend, on: stream)  // version 2: an escalation, a second message
+        let before = try await f.rows(stream)
+        let events = [SessionEvent.cancelled]
+        await #expect(throws: AppendError.versionConflict) {
+            try await f.pool.withConnection { conn in
+                try conn.transaction { conn in
+                    _ = try f.store.commit(events, to: stream, after: stale, now: stale.now, on: conn)
+                }
+            }
+        }
+        #expect(try await f.rows(stream) == before)
+        // Through the service, the same command decides again on a fresh load and is recorded once.
+        let cancelled = try await f.sessions.execute(.cancel, on: stream, loaded: stale)
+        #expect(cancelled.state.status == .cancelled)
+        #expect(cancelled.state.version == 3)
+        await f.pool.close()
+    }
+
+    @Test func aClaimedMessageIsNobodyElsesUntilItIsCompletedOrReleased() async throws {
+        let f = try await Fixture.make("store_outbox")
+        _ = try await f.sessions.execute(issue, on: stream)
+        let outbox = f.store.outbox
+        let (first, second) = try await f.pool.withConnection { conn in
+            (
+                try outbox.claim(limit: 10, leaseSeconds: 30, on: conn),
+                try outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+            )
+        }
+        #expect(first.count == 1)
+        #expect(second.isEmpty)
+        let again = try await f.pool.withConnection { conn in
+            try outbox.retry(first[0], afterMs: 0, on: conn)
+            return try outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+        }
+        #expect(again.map(\.attempts) == [2])
+        let parked = try await f.pool.withConnection { conn in
+            try outbox.park(again[0], seconds: 3_600, on: conn)
+            try outbox.retry(again[0], afterMs: 0, on: conn)  // a release clears a park too
+            try outbox.complete(again[0], on: conn)
+            return try outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+        }
+        #expect(parked.isEmpty)
+        #expect(try await f.rows(stream)["outbox"] == 0)
+        await f.pool.close()
+    }
+
+    @Test func aFiredDeadlineIsRemovedUnlessTheFiringReplacedIt() async throws {
+        let f = try await Fixture.make("store_timers")
+        _ = try await f.sessions.execute(issue, on: stream)
+        let timers = f.store.timers
+        let expiry = try await f.pool.withConnection { conn in
+            let far = try EventStore.now(on: conn) + 3_600_000
+            return try timers.claimDue(now: far, leaseMs: 2_000, limit: 10, on: conn)
+        }
+        #expect(expiry.map(\.timer.name) == ["expiry"])
+        #expect(expiry.map(\.stream) == [stream])
+        let replaced = Timers.Claim(stream: stream, timer: TimerSpec(name: "expiry", dueAt: 1, token: 99))
+        try await f.pool.withConnection { conn in try timers.complete(replaced, on: conn) }
+        #expect(try await f.rows(stream)["timers"] == 1)
+        try await f.pool.withConnection { conn in try timers.complete(expiry[0], on: conn) }
+        #expect(try await f.rows(stream)["timers"] == 0)
+        await f.pool.close()
+    }
+}
+
+@Suite struct CodeBookTests {
+    let book = SecretCodeBook(Secrets(secret: Array(repeating: 3, count: 32)))
+
+    @Test func onlyTheSessionsOwnCodeMatchesItsDigest() {
+        let code = book.code(seed: book.newSeed(), digits: 6, stream: stream)
+        let digest = book.digest(code: code, stream: stream)
+        #expect(code.count == 6 && code.allSatisfy(\.isNumber))
+        #expect(book.matches(code: code, digest: digest, stream: stream))
+        let wrong = code == "000000" ? "000001" : "000000"
+        #expect(!book.matches(code: wrong, digest: digest, stream: stream))
+        #expect(!book.matches(code: code, digest: digest, stream: StreamID(tenant: "other", session: "s1")))
+        #expect(!book.matches(code: code, digest: "not hex", stream: stream))
+        #expect(!digest.contains(code))
+    }
+}
