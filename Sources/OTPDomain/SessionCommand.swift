@@ -32,8 +32,11 @@ public enum VerifyResult: String, Sendable, Hashable {
 
 /// What `decide` returns: the events to append and, for VERIFY, the result.
 public struct Decision: Sendable, Hashable {
+    /// The events to append, in order; empty when the command changes nothing.
     public var events: [SessionEvent]
+    /// VERIFY's answer; nil for the other commands.
     public var verifyResult: VerifyResult?
+    /// Creates a decision.
     public init(events: [SessionEvent], verifyResult: VerifyResult? = nil) {
         self.events = events
         self.verifyResult = verifyResult

@@ -45,13 +45,21 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A session was started: its plan, its limits and the sealed code.
     public struct Issued: Sendable, Hashable, Codable {
+        /// The caller's session id.
         public var session: String
+        /// The policy, variant and steps chosen.
         public var plan: Plan
+        /// How long the code verifies, from the time of this event.
         public var ttlMs: Int64
+        /// The code's length.
         public var digits: Int
+        /// Wrong codes allowed before the session locks.
         public var maxAttempts: Int
+        /// The messages' locale as asked (BCP 47).
         public var locale: String
+        /// The app name for the messages, when the request named one.
         public var app: String?
+        /// The carrier hint the request gave.
         public var carrier: String?
         /// Personal data: encrypted by the store, never written in clear.
         public var destinations: [Destination]
@@ -62,6 +70,7 @@ public enum SessionEvent: Sendable, Hashable {
         /// HMAC of the request's arguments, for idempotent ISSUE.
         public var fingerprint: String
 
+        /// Creates the event's data.
         public init(
             session: String,
             plan: Plan,
@@ -93,11 +102,17 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A provider accepted the message of a step.
     public struct Sent: Sendable, Hashable, Codable {
+        /// The 1-based step whose message went out.
         public var step: Int
+        /// Its channel.
         public var channel: DeliveryChannel
+        /// otpd's id of the message (the provider's idempotency key).
         public var messageId: String
+        /// The driver that handed it over.
         public var provider: String
+        /// The provider's own reference, when it gave one.
         public var providerRef: String?
+        /// Creates the event's data.
         public init(step: Int, channel: DeliveryChannel, messageId: String, provider: String, providerRef: String?) {
             self.step = step
             self.channel = channel
@@ -109,11 +124,17 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A message could not be delivered (provider error or a `failed` receipt).
     public struct DeliveryFailed: Sendable, Hashable, Codable {
+        /// The step whose message failed.
         public var step: Int
+        /// Its channel.
         public var channel: DeliveryChannel
+        /// What the provider or the receipt said (never the code or the destination).
         public var reason: String
+        /// Whether retrying could not help (a refusal, a `failed` receipt).
         public var permanent: Bool
+        /// Whether it concerns a step the session had already left.
         public var late: Bool
+        /// Creates the event's data.
         public init(step: Int, channel: DeliveryChannel, reason: String, permanent: Bool, late: Bool) {
             self.step = step
             self.channel = channel
@@ -125,10 +146,15 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A delivery or open receipt.
     public struct Receipt: Sendable, Hashable, Codable {
+        /// The step the receipt is for.
         public var step: Int
+        /// Its channel.
         public var channel: DeliveryChannel
+        /// The gateway's detail, at most 256 bytes.
         public var detail: String?
+        /// Whether it came after the session left that step.
         public var late: Bool
+        /// Creates the event's data.
         public init(step: Int, channel: DeliveryChannel, detail: String?, late: Bool) {
             self.step = step
             self.channel = channel
@@ -139,8 +165,11 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A step's wait ended without its `until` receipt.
     public struct TimedOut: Sendable, Hashable, Codable {
+        /// The step that waited.
         public var step: Int
+        /// How long it waited after its message was sent.
         public var waitedMs: Int64
+        /// Creates the event's data.
         public init(step: Int, waitedMs: Int64) {
             self.step = step
             self.waitedMs = waitedMs
@@ -149,11 +178,17 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// The session moved to another step (or repeats the last one, `from == to`).
     public struct Escalated: Sendable, Hashable, Codable {
+        /// The step left.
         public var from: Int
+        /// The step started (equal to `from` when the last step repeats).
         public var to: Int
+        /// The channel left.
         public var fromChannel: DeliveryChannel
+        /// The channel of the step started.
         public var toChannel: DeliveryChannel
+        /// Why: a timeout, a failure, a resend or a fraud rule.
         public var reason: EscalationReason
+        /// Creates the event's data.
         public init(
             from: Int,
             to: Int,
@@ -171,14 +206,19 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A wrong code was entered.
     public struct VerificationFailed: Sendable, Hashable, Codable {
+        /// Wrong codes still allowed after this one.
         public var attemptsLeft: Int
+        /// Creates the event's data.
         public init(attemptsLeft: Int) { self.attemptsLeft = attemptsLeft }
     }
 
     /// The right code was entered; the step that was current converted.
     public struct Verified: Sendable, Hashable, Codable {
+        /// The step current when the code was entered (the one that converted).
         public var step: Int
+        /// Its channel.
         public var channel: DeliveryChannel
+        /// Creates the event's data.
         public init(step: Int, channel: DeliveryChannel) {
             self.step = step
             self.channel = channel
@@ -188,10 +228,15 @@ public enum SessionEvent: Sendable, Hashable {
     /// A late receipt for the previous step came before the next step's message was handed off: the session
     /// returns to that step and the queued message is not sent.
     public struct Withdrawn: Sendable, Hashable, Codable {
+        /// The step whose start is withdrawn.
         public var from: Int
+        /// The step the session returns to.
         public var to: Int
+        /// The channel of the late receipt.
         public var channel: DeliveryChannel
+        /// What the late receipt said (delivered or opened).
         public var outcome: ReceiptOutcome
+        /// Creates the event's data.
         public init(from: Int, to: Int, channel: DeliveryChannel, outcome: ReceiptOutcome) {
             self.from = from
             self.to = to
@@ -202,7 +247,9 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// The last step ended without success.
     public struct Exhausted: Sendable, Hashable, Codable {
+        /// The last step, which ended without success.
         public var step: Int
+        /// Creates the event's data.
         public init(step: Int) { self.step = step }
     }
 }

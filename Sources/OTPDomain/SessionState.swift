@@ -28,8 +28,9 @@ public struct StartedStep: Sendable, Hashable {
     public var version: Int
     /// Why it started: nil for the first step, else the escalation's reason.
     public var reason: EscalationReason?
-    /// When its message was handed off, and the version of that `sent` event.
+    /// When its message was handed off.
     public var sentAt: Int64?
+    /// The version of that `sent` event.
     public var sentVersion: Int?
 }
 
