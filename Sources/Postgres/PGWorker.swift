@@ -40,6 +40,8 @@ public final class PGWorker: Sendable {
     private let onConnect: (@Sendable () -> Void)?
     private let state = Mutex(State())
     private let connected = Atomic<Bool>(false)
+    /// What `reconnectBackoff` reports, published by the worker's thread before each wait.
+    private let backoff = Mutex<Duration?>(nil)
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
@@ -77,6 +79,14 @@ public final class PGWorker: Sendable {
     /// Whether the worker currently holds a healthy connection.
     public var isConnected: Bool {
         connected.load(ordering: .relaxed)
+    }
+
+    /// Diagnostic: the reconnect backoff the worker is waiting out (jitter included); nil while it is connected,
+    /// connecting or closed.
+    ///
+    /// Read-only and for monitoring and tests: it grows from 100 ms towards 5 s while the database stays away.
+    public var reconnectBackoff: Duration? {
+        backoff.withLock { $0 }
     }
 
     /// Runs `body` on the worker's thread with its connection and returns the result.
@@ -248,6 +258,7 @@ public final class PGWorker: Sendable {
                 }
                 deadline = until
             }
+            backoff.withLock { $0 = schedule.backoff }
 
             // Wait for work, socket readiness or the deadline.
             var timeout: Int32 = wakeRead >= 0 ? -1 : 20
@@ -289,6 +300,7 @@ public final class PGWorker: Sendable {
         connection?.close()
         attempt?.close()
         connected.store(false, ordering: .relaxed)
+        backoff.withLock { $0 = nil }
         let (remaining, waiters) = state.withLock { state in
             state.exited = true
             let jobs = state.jobs
