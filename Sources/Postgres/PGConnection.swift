@@ -1,21 +1,15 @@
 import CLibPQ
 import Foundation
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A libpq connection; not Sendable, so it is only used on one thread (normally its `PGWorker`'s).
 ///
 /// Every call blocks the calling thread until the server answers, so never use it directly from
 /// Swift concurrency or a NIO event loop: go through `PGWorker` or `PGPool`.
 public final class PGConnection {
-    private var handle: OpaquePointer?
-    private var savepointCounter = 0
+    /// The libpq connection; nil once closed.
+    private(set) var handle: OpaquePointer?
+    /// Numbers the savepoints of nested transactions.
+    var savepointCounter = 0
     /// Statements prepared on this connection, by SQL text (parse and plan once, not per call).
     private var prepared: [String: String] = [:]
     private var preparedCounter = 0
@@ -23,23 +17,7 @@ public final class PGConnection {
     /// How many distinct statements a connection keeps prepared; past it, statements run unprepared.
     public static let preparedStatementLimit = 512
 
-    /// Connects (blocking) to the database at `url` with the session `settings`.
-    public init(url: String, settings: PGSettings = .init()) throws(PGError) {
-        let parsed = try PGURL(parsing: url)
-        let pairs = parsed.connectionParameters(settings: settings)
-        let handle = try Self.withKeywordArrays(pairs) { keywords, values in
-            PQconnectdbParams(keywords, values, 0)
-        }
-        guard let handle else { throw .connection("could not allocate a libpq connection") }
-        guard PQstatus(handle) == CONNECTION_OK else {
-            let message = Self.errorMessage(handle)
-            PQfinish(handle)
-            throw .connection(message)
-        }
-        self.handle = handle
-    }
-
-    private init(handle: OpaquePointer) {
+    init(handle: OpaquePointer) {
         self.handle = handle
     }
 
@@ -124,116 +102,7 @@ public final class PGConnection {
         _ = try consume(result)
     }
 
-    /// Runs `body` inside BEGIN/COMMIT, rolling back when it throws (a savepoint when already in a transaction).
-    ///
-    /// If `body` swallowed a server error so that the transaction is aborted, the transaction is rolled
-    /// back and a `.server` error with SQLSTATE 25P02 is thrown instead of a silent "COMMIT".
-    @discardableResult
-    public func transaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
-        let handle = try liveHandle()
-        if PQtransactionStatus(handle) != PQTRANS_IDLE {
-            return try nestedTransaction(body)
-        }
-        try execute("BEGIN")
-        let value: T
-        do {
-            value = try body(self)
-        } catch {
-            if isConnected { try? execute("ROLLBACK") }
-            throw error
-        }
-        if isConnected, let current = self.handle, PQtransactionStatus(current) == PQTRANS_INERROR {
-            try? execute("ROLLBACK")
-            throw PGError(code: .server, sqlState: "25P02", message: "the transaction was aborted by an earlier error")
-        }
-        try execute("COMMIT")
-        return value
-    }
-
-    private func nestedTransaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
-        savepointCounter += 1
-        let name = "otpd_savepoint_\(savepointCounter)"
-        try execute("SAVEPOINT \(name)")
-        let value: T
-        do {
-            value = try body(self)
-        } catch {
-            if isConnected { try? execute("ROLLBACK TO SAVEPOINT \(name); RELEASE SAVEPOINT \(name)") }
-            throw error
-        }
-        if let current = self.handle, PQtransactionStatus(current) == PQTRANS_INERROR {
-            try? execute("ROLLBACK TO SAVEPOINT \(name); RELEASE SAVEPOINT \(name)")
-            throw PGError(code: .server, sqlState: "25P02", message: "the transaction was aborted by an earlier error")
-        }
-        try execute("RELEASE SAVEPOINT \(name)")
-        return value
-    }
-
-    // MARK: LISTEN / NOTIFY
-
-    /// Waits up to `timeout` for a notification on a channel this connection `LISTEN`s to; `nil` on timeout.
-    public func waitForNotification(timeout: Duration) throws(PGError) -> PGNotification? {
-        let handle = try liveHandle()
-        let deadline = ContinuousClock.now.advanced(by: timeout)
-        while true {
-            guard PQconsumeInput(handle) == 1 else {
-                throw .connection(Self.errorMessage(handle))
-            }
-            if let notify = PQnotifies(handle) {
-                defer { PQfreemem(notify) }
-                let channel = notify.pointee.relname.map { String(cString: $0) } ?? ""
-                let payload = notify.pointee.extra.map { String(cString: $0) } ?? ""
-                return PGNotification(channel: channel, payload: payload)
-            }
-            let remaining = millisecondsUntil(deadline)
-            if remaining <= 0 { return nil }
-            let socket = PQsocket(handle)
-            guard socket >= 0 else { throw .connection("the connection has no socket") }
-            var fds = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0)]
-            if pollSocket(&fds, timeoutMilliseconds: remaining) < 0 {
-                throw .connection("poll() failed with errno \(errno)")
-            }
-        }
-    }
-
     // MARK: Internals used by PGWorker
-
-    /// Progress of a non-blocking connection attempt.
-    enum ConnectProgress {
-        case wantRead(Int32)
-        case wantWrite(Int32)
-        case ready
-        case failed(PGError)
-    }
-
-    /// Starts a non-blocking connection attempt (`PQconnectStartParams`); drive it with `continueConnecting`.
-    static func startConnecting(url: String, settings: PGSettings) throws(PGError) -> (PGConnection, ConnectProgress) {
-        let parsed = try PGURL(parsing: url)
-        let pairs = parsed.connectionParameters(settings: settings)
-        let handle = try withKeywordArrays(pairs) { keywords, values in
-            PQconnectStartParams(keywords, values, 0)
-        }
-        guard let handle else { throw .connection("could not allocate a libpq connection") }
-        if PQstatus(handle) == CONNECTION_BAD {
-            let message = errorMessage(handle)
-            PQfinish(handle)
-            throw .connection(message)
-        }
-        let connection = PGConnection(handle: handle)
-        // Per the libpq docs, behave as if PQconnectPoll last returned PGRES_POLLING_WRITING.
-        return (connection, .wantWrite(PQsocket(handle)))
-    }
-
-    /// Advances a non-blocking connection attempt after its socket became ready.
-    func continueConnecting() -> ConnectProgress {
-        guard let handle else { return .failed(.closed("connection is closed")) }
-        switch PQconnectPoll(handle) {
-        case PGRES_POLLING_OK: return .ready
-        case PGRES_POLLING_READING: return .wantRead(PQsocket(handle))
-        case PGRES_POLLING_WRITING: return .wantWrite(PQsocket(handle))
-        default: return .failed(.connection(Self.errorMessage(handle)))
-        }
-    }
 
     /// The connection's socket, or -1.
     var socket: Int32 {
@@ -248,24 +117,6 @@ public final class PGConnection {
         return PQstatus(handle) == CONNECTION_OK
     }
 
-    /// Ends a transaction left open by a body; returns false when the connection is unusable.
-    func resetSessionState() -> Bool {
-        guard let handle, PQstatus(handle) == CONNECTION_OK else { return false }
-        switch PQtransactionStatus(handle) {
-        case PQTRANS_IDLE:
-            return true
-        case PQTRANS_INTRANS, PQTRANS_INERROR:
-            do {
-                try execute("ROLLBACK")
-            } catch {
-                return false
-            }
-            return isConnected
-        default:
-            return false
-        }
-    }
-
     /// The last error message, for diagnostics.
     var lastErrorMessage: String? {
         guard let handle else { return nil }
@@ -274,7 +125,7 @@ public final class PGConnection {
 
     // MARK: Helpers
 
-    private func liveHandle() throws(PGError) -> OpaquePointer {
+    func liveHandle() throws(PGError) -> OpaquePointer {
         guard let handle else { throw .closed("connection is closed") }
         guard PQstatus(handle) == CONNECTION_OK else {
             throw .connection("not connected: " + Self.errorMessage(handle))
@@ -359,19 +210,6 @@ public final class PGConnection {
         return text.isEmpty ? "unknown libpq error" : text
     }
 
-    private static func withKeywordArrays<R>(
-        _ pairs: [(String, String)],
-        _ body: (UnsafePointer<UnsafePointer<CChar>?>, UnsafePointer<UnsafePointer<CChar>?>) -> R
-    ) throws(PGError) -> R {
-        if pairs.contains(where: { $0.0.utf8.contains(0) || $0.1.utf8.contains(0) }) {
-            throw .connection("invalid database URL: a part contains a NUL byte")
-        }
-        // NULL-terminated, as PQconnectdbParams and PQconnectStartParams expect.
-        guard let keywords = CStringArray(pairs.map(\.0) + [nil]), let values = CStringArray(pairs.map(\.1) + [nil])
-        else { throw .connection("out of memory for the connection parameters") }
-        return withExtendedLifetime((keywords, values)) { body(keywords.base, values.base) }
-    }
-
     /// Calls `body` with a C array of NUL-terminated copies of `strings` (`nil` stays NULL); nil when empty.
     private static func withOptionalCStrings<R>(
         _ strings: [String?],
@@ -382,34 +220,6 @@ public final class PGConnection {
             throw PGError(code: .server, message: "out of memory for the statement's parameters")
         }
         return withExtendedLifetime(array) { body(array.base) }
-    }
-}
-
-/// A C array of `strdup` copies of strings (`nil` stays NULL), freed with the object.
-///
-/// One allocation owned by one object, instead of nested `withUnsafe...` closures: the array and every
-/// string in it live exactly as long as the object.
-private final class CStringArray {
-    let base: UnsafePointer<UnsafePointer<CChar>?>
-    private let storage: UnsafeMutablePointer<UnsafePointer<CChar>?>
-    private let count: Int
-
-    /// Copies `strings`; nil when memory is exhausted (`strdup` failed).
-    init?(_ strings: [String?]) {
-        count = strings.count
-        storage = .allocate(capacity: max(count, 1))
-        storage.initialize(repeating: nil, count: max(count, 1))
-        base = UnsafePointer(storage)
-        for (i, string) in strings.enumerated() {
-            guard let string else { continue }
-            guard let copy = strdup(string) else { return nil }  // deinit frees the copies made so far
-            storage[i] = UnsafePointer(copy)
-        }
-    }
-
-    deinit {
-        for i in 0..<count { free(UnsafeMutableRawPointer(mutating: storage[i])) }
-        storage.deallocate()
     }
 }
 

@@ -47,6 +47,11 @@ public final class PGPool: Sendable {
         workers.count(where: \.isConnected)
     }
 
+    /// Diagnostic: each worker's `reconnectBackoff`, in order; all nil while every worker is connected.
+    public var reconnectBackoffs: [Duration?] {
+        workers.map(\.reconnectBackoff)
+    }
+
     /// Runs `body` on a pooled connection's thread and returns its result.
     ///
     /// Waits at most the acquire timeout for a free worker (then throws `.timeout`). Errors thrown by

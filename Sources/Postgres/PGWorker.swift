@@ -40,6 +40,8 @@ public final class PGWorker: Sendable {
     private let onConnect: (@Sendable () -> Void)?
     private let state = Mutex(State())
     private let connected = Atomic<Bool>(false)
+    /// What `reconnectBackoff` reports, published by the worker's thread before each wait.
+    private let backoff = Mutex<Duration?>(nil)
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
@@ -77,6 +79,14 @@ public final class PGWorker: Sendable {
     /// Whether the worker currently holds a healthy connection.
     public var isConnected: Bool {
         connected.load(ordering: .relaxed)
+    }
+
+    /// Diagnostic: the reconnect backoff the worker is waiting out (jitter included); nil while it is connected,
+    /// connecting or closed.
+    ///
+    /// Read-only and for monitoring and tests: it grows from 100 ms towards 5 s while the database stays away.
+    public var reconnectBackoff: Duration? {
+        backoff.withLock { $0 }
     }
 
     /// Runs `body` on the worker's thread with its connection and returns the result.
@@ -162,21 +172,16 @@ public final class PGWorker: Sendable {
 
     // MARK: The worker thread
 
-    /// The delay before reconnect attempt number `failures` (1-based): 100 ms doubling to 5 s, times 0.5–1.0.
-    static func backoff(failures: Int) -> Duration {
-        let exponent = min(max(failures - 1, 0), 16)
-        let base = min(100.0 * pow(2.0, Double(exponent)), 5000.0)
-        return .milliseconds(base * Double.random(in: 0.5...1.0))
-    }
-
+    /// Carries out the reconnect schedule's decisions with the libpq handles, until shutdown.
     private func run() {
         var connection: PGConnection?
         var attempt: PGConnection?
         var progress = PGConnection.ConnectProgress.wantWrite(-1)
-        var attemptDeadline = ContinuousClock.now
-        var nextAttempt: ContinuousClock.Instant? = .now
-        var failures = 0
-        var connectedAt = ContinuousClock.now
+        var schedule = ReconnectSchedule(
+            now: ContinuousClock.now,
+            attemptTimeout: max(settings.connectTimeout, .seconds(2))
+        )
+        var jitter = SystemRandomNumberGenerator()
         var lastError: PGError?
         var pending: [Job] = []
 
@@ -185,25 +190,17 @@ public final class PGWorker: Sendable {
             connection = nil
             connected.store(false, ordering: .relaxed)
             lastError = .connection(reason)
-            if connectedAt.duration(to: .now) < .seconds(1) {
-                // A connection that dies right away counts as a failure, so flapping backs off too.
-                failures += 1
-                nextAttempt = ContinuousClock.now.advanced(by: Self.backoff(failures: failures))
-            } else {
-                failures = 0
-                nextAttempt = .now
-            }
+            schedule.connectionLost(at: .now, using: &jitter)
         }
 
         func attemptFailed(_ error: PGError) {
             attempt?.close()
             attempt = nil
             lastError = error
-            failures += 1
-            nextAttempt = ContinuousClock.now.advanced(by: Self.backoff(failures: failures))
+            schedule.attemptFailed(at: .now, using: &jitter)
         }
 
-        while true {
+        loop: while true {
             drainWakePipe()
             let (newJobs, retryNow, stopping) = state.withLock { state in
                 let jobs = state.jobs
@@ -212,53 +209,61 @@ public final class PGWorker: Sendable {
                 return (jobs, state.retryNow, state.shutdown)
             }
             pending += newJobs
-            if stopping { break }
-            if retryNow, connection == nil, attempt == nil { nextAttempt = .now }
+            if stopping { schedule.shutDown() }
+            if retryNow { schedule.retrySoon(at: .now) }
 
-            // Run queued bodies on a healthy connection.
-            while let current = connection, !pending.isEmpty {
-                let job = pending.removeFirst()
-                let lost = job.run(current)
-                if lost || !current.resetSessionState() {
-                    dropConnection(current.lastErrorMessage ?? "the connection was lost")
-                }
-            }
-
-            // Start a connection attempt when one is due.
-            if connection == nil, attempt == nil, let due = nextAttempt, ContinuousClock.now >= due {
-                nextAttempt = nil
+            // Do what the schedule says; after a change of phase ask again, else wait below.
+            var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+            var deadline: ContinuousClock.Instant?
+            switch schedule.next(at: .now) {
+            case .shutDown:
+                break loop
+            case .connect:
                 do {
                     (attempt, progress) = try PGConnection.startConnecting(url: url, settings: settings)
-                    attemptDeadline = ContinuousClock.now.advanced(by: max(settings.connectTimeout, .seconds(2)))
+                    schedule.attemptStarted(at: .now)
                 } catch {
                     attemptFailed(error)
                 }
-            }
-
-            // While disconnected and not trying, fail fast instead of queueing.
-            if connection == nil, attempt == nil, !pending.isEmpty {
-                let error = PGError(
-                    code: .connection,
-                    message: "not connected to the database" + (lastError?.message.map { ": " + $0 } ?? "")
-                )
-                for job in pending { job.fail(error) }
-                pending.removeAll()
-            }
-
-            // Wait for work, socket readiness or the next deadline.
-            var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            var timeout: Int32 = wakeRead >= 0 ? -1 : 20
-            if let current = connection {
+                continue loop
+            case .abandonAttempt:
+                attemptFailed(.connection("timed out connecting to the database"))
+                continue loop
+            case .runBodies:
+                while let current = connection, !pending.isEmpty {
+                    let job = pending.removeFirst()
+                    let lost = job.run(current)
+                    if lost || !current.resetSessionState() {
+                        dropConnection(current.lastErrorMessage ?? "the connection was lost")
+                    }
+                }
+                guard let current = connection else { continue loop }
                 fds.append(pollfd(fd: current.socket, events: Int16(POLLIN), revents: 0))
-            } else if attempt != nil {
+            case .awaitAttempt(let due):
                 switch progress {
                 case .wantRead(let fd): fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
                 case .wantWrite(let fd): fds.append(pollfd(fd: fd, events: Int16(POLLOUT), revents: 0))
                 case .ready, .failed: fds.append(pollfd(fd: -1, events: 0, revents: 0))
                 }
-                timeout = min(timeout < 0 ? Int32.max : timeout, millisecondsUntil(attemptDeadline))
-            } else if let due = nextAttempt {
-                timeout = min(timeout < 0 ? Int32.max : timeout, millisecondsUntil(due))
+                deadline = due
+            case .backOff(let until):
+                // Backing off: fail fast instead of queueing.
+                if !pending.isEmpty {
+                    let error = PGError(
+                        code: .connection,
+                        message: "not connected to the database" + (lastError?.message.map { ": " + $0 } ?? "")
+                    )
+                    for job in pending { job.fail(error) }
+                    pending.removeAll()
+                }
+                deadline = until
+            }
+            backoff.withLock { $0 = schedule.backoff }
+
+            // Wait for work, socket readiness or the deadline.
+            var timeout: Int32 = wakeRead >= 0 ? -1 : 20
+            if let deadline {
+                timeout = min(timeout < 0 ? Int32.max : timeout, millisecondsUntil(deadline))
             }
             _ = pollSocket(&fds, timeoutMilliseconds: timeout)
 
@@ -276,17 +281,16 @@ public final class PGWorker: Sendable {
                 case .ready:
                     connection = connecting
                     attempt = nil
-                    connectedAt = .now
+                    schedule.connected(at: .now)
                     lastError = nil
                     onConnect?()
                     connected.store(true, ordering: .relaxed)
                 case .failed(let error):
                     attemptFailed(error)
                 case .wantRead(let fd), .wantWrite(let fd):
+                    // A passed deadline is the schedule's to notice (`abandonAttempt`).
                     if fd < 0 {
                         attemptFailed(.connection("the connection attempt has no socket"))
-                    } else if ContinuousClock.now >= attemptDeadline {
-                        attemptFailed(.connection("timed out connecting to the database"))
                     }
                 }
             }
@@ -296,6 +300,7 @@ public final class PGWorker: Sendable {
         connection?.close()
         attempt?.close()
         connected.store(false, ordering: .relaxed)
+        backoff.withLock { $0 = nil }
         let (remaining, waiters) = state.withLock { state in
             state.exited = true
             let jobs = state.jobs

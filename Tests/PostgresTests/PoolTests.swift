@@ -141,8 +141,9 @@ struct PoolTests {
         #expect(unexpected.withLock { $0 }.isEmpty)
     }
 
-    /// After an outage long enough for the reconnect backoff to grow (seconds), the first worker that connects
-    /// wakes the others: a burst of bodies right after it, one per worker, all run instead of failing fast.
+    /// After an outage long enough for the reconnect backoff to grow past a second, the first worker that
+    /// connects wakes the others: a burst of bodies right after it, one per worker, all run instead of failing
+    /// fast.
     @Test func afterAnOutageTheWholePoolComesBackWithItsFirstConnection() async throws {
         let dir = "/var/tmp/otpd-poolback-\(UUID().uuidString.prefix(8))"
         let pg = EmbeddedPostgres(dataDirectory: dir + "/data", settings: ["fsync": "off"])
@@ -154,8 +155,12 @@ struct PoolTests {
 
         try await BlockingThread.run { pg.stop() }
         #expect(await poll(for: .seconds(15)) { pool.connectedCount == 0 ? true : nil } == true)
-        // The outage itself: each worker keeps failing to connect, and its backoff doubles towards 5 s.
-        try await Task.sleep(for: .seconds(3))
+        // The outage itself: each worker keeps failing to connect, and its backoff doubles towards 5 s. Once
+        // every worker waits out more than a second, none of them would be back in time for the burst alone.
+        let backedOff = await poll(for: .seconds(20)) {
+            pool.reconnectBackoffs.allSatisfy { $0.map { $0 > .seconds(1) } ?? false } ? true : nil
+        }
+        #expect(backedOff == true)
         _ = try await BlockingThread.run { try pg.start() }
         #expect(await poll(for: .seconds(15), every: .milliseconds(5)) { pool.connectedCount > 0 ? true : nil } == true)
 

@@ -1,0 +1,66 @@
+import CLibPQ
+
+extension PGConnection {
+    /// Runs `body` inside BEGIN/COMMIT, rolling back when it throws (a savepoint when already in a transaction).
+    ///
+    /// If `body` swallowed a server error so that the transaction is aborted, the transaction is rolled
+    /// back and a `.server` error with SQLSTATE 25P02 is thrown instead of a silent "COMMIT".
+    @discardableResult
+    public func transaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        let handle = try liveHandle()
+        if PQtransactionStatus(handle) != PQTRANS_IDLE {
+            return try nestedTransaction(body)
+        }
+        try execute("BEGIN")
+        let value: T
+        do {
+            value = try body(self)
+        } catch {
+            if isConnected { try? execute("ROLLBACK") }
+            throw error
+        }
+        if isConnected, let current = self.handle, PQtransactionStatus(current) == PQTRANS_INERROR {
+            try? execute("ROLLBACK")
+            throw PGError(code: .server, sqlState: "25P02", message: "the transaction was aborted by an earlier error")
+        }
+        try execute("COMMIT")
+        return value
+    }
+
+    private func nestedTransaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        savepointCounter += 1
+        let name = "otpd_savepoint_\(savepointCounter)"
+        try execute("SAVEPOINT \(name)")
+        let value: T
+        do {
+            value = try body(self)
+        } catch {
+            if isConnected { try? execute("ROLLBACK TO SAVEPOINT \(name); RELEASE SAVEPOINT \(name)") }
+            throw error
+        }
+        if let current = self.handle, PQtransactionStatus(current) == PQTRANS_INERROR {
+            try? execute("ROLLBACK TO SAVEPOINT \(name); RELEASE SAVEPOINT \(name)")
+            throw PGError(code: .server, sqlState: "25P02", message: "the transaction was aborted by an earlier error")
+        }
+        try execute("RELEASE SAVEPOINT \(name)")
+        return value
+    }
+
+    /// Ends a transaction left open by a body; returns false when the connection is unusable.
+    func resetSessionState() -> Bool {
+        guard let handle, PQstatus(handle) == CONNECTION_OK else { return false }
+        switch PQtransactionStatus(handle) {
+        case PQTRANS_IDLE:
+            return true
+        case PQTRANS_INTRANS, PQTRANS_INERROR:
+            do {
+                try execute("ROLLBACK")
+            } catch {
+                return false
+            }
+            return isConnected
+        default:
+            return false
+        }
+    }
+}
