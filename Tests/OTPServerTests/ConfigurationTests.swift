@@ -117,6 +117,12 @@ import Testing
             "otpd.toml: limits.min_gap_per_channel: must be a duration such as \"500ms\", \"15s\" or \"2m\""
         ),
         ("listen = \"nowhere\"", "otpd.toml: listen: must be HOST:PORT"),
+        ("[channel.sms]\ndriver = \"log\"\nurl = \"http://x/\"", "otpd.toml: channel.sms.url: unknown key"),
+        (
+            "[channel.sms]\ndriver = \"webhook\"\nurl = \"http://x/\"\nhost = \"h\"",
+            "otpd.toml: channel.sms.host: unknown key"
+        ),
+        ("database_pool_size = 0", "otpd.toml: database_pool_size: must be between 1 and 64"),
     ])
     func badConfigurationNamesTheFileTheKeyAndTheProblem(text: String, message: String) {
         #expect {
