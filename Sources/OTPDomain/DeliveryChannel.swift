@@ -25,6 +25,15 @@ public enum ReceiptOutcome: String, Sendable, Hashable, Codable {
     case delivered
     case failed
     case opened
+
+    /// Whether this receipt ends a step that waits for `until`: an open implies a delivery; no receipt
+    /// stands for a verified code.
+    public func satisfies(_ until: Until) -> Bool {
+        switch (self, until) {
+        case (.delivered, .delivered), (.opened, .delivered), (.opened, .opened): true
+        default: false
+        }
+    }
 }
 
 /// Where a code is sent: a channel and its address (personal data).

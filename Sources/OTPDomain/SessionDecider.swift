@@ -25,11 +25,10 @@ public enum SessionDecider {
                 s.started = [StartedStep(step: 1, channel: first.channel, version: s.version, reason: nil)]
             }
         case .sent(let e):
-            if let token = s.withdrawn.first(where: { $0.value.step == e.step && $0.value.sentAt == nil })?.key,
-                e.step != s.step || s.sentVersion != nil
-            {
-                s.withdrawn[token]?.sentAt = at
-            } else if e.step == s.step && s.sentVersion == nil {
+            let token = e.token ?? legacyStartToken(of: e, in: s)
+            if let token, s.withdrawn[token] != nil {
+                if s.withdrawn[token]?.sentAt == nil { s.withdrawn[token]?.sentAt = at }
+            } else if token == s.stepStartedVersion && s.sentVersion == nil {
                 s.sentVersion = s.version
                 s.sentAt = at
                 if !s.started.isEmpty {
@@ -53,7 +52,7 @@ public enum SessionDecider {
                 s.receiptKeys.insert(receiptKey(start, .failed))
             }
         case .timedOut:
-            break
+            if !s.started.isEmpty { s.started[s.started.count - 1].timedOut = true }
         case .escalated(let e):
             s.step = e.to
             s.stepStartedVersion = s.version
@@ -94,6 +93,17 @@ public enum SessionDecider {
             s.status = .exhausted
         }
         return s
+    }
+
+    /// The start a `sent` recorded without its token belongs to, guessed by step number as otpd did before
+    /// it recorded the token: a withdrawn start of that step still awaiting its hand-off, else the current one.
+    private static func legacyStartToken(of e: SessionEvent.Sent, in s: SessionState) -> Int? {
+        if let withdrawn = s.withdrawn.first(where: { $0.value.step == e.step && $0.value.sentAt == nil })?.key,
+            e.step != s.step || s.sentVersion != nil
+        {
+            return withdrawn
+        }
+        return e.step == s.step && s.sentVersion == nil ? s.stepStartedVersion : nil
     }
 
     /// Decides what a command does to a session: the events to append, or why it is refused.
@@ -239,7 +249,7 @@ public enum SessionDecider {
         state s: SessionState,
         context: DecisionContext
     ) throws(Rejection) -> Decision {
-        _ = try existing(s)
+        let (issued, _) = try existing(s)
         let now = context.now
         guard let start = s.latestStart(of: channel) else {
             throw .badArgument("no message was sent on channel \(channel.rawValue) for this session")
@@ -252,6 +262,7 @@ public enum SessionDecider {
         if late, s.status == .pending, s.sentVersion == nil, s.started.count >= 2,
             s.started[s.started.count - 1].reason == .timeout,
             s.started[s.started.count - 2].version == start.version,
+            outcome.satisfies(issued.plan.steps[start.step - 1].until),
             now < s.expiresAt
         {
             withdrawal = [
@@ -294,29 +305,24 @@ public enum SessionDecider {
         state s: SessionState
     ) throws(Rejection) -> Decision {
         let (_, current) = try existing(s)
-        if let gone = s.withdrawn[token], gone.sentAt == nil {
+        let step: (number: Int, channel: DeliveryChannel)
+        if let gone = s.withdrawn[token] {
             // The provider already had it when the escalation was withdrawn: the send is recorded, the step stays.
-            return Decision(events: [
-                .sent(
-                    .init(
-                        step: gone.step,
-                        channel: gone.channel,
-                        messageId: messageId,
-                        provider: provider,
-                        providerRef: providerRef
-                    )
-                )
-            ])
+            guard gone.sentAt == nil else { return Decision(events: []) }
+            step = (gone.step, gone.channel)
+        } else {
+            guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
+            step = (s.step, current.channel)
         }
-        guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
         return Decision(events: [
             .sent(
                 .init(
-                    step: s.step,
-                    channel: current.channel,
+                    step: step.number,
+                    channel: step.channel,
                     messageId: messageId,
                     provider: provider,
-                    providerRef: providerRef
+                    providerRef: providerRef,
+                    token: token
                 )
             )
         ])
@@ -350,6 +356,7 @@ public enum SessionDecider {
         let (_, current) = try existing(s)
         let now = context.now
         guard token == s.sentVersion, s.status == .sent || s.status == .delivered, !s.untilSatisfied,
+            !s.currentStepTimedOut,
             let timeout = current.timeoutMs, let sentAt = s.sentAt, now >= sentAt + timeout,
             now < s.expiresAt
         else { return Decision(events: []) }

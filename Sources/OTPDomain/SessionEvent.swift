@@ -112,13 +112,24 @@ public enum SessionEvent: Sendable, Hashable {
         public var provider: String
         /// The provider's own reference, when it gave one.
         public var providerRef: String?
+        /// The version of the event that started the step (its outbox token); nil in events recorded before
+        /// otpd recorded it, which are matched to their start by step number.
+        public var token: Int?
         /// Creates the event's data.
-        public init(step: Int, channel: DeliveryChannel, messageId: String, provider: String, providerRef: String?) {
+        public init(
+            step: Int,
+            channel: DeliveryChannel,
+            messageId: String,
+            provider: String,
+            providerRef: String?,
+            token: Int? = nil
+        ) {
             self.step = step
             self.channel = channel
             self.messageId = messageId
             self.provider = provider
             self.providerRef = providerRef
+            self.token = token
         }
     }
 

@@ -32,6 +32,8 @@ public struct StartedStep: Sendable, Hashable {
     public var sentAt: Int64?
     /// The version of that `sent` event.
     public var sentVersion: Int?
+    /// Whether its wait already ended in `timed_out`: a deadline fires once, even if the step comes back.
+    public var timedOut = false
 }
 
 /// The state of one OTP session, folded from its events.
@@ -92,6 +94,9 @@ public struct SessionState: Sendable, Hashable {
     func latestStart(of channel: DeliveryChannel) -> StartedStep? {
         started.last { $0.channel == channel }
     }
+
+    /// Whether the current step's wait already ended in `timed_out`.
+    var currentStepTimedOut: Bool { started.last?.timedOut ?? false }
 
     /// Whether the current step's `until` receipt has come.
     var untilSatisfied: Bool {

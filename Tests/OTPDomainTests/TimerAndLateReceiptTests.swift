@@ -133,7 +133,9 @@ import Testing
             at: 15_300
         )
         #expect(
-            h.events == [.sent(.init(step: 2, channel: .email, messageId: "m2", provider: "webhook", providerRef: nil))]
+            h.events == [
+                .sent(.init(step: 2, channel: .email, messageId: "m2", provider: "webhook", providerRef: nil, token: 4))
+            ]
         )
         let final = after.and(h.events, at: 15_300)
         #expect(final.state.step == 1)
@@ -142,5 +144,64 @@ import Testing
             try final.when(.recordHandOff(token: 4, messageId: "m2", provider: "webhook", providerRef: nil), at: 15_400)
                 .events.isEmpty
         )
+    }
+}
+
+@Suite struct OneDeadlineFiresOnce {
+    /// E-mail first (until opened, 1 s), then SMS: the e-mail was sent at 100 and timed out at 1 100.
+    let plan = Plan(
+        policy: "p",
+        variant: nil,
+        steps: [Step(channel: .email, timeoutMs: 1_000, until: .opened), Step(channel: .sms, timeoutMs: 1_000)]
+    )
+
+    func emailTimedOut() throws -> Given {
+        let g = try sentSession(plan: plan)
+        let d = try g.when(.timeOutStep(token: 2), at: 1_100, plan: plan)
+        #expect(d.events.map(\.type) == ["timed_out", "escalated"])
+        return g.and(d.events, at: 1_100)
+    }
+
+    @Test func aLateReceiptThatDoesNotSatisfyTheStepsUntilWithdrawsNothing() throws {
+        let g = try emailTimedOut()
+        let d = try g.when(.recordReceipt(channel: .email, outcome: .delivered, detail: nil), at: 1_200, plan: plan)
+        #expect(d.events == [.delivered(.init(step: 1, channel: .email, detail: nil, late: true))])
+        let after = g.and(d.events, at: 1_200)
+        #expect(after.state.step == 2)
+        #expect(after.state.awaitsHandOff(token: 4))  // the SMS still goes out
+        #expect(try after.when(.timeOutStep(token: 2), at: 5_000, plan: plan).events.isEmpty)
+    }
+
+    @Test func aStepThatCameBackAfterItsTimeoutNeverTimesOutAgain() throws {
+        // A history an earlier version could record: the e-mail's escalation withdrawn by a mere delivery.
+        let g = try emailTimedOut().and(
+            [
+                .delivered(.init(step: 1, channel: .email, detail: nil, late: true)),
+                .escalationWithdrawn(.init(from: 2, to: 1, channel: .email, outcome: .delivered)),
+            ],
+            at: 1_200
+        )
+        #expect(g.state.step == 1)
+        #expect(g.state.timers.map(\.name) == ["expiry"])  // no revived, past-due step timer
+        #expect(try g.when(.timeOutStep(token: 2), at: 5_000, plan: plan).events.isEmpty)
+    }
+
+    @Test func aHandOffRecordsTheStartItBelongsTo() throws {
+        let g = try issuedSession()
+        let d = try g.when(.recordHandOff(token: 1, messageId: "m1", provider: "log", providerRef: nil), at: 100)
+        #expect(
+            d.events == [
+                .sent(.init(step: 1, channel: .sms, messageId: "m1", provider: "log", providerRef: nil, token: 1))
+            ]
+        )
+    }
+
+    @Test func aSentRecordedWithoutItsTokenStillFoldsOntoItsStep() throws {
+        let g = try issuedSession().and(
+            [.sent(.init(step: 1, channel: .sms, messageId: "m1", provider: "log", providerRef: nil))],
+            at: 100
+        )
+        #expect(g.state.status == .sent)
+        #expect(g.state.sentVersion == 2)
     }
 }
