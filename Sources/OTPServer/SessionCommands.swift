@@ -32,6 +32,10 @@ extension CommandHandler {
 
     func resend(_ args: [String], tenant: String) async throws -> RESPValue {
         let outcome = try await sessions.execute(.resend, on: try stream(tenant, args[0]))
+        // A finished session (verified, locked, expired, cancelled) records nothing and shows where it stands.
+        guard outcome.state.effectiveStatus(now: outcome.now).isActive else {
+            return Replies.status(outcome.state, now: outcome.now)
+        }
         return Replies.issue(outcome.state, now: outcome.now)
     }
 

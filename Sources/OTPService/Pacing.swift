@@ -23,7 +23,11 @@ public struct Pacing: Sendable {
     static let day: Int64 = 86_400_000
     static let minute: Int64 = 60_000
 
-    func key(_ address: String) -> String { secrets.fingerprint(["destination", address]) }
+    /// A destination's key in the pacing tables: a keyed hash of the tenant and the address, so one tenant's
+    /// traffic never counts against, blocks or reveals anything of the same person at another tenant.
+    func key(_ tenant: String, _ address: String) -> String {
+        secrets.fingerprint(["destination", tenant, address])
+    }
 
     /// A ceiling over many destinations (a country, a tenant), counted in time buckets split into shards.
     struct Ceiling {
@@ -59,10 +63,10 @@ public struct Pacing: Sendable {
         }
     }
 
-    /// The sends-per-minute ceiling of a phone number's country code (10 s buckets).
-    func country(of phone: String) -> Ceiling {
+    /// A tenant's sends-per-minute ceiling for a phone number's country code (10 s buckets).
+    func country(of phone: String, tenant: String) -> Ceiling {
         Ceiling(
-            scope: "country:" + CountryCode.of(phone),
+            scope: "country:\(tenant):" + CountryCode.of(phone),
             bucketMs: 10_000,
             windowMs: Self.minute,
             limit: limits.prefixSendsPerMinute
@@ -80,6 +84,7 @@ public struct Pacing: Sendable {
     func facts(
         for command: SessionCommand,
         state: SessionState,
+        tenant: String,
         now: Int64,
         on conn: PGConnection
     ) throws
@@ -88,8 +93,16 @@ public struct Pacing: Sendable {
         guard case .issue(let request) = command, state.issued == nil,
             let phone = request.destinations.first(where: { $0.channel.isTelephony })?.address
         else { return DecisionContext.Facts() }
-        let ceiling = country(of: phone)
+        let ceiling = country(of: phone, tenant: tenant)
         return DecisionContext.Facts(countryOverCeiling: try ceiling.count(now: now, on: conn) >= ceiling.limit)
+    }
+
+    /// Whether an event is checked or counted against its destinations.
+    static func touchesDestinations(_ event: SessionEvent) -> Bool {
+        switch event {
+        case .issued, .escalated, .verificationFailed, .verified: true
+        default: false
+        }
     }
 
     /// Checks the limits a command's events touch, then records them; throws `Rejection.rateLimited`.
@@ -101,7 +114,12 @@ public struct Pacing: Sendable {
         now: Int64,
         on conn: PGConnection
     ) throws {
-        guard let issued = after.issued else { return }
+        guard let issued = after.issued, events.contains(where: Self.touchesDestinations) else { return }
+        // One transaction at a time per destination: each limit is a read then a write, so concurrent commands
+        // for one address must not both read the count before either writes it. Keys in order: no deadlock.
+        for k in Set(issued.destinations.map { key(tenant, $0.address) }).sorted() {
+            try conn.query("SELECT pg_advisory_xact_lock(hashtextextended(\(k), 0))")
+        }
         let asked: Bool =
             switch command {
             case .issue, .resend: true
@@ -110,11 +128,11 @@ public struct Pacing: Sendable {
         for event in events {
             switch event {
             case .issued(let i):
-                for d in i.destinations { try checkNewSession(key(d.address), now: now, on: conn) }
+                for d in i.destinations { try checkNewSession(key(tenant, d.address), now: now, on: conn) }
                 try checkTenant(tenant, now: now, on: conn)
                 for d in i.destinations {
                     try conn.query(
-                        "INSERT INTO session_starts (destination_key, at_ms) VALUES (\(key(d.address)), \(now))"
+                        "INSERT INTO session_starts (destination_key, at_ms) VALUES (\(key(tenant, d.address)), \(now))"
                     )
                 }
                 if let first = i.plan.steps.first { try recordSend(first.channel, issued, tenant, asked, now, conn) }
@@ -124,14 +142,14 @@ public struct Pacing: Sendable {
                 for d in issued.destinations {
                     try conn.query(
                         """
-                        INSERT INTO destination_failures (destination_key, consecutive) VALUES (\(key(d.address)), 1)
+                        INSERT INTO destination_failures (destination_key, consecutive) VALUES (\(key(tenant, d.address)), 1)
                         ON CONFLICT (destination_key) DO UPDATE SET consecutive = destination_failures.consecutive + 1
                         """
                     )
                 }
             case .verified:
                 for d in issued.destinations {
-                    try conn.query("DELETE FROM destination_failures WHERE destination_key = \(key(d.address))")
+                    try conn.query("DELETE FROM destination_failures WHERE destination_key = \(key(tenant, d.address))")
                 }
             default:
                 break
@@ -172,7 +190,7 @@ public struct Pacing: Sendable {
         _ conn: PGConnection
     ) throws {
         guard let address = issued.destinations.first(where: { $0.channel == channel })?.address else { return }
-        let k = key(address)
+        let k = key(tenant, address)
         if asked {
             // One read serves both limits: the sends in the last ten minutes, and this channel's latest one.
             let reach = max(Self.tenMinutes, limits.minGapPerChannelMs)
@@ -197,7 +215,7 @@ public struct Pacing: Sendable {
         }
         try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now))")
         try Ceiling.record(
-            channel.isTelephony ? [country(of: address), self.tenant(tenant)] : [self.tenant(tenant)],
+            channel.isTelephony ? [country(of: address, tenant: tenant), self.tenant(tenant)] : [self.tenant(tenant)],
             now: now,
             on: conn
         )
@@ -241,11 +259,16 @@ public struct Pacing: Sendable {
 
 /// Operator actions on the pacing tables.
 public enum PacingAdmin {
-    /// Lifts the block on a destination after consecutive failed verifications: deletes its count, keyed by
-    /// the address's HMAC under `secrets` (the same key otpd uses). Returns the count it had, or nil when none
+    /// Lifts the block on a tenant's destination after consecutive failed verifications: deletes its count,
+    /// keyed by the HMAC under `secrets` (the same key otpd uses). Returns the count it had, or nil when none
     /// was recorded.
-    public static func clearFailures(address: String, secrets: Secrets, on conn: PGConnection) throws -> Int? {
-        let key = Pacing(limits: Limits(), secrets: secrets).key(address)
+    public static func clearFailures(
+        address: String,
+        tenant: String,
+        secrets: Secrets,
+        on conn: PGConnection
+    ) throws -> Int? {
+        let key = Pacing(limits: Limits(), secrets: secrets).key(tenant, address)
         return try conn.query("DELETE FROM destination_failures WHERE destination_key = \(key) RETURNING consecutive")
             .rows.first?.decode("consecutive", as: Int.self)
     }

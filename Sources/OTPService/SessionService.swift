@@ -94,7 +94,7 @@ public final class SessionService: Sendable {
             policies: policies,
             pick: pick,
             minGapMs: minGapMs,
-            facts: try pacing.facts(for: command, state: session.state, now: now, on: conn)
+            facts: try pacing.facts(for: command, state: session.state, tenant: stream.tenant, now: now, on: conn)
         )
         let decision = try SessionDecider.decide(command, state: session.state, context: context)
         let (next, effects) = try store.commit(decision.events, to: stream, after: session, now: now, on: conn)

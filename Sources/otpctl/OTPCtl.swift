@@ -95,6 +95,8 @@ struct Unblock: ParsableCommand {
     @Option(name: .customLong("secret-file"), help: "The file holding otpd's secret (hex).") var secretFile: String?
     @Option(name: .customLong("data-dir"), help: "otpd's data directory, holding `secret` (default .otpd).")
     var dataDir: String?
+    @Option(help: "The tenant whose limit blocked it (default: default, the single-tenant name).")
+    var tenant = "default"
     @Argument(help: "The destination, as given to ISSUE: sms:+15551234567, email:user@example.com, ...")
     var destination: String
 
@@ -119,7 +121,7 @@ struct Unblock: ParsableCommand {
         if conn.databaseURL == nil { conn.databaseURL = c.databaseURL }
         let db = try conn.open()
         defer { db.close() }
-        if let count = try PacingAdmin.clearFailures(address: address, secrets: secrets, on: db) {
+        if let count = try PacingAdmin.clearFailures(address: address, tenant: tenant, secrets: secrets, on: db) {
             print("unblocked: \(count) consecutive failed verifications cleared")
         } else {
             print("not blocked: no failed verifications recorded for this destination")

@@ -1,6 +1,7 @@
 import EventStore
 import Foundation
 import Logging
+import OTPDomain
 import OTPServer
 import OTPService
 import Postgres
@@ -90,12 +91,22 @@ import Testing
         #expect(refused.first?.hasPrefix("RATELIMITED") == true, "\(refused)")
         // An operator lifts the block (what `otpctl unblock` runs); the destination may start sessions again.
         let cleared = try await server.pool.withConnection { conn in
-            try PacingAdmin.clearFailures(address: "a@example.com", secrets: Secrets(secret: testSecret), on: conn)
+            try PacingAdmin.clearFailures(
+                address: "a@example.com",
+                tenant: "default",
+                secrets: Secrets(secret: testSecret),
+                on: conn
+            )
         }
         #expect(cleared == 3)
         #expect(pairs(try await redisCLI(server.port, ["ISSUE", "b4", "email:a@example.com"]))["session"] == "b4")
         let again = try await server.pool.withConnection { conn in
-            try PacingAdmin.clearFailures(address: "a@example.com", secrets: Secrets(secret: testSecret), on: conn)
+            try PacingAdmin.clearFailures(
+                address: "a@example.com",
+                tenant: "default",
+                secrets: Secrets(secret: testSecret),
+                on: conn
+            )
         }
         #expect(again == nil)
         // A success resets the count.
@@ -112,6 +123,49 @@ import Testing
         _ = try await redisCLI(other.port, ["ISSUE", "r2", "email:z@example.com"])
         _ = try await redisCLI(other.port, ["VERIFY", "r2", w])
         #expect(pairs(try await redisCLI(other.port, ["ISSUE", "r3", "email:z@example.com"]))["session"] == "r3")
+    }
+
+    /// ISSUE straight through the command path, as a tenant's service would after AUTH.
+    func issue(_ server: TestServer, tenant: String, session: String, _ destination: String) async -> String {
+        let request = IssueRequest(
+            session: session,
+            destinations: [Destination(channel: .email, address: destination)],
+            fingerprint: session
+        )
+        do {
+            _ = try await server.sessions.execute(.issue(request), on: StreamID(tenant: tenant, session: session))
+            return "ok"
+        } catch let r as Rejection {
+            if case .rateLimited = r { return "ratelimited" }
+            return "\(r)"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func concurrentIssuesToOneDestinationPassItsLimitOnlyAsOftenAsItAllows() async throws {
+        let server = try await start("pace_race", "sessions_per_destination_day = 3\nmin_gap_per_channel = \"0s\"")
+        defer { Task { await server.stop() } }
+        let answers = await withTaskGroup(of: String.self) { group in
+            for i in 0..<40 {
+                group.addTask { await self.issue(server, tenant: "default", session: "r\(i)", "a@x.example") }
+            }
+            return await group.reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+        }
+        #expect(answers == ["ok": 3, "ratelimited": 37])
+    }
+
+    @Test func oneTenantsTrafficNeitherCountsNorBlocksAtAnother() async throws {
+        let server = try await start("pace_tenants", "sessions_per_destination_day = 1")
+        defer { Task { await server.stop() } }
+        #expect(await issue(server, tenant: "acme", session: "a1", "p@x.example") == "ok")
+        #expect(await issue(server, tenant: "acme", session: "a2", "p@x.example") == "ratelimited")
+        #expect(await issue(server, tenant: "globex", session: "g1", "p@x.example") == "ok")
+        let keys = try await server.pool.withConnection { conn in
+            try conn.query("SELECT count(DISTINCT destination_key)::bigint FROM session_starts").rows[0]
+                .decode(0, as: Int.self)
+        }
+        #expect(keys == 2)  // one person, two tenants: two keys that cannot be linked without the secret
     }
 
     /// The janitor deletes what no window reaches (older than a day; tenant buckets an hour more) and keeps
