@@ -19,7 +19,7 @@ public enum SessionDecider {
             s.step = 1
             s.stepStartedVersion = s.version
             s.issuedAt = at
-            s.expiresAt = at + i.ttlMs
+            s.expiresAt = at.saturatingAdd(i.ttlMs)
             s.attemptsLeft = i.maxAttempts
             if let first = i.plan.steps.first {
                 s.started = [StartedStep(step: 1, channel: first.channel, version: s.version, reason: nil)]
@@ -227,7 +227,7 @@ public enum SessionDecider {
         guard let sentAt = s.sentAt else {
             throw .rateLimited(retryAfterSeconds: seconds(context.minGapMs))
         }
-        let wait = context.minGapMs - (now - sentAt)
+        let wait = context.minGapMs.saturatingSubtract(now.saturatingSubtract(sentAt))
         if wait > 0 { throw .rateLimited(retryAfterSeconds: seconds(wait)) }
         return Decision(events: [
             .escalated(
@@ -357,11 +357,12 @@ public enum SessionDecider {
         let now = context.now
         guard token == s.sentVersion, s.status == .sent || s.status == .delivered, !s.untilSatisfied,
             !s.currentStepTimedOut,
-            let timeout = current.timeoutMs, let sentAt = s.sentAt, now >= sentAt + timeout,
+            let timeout = current.timeoutMs, let sentAt = s.sentAt, now >= sentAt.saturatingAdd(timeout),
             now < s.expiresAt
         else { return Decision(events: []) }
         return Decision(events: [
-            .timedOut(.init(step: s.step, waitedMs: now - sentAt)), escalation(from: s, reason: .timeout),
+            .timedOut(.init(step: s.step, waitedMs: now.saturatingSubtract(sentAt))),
+            escalation(from: s, reason: .timeout),
         ])
     }
 
@@ -402,5 +403,5 @@ public enum SessionDecider {
         "\(start.version):\(outcome.rawValue)"
     }
 
-    private static func seconds(_ ms: Int64) -> Int { Int(max(1, (ms + 999) / 1000)) }
+    private static func seconds(_ ms: Int64) -> Int { Int(max(1, ms.saturatingAdd(999) / 1000)) }
 }

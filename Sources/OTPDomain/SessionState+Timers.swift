@@ -32,7 +32,7 @@ extension SessionState {
         if status == .sent || status == .delivered, let timeout = currentStep?.timeoutMs, let sentAt,
             let sentVersion, !untilSatisfied, !currentStepTimedOut
         {
-            out.append(TimerSpec(name: "step", dueAt: sentAt + timeout, token: sentVersion))
+            out.append(TimerSpec(name: "step", dueAt: sentAt.saturatingAdd(timeout), token: sentVersion))
         }
         return out
     }

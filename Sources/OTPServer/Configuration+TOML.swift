@@ -32,15 +32,17 @@ extension Configuration {
 
 /// Parses durations written `500ms`, `15s`, `2m` (or a bare integer of seconds).
 public enum DurationText {
-    /// The duration in milliseconds, or nil when malformed.
+    /// The longest duration a setting takes: a day (a session lives at most an hour).
+    public static let maximumMs: Int64 = 86_400_000
+
+    /// The duration in milliseconds, or nil when malformed or too large to count in milliseconds.
     public static func milliseconds(_ text: String) -> Int64? {
         let t = text.trimmingCharacters(in: .whitespaces)
-        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
-        for (suffix, factor) in units where t.hasSuffix(suffix) {
-            guard let n = Int64(t.dropLast(suffix.count)), n >= 0 else { return nil }
-            return n * factor
-        }
-        return Int64(t).map { $0 * 1000 }
+        let units: [(suffix: String, factor: Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+        let unit = units.first { t.hasSuffix($0.suffix) }
+        guard let n = Int64(t.dropLast(unit?.suffix.count ?? 0)), n >= 0 else { return nil }
+        let (ms, overflow) = n.multipliedReportingOverflow(by: unit?.factor ?? 1000)
+        return overflow ? nil : ms
     }
 }
 
@@ -71,10 +73,10 @@ private struct Reader {
 
     func duration(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigurationError) -> Int64? {
         guard let v = t[key] else { return nil }
-        if let n = v.int, n >= 0 { return Int64(n) * 1000 }
-        guard let s = v.string, let ms = DurationText.milliseconds(s) else {
+        guard let text = v.int.map({ String($0) }) ?? v.string, let ms = DurationText.milliseconds(text) else {
             throw fail(path, "must be a duration such as \"500ms\", \"15s\" or \"2m\"")
         }
+        guard ms <= DurationText.maximumMs else { throw fail(path, "must be at most 24h") }
         return ms
     }
 

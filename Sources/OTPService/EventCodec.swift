@@ -102,6 +102,14 @@ public struct EventCodec: Sendable {
         switch record.type {
         case "issued":
             let s = try decoder.decode(StoredIssued.self, from: data)
+            // What ISSUE accepts is all a stored `issued` may hold: an edited row fails here, as unreadable,
+            // instead of trapping later (a code of 25 digits, a negative TTL).
+            guard IntegerOption.digits.range.contains(s.digits),
+                IntegerOption.maxAttempts.range.contains(s.maxAttempts),
+                (Int64(IntegerOption.ttl.range.lowerBound) * 1000...Int64(IntegerOption.ttl.range.upperBound) * 1000)
+                    .contains(s.ttlMs),
+                !s.steps.isEmpty, s.steps.allSatisfy({ ($0.timeoutMs ?? 0) >= 0 })
+            else { throw SecretsError("a stored issued event holds values ISSUE does not accept") }
             let destinations: [Destination] =
                 try key.map { key in
                     try s.destinations.map { d in

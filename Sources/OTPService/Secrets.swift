@@ -109,6 +109,9 @@ public struct SecretCodeBook: CodeBook {
             )
         )
         let value = mac.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        // An edited row cannot make the modulus overflow: 10^18 is the largest power of ten a UInt64 holds
+        // with room (the domain accepts 4 to 10 digits, and the codec refuses other stored values).
+        let digits = min(max(digits, 1), 18)
         var modulus: UInt64 = 1
         for _ in 0..<digits { modulus *= 10 }
         let n = String(value % modulus)

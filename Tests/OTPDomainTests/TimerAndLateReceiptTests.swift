@@ -205,3 +205,17 @@ import Testing
         #expect(g.state.sentVersion == 2)
     }
 }
+
+@Suite struct TimesAtTheEndOfTime {
+    @Test func eventsRecordedNearTheEndOfTimeFoldAndDecideWithoutTrapping() throws {
+        let late = Int64.max - 10
+        let g = try issuedSession().and([], at: 0)
+        let issued = try #require(g.events.first?.event)
+        let far = Given([(issued, late)])
+        #expect(far.state.expiresAt == .max)  // saturated, not wrapped
+        let sent = try far.when(.recordHandOff(token: 1, messageId: "m", provider: "log", providerRef: nil), at: late)
+        let after = far.and(sent.events, at: late)
+        #expect(after.state.timers.first(where: { $0.name == "step" })?.dueAt == .max)
+        #expect(try after.when(.timeOutStep(token: 2), at: .max).events.isEmpty)
+    }
+}

@@ -123,6 +123,14 @@ import Testing
             "otpd.toml: channel.sms.host: unknown key"
         ),
         ("database_pool_size = 0", "otpd.toml: database_pool_size: must be between 1 and 64"),
+        (
+            "[limits]\nmin_gap_per_channel = 9223372036854775807",
+            "otpd.toml: limits.min_gap_per_channel: must be a duration such as \"500ms\", \"15s\" or \"2m\""
+        ),
+        (
+            "[[policy]]\nname = \"default\"\nsteps = [{ channel = \"sms\", timeout = \"25h\" }]",
+            "otpd.toml: policy[0].steps[0].timeout: must be at most 24h"
+        ),
     ])
     func badConfigurationNamesTheFileTheKeyAndTheProblem(text: String, message: String) {
         #expect {
@@ -147,5 +155,7 @@ import Testing
         #expect(DurationText.milliseconds("7") == 7_000)
         #expect(DurationText.milliseconds("-1s") == nil)
         #expect(DurationText.milliseconds("s") == nil)
+        #expect(DurationText.milliseconds("9223372036854775807h") == nil)  // overflows: refused, not a trap
+        #expect(DurationText.milliseconds("9223372036854775807") == nil)
     }
 }

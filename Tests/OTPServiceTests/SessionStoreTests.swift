@@ -163,3 +163,39 @@ let issue = SessionCommand.issue(
         #expect(!digest.contains(code))
     }
 }
+
+@Suite struct StoredEventBounds {
+    @Test func anIssuedRowEditedBeyondWhatISSUEAcceptsIsUnreadableNotATrap() throws {
+        let codec = EventCodec()
+        let key = Array(repeating: UInt8(5), count: 32)
+        guard case .issue(let request) = issue else { return }
+        let plan = Plan(policy: "default", variant: nil, steps: [Step(channel: .email)])
+        let event = SessionEvent.issued(
+            .init(
+                session: request.session,
+                plan: plan,
+                ttlMs: 600_000,
+                digits: 6,
+                maxAttempts: 5,
+                locale: "en",
+                app: nil,
+                carrier: nil,
+                destinations: request.destinations,
+                codeSeed: "seed",
+                codeDigest: "digest",
+                fingerprint: "fp"
+            )
+        )
+        let stored = try codec.encode(event, stream: stream.text, key: key)
+        func record(_ data: String) -> EventRecord {
+            EventRecord(streamID: stream.text, version: 1, type: stored.type, data: data, at: 0, prevHash: [], hash: [])
+        }
+        #expect(throws: Never.self) { try codec.decode(record(stored.data), key: key) }
+        for (from, to) in [("\"digits\":6", "\"digits\":25"), ("\"ttl_ms\":600000", "\"ttl_ms\":-1")] {
+            #expect(stored.data.contains(from))
+            #expect(throws: (any Error).self) {
+                try codec.decode(record(stored.data.replacingOccurrences(of: from, with: to)), key: key)
+            }
+        }
+    }
+}
