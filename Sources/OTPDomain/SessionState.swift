@@ -85,9 +85,10 @@ public struct SessionState: Sendable, Hashable {
         (status.isActive && issued != nil && now >= expiresAt) ? .expired : status
     }
 
-    /// Whether the current step's message is queued and not yet handed to a provider.
-    public func awaitsHandOff(token: Int) -> Bool {
-        issued != nil && status.isActive && token == stepStartedVersion && sentVersion == nil
+    /// Whether the current step's message is queued and not yet handed to a provider, and may still go out at
+    /// `now` (a session past its TTL sends nothing, even before the expiry timer records `expired`).
+    public func awaitsHandOff(token: Int, now: Int64) -> Bool {
+        issued != nil && effectiveStatus(now: now).isActive && token == stepStartedVersion && sentVersion == nil
     }
 
     /// The most recent start of a channel's message.

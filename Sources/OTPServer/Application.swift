@@ -92,7 +92,7 @@ public struct Application: Sendable {
             outbox: store.outbox,
             codes: codes,
             drivers: drivers,
-            retries: c.channels.compactMapValues { $0.call?.retries },
+            calls: c.channels.compactMapValues(\.call),
             renderer: MessageRenderer(
                 settings: MessageSettings(appName: c.appName, appDomain: c.appDomain, androidAppHash: c.androidAppHash)
             ),

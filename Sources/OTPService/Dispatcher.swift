@@ -6,17 +6,24 @@ import ServiceLifecycle
 /// Follows the outbox: claims queued messages, renders them, hands them to the channel's driver, and records
 /// `sent` or `delivery_failed`.
 ///
-/// Provider calls happen outside any transaction. A claim is a lease: if this process dies mid-send, another
-/// instance takes the row after the lease and sends again with the same message id (the idempotency key).
+/// Provider calls happen outside any transaction. Each channel has a lane of its own, so a provider that hangs
+/// holds up only its own channel's messages. A claim is a lease with a fencing token: a holder whose lease ran
+/// out cannot touch the row any more. A message is sent at most once per step: the row is marked in flight
+/// before the call, and a row found in flight (its holder died, or could not record the outcome) is not sent
+/// again but fails over to the next step. When recording a hand-off fails, the dispatcher retries the record,
+/// never the send.
 public final class Dispatcher: Service {
     /// How the dispatcher claims and retries.
     public struct Settings: Sendable {
         /// How long to wait for work when nothing is due and no local append signals.
         public var pollInterval: Duration = .milliseconds(250)
-        /// How long a claimed row stays this instance's.
+        /// How long a claimed row stays this instance's, at the least (at least twice the slowest channel's
+        /// provider timeout, so a call in flight never outlives its lease).
         public var leaseSeconds = 30
-        /// Rows claimed at once.
-        public var batchSize = 32
+        /// Messages in flight at once, per channel.
+        public var perChannel = 16
+        /// Tries of recording an outcome before the row is left to fail over after its lease.
+        public var recordTries = 5
         /// Creates the defaults.
         public init() {}
     }
@@ -26,22 +33,27 @@ public final class Dispatcher: Service {
     let outbox: Outbox
     let codes: any CodeBook
     let drivers: [DeliveryChannel: any ChannelDriver]
-    let retries: [DeliveryChannel: Int]
+    let calls: [DeliveryChannel: ProviderCall]
     let renderer: MessageRenderer
     let settings: Settings
+    let leaseSeconds: Int
     let logger: Logger
 
     /// How long a message of an unreadable session waits before it is tried again (an hour).
     static let parkSeconds = 3_600
 
-    /// Creates a dispatcher; `retries` is each channel's number of tries for a transient failure (default 3).
+    /// The reason recorded for a message whose earlier attempt's outcome is unknown.
+    static let unknownOutcome =
+        "an earlier attempt was handed to the provider and its outcome is unknown; not sent again"
+
+    /// Creates a dispatcher; `calls` holds each provider channel's timeout and tries (default 5 s, 3 tries).
     public init(
         pool: PGPool,
         sessions: SessionService,
         outbox: Outbox,
         codes: any CodeBook,
         drivers: [DeliveryChannel: any ChannelDriver],
-        retries: [DeliveryChannel: Int],
+        calls: [DeliveryChannel: ProviderCall],
         renderer: MessageRenderer,
         settings: Settings = Settings(),
         logger: Logger
@@ -51,22 +63,28 @@ public final class Dispatcher: Service {
         self.outbox = outbox
         self.codes = codes
         self.drivers = drivers
-        self.retries = retries
+        self.calls = calls
         self.renderer = renderer
         self.settings = settings
+        let slowest = calls.values.map(\.timeoutMs).max() ?? 0
+        self.leaseSeconds = max(settings.leaseSeconds, Int((2 * slowest + 999) / 1000))
         self.logger = logger
     }
 
     /// Runs until graceful shutdown, finishing the sends in flight.
     public func run() async throws {
-        let (outbox, limit, lease) = (self.outbox, settings.batchSize, settings.leaseSeconds)
+        let (outbox, lease, pool) = (self.outbox, leaseSeconds, self.pool)
         await runClaimLoop(
             "dispatcher",
             logger: logger,
             signal: outbox.signal,
-            claim: {
+            capacity: Dictionary(uniqueKeysWithValues: DeliveryChannel.allCases.map { ($0, settings.perChannel) }),
+            lane: { $0.channel },
+            claim: { free in
                 let claims = try await pool.withConnection { conn in
-                    try outbox.claim(limit: limit, leaseSeconds: lease, on: conn)
+                    try free.sorted { $0.key < $1.key }.flatMap { channel, n in
+                        try outbox.claim(channel, limit: n, leaseSeconds: lease, on: conn)
+                    }
                 }
                 return (claims, settings.pollInterval)
             },
@@ -82,18 +100,29 @@ public final class Dispatcher: Service {
         do {
             let loaded = try await sessions.load(c.stream)
             let state = loaded.state
-            guard state.awaitsHandOff(token: c.token), let issued = state.issued else {
+            guard state.awaitsHandOff(token: c.token, now: loaded.now), let issued = state.issued else {
                 // Cancelled, verified, expired or superseded since it was queued: send nothing.
                 try await pool.withConnection { conn in try outbox.complete(c, on: conn) }
                 return
             }
-            func record(_ command: SessionCommand) async throws {
-                _ = try await sessions.execute(command, on: c.stream, loaded: loaded, also: complete)
+            if c.wasInFlight {
+                // The message may have gone out: sending it again would blast the same channel. Fail over.
+                let failure = SessionCommand.recordProviderFailure(
+                    token: c.token,
+                    reason: Self.unknownOutcome,
+                    permanent: false
+                )
+                try await record(failure, c, loaded: loaded, also: complete)
+                return
             }
             guard let to = issued.destinations.first(where: { $0.channel == c.channel })?.address else {
                 let reason = "no destination for \(c.channel.rawValue)"
-                try await record(.recordProviderFailure(token: c.token, reason: reason, permanent: true))
+                let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: true)
+                try await record(failure, c, loaded: loaded, also: complete)
                 return
+            }
+            guard try await pool.withConnection({ conn in try outbox.beginSend(c, on: conn) }) else {
+                return  // the lease ran out and another instance holds the row: it decides
             }
             let code = codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
             let message = renderer.render(channel: c.channel, code: code, app: issued.app, locale: issued.locale)
@@ -116,11 +145,13 @@ public final class Dispatcher: Service {
                     provider: driver.name,
                     providerRef: ref
                 )
-                try await record(handOff)
+                try await record(handOff, c, loaded: loaded, also: complete)
             case .permanentFailure(let reason):
-                try await record(.recordProviderFailure(token: c.token, reason: reason, permanent: true))
-            case .transientFailure(let reason) where c.attempts >= retries[c.channel, default: 3]:
-                try await record(.recordProviderFailure(token: c.token, reason: reason, permanent: false))
+                let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: true)
+                try await record(failure, c, loaded: loaded, also: complete)
+            case .transientFailure(let reason) where c.attempts >= calls[c.channel]?.retries ?? 3:
+                let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: false)
+                try await record(failure, c, loaded: loaded, also: complete)
             case .transientFailure:
                 // Exponential backoff with jitter: 200 ms, 400 ms, 800 ms ... (± 50 %).
                 let base = 200 << min(c.attempts - 1, 8)
@@ -136,9 +167,32 @@ public final class Dispatcher: Service {
             _ = try? await pool.withConnection { conn in try outbox.park(c, seconds: Self.parkSeconds, on: conn) }
         } catch {
             logger.warning(
-                "dispatcher: send not recorded; it will be retried after the lease",
+                "dispatcher: outcome not recorded; after the lease the step fails over (the message is not sent again)",
                 metadata: ["stream": "\(c.stream)", "token": "\(c.token)", "error": "\(error)"]
             )
+        }
+    }
+
+    /// Records an outcome, trying again with backoff while the database fails (never sending again): a blip or
+    /// a pool timeout must not turn a sent message into a second one.
+    private func record(
+        _ command: SessionCommand,
+        _ c: Outbox.Claim,
+        loaded: LoadedSession,
+        also: @escaping @Sendable (PGConnection, SessionState) throws -> Void
+    ) async throws {
+        var attempt = 0
+        while true {
+            do {
+                _ = try await sessions.execute(command, on: c.stream, loaded: attempt == 0 ? loaded : nil, also: also)
+                return
+            } catch let error
+                where attempt + 1 < settings.recordTries && !(error is Rejection)
+                && !(error is UnreadableSession)
+            {
+                attempt += 1
+                try? await Task.sleep(for: .milliseconds(100 << min(attempt, 6)))
+            }
         }
     }
 }

@@ -25,6 +25,10 @@ public struct Outbox: Sendable {
         public var channel: DeliveryChannel
         /// How many times the row was claimed, this claim included.
         public var attempts: Int
+        /// This claim's fencing token: every later write to the row names it.
+        public var lease: Int64
+        /// Whether an earlier holder handed the message to the provider without recording what happened.
+        public var wasInFlight: Bool
     }
 
     /// Queues the message of the step started at `token`.
@@ -37,43 +41,63 @@ public struct Outbox: Sendable {
         )
     }
 
-    /// Claims up to `limit` due rows for `leaseSeconds`.
-    func claim(limit: Int, leaseSeconds: Int, on conn: PGConnection) throws -> [Claim] {
+    /// Claims up to `limit` due rows of one channel for `leaseSeconds`, each under a new lease id.
+    func claim(_ channel: DeliveryChannel, limit: Int, leaseSeconds: Int, on conn: PGConnection) throws -> [Claim] {
         let rows = try conn.query(
             """
-            UPDATE outbox SET leased_until = now() + make_interval(secs => \(leaseSeconds)), attempts = attempts + 1
+            UPDATE outbox SET leased_until = now() + make_interval(secs => \(leaseSeconds)), attempts = attempts + 1,
+                lease_id = nextval('outbox_lease_seq')
             WHERE (stream_id, token) IN (
                 SELECT stream_id, token FROM outbox
-                WHERE available_at <= now() AND (leased_until IS NULL OR leased_until < now())
+                WHERE channel = \(channel.rawValue) AND available_at <= now()
+                  AND (leased_until IS NULL OR leased_until < now())
                 ORDER BY available_at LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED)
-            RETURNING stream_id, token, channel, attempts
+            RETURNING stream_id, token, attempts, lease_id, in_flight
             """
         ).rows
         return try rows.compactMap { row in
-            guard let stream = StreamID(text: try row.decode("stream_id", as: String.self)),
-                let channel = DeliveryChannel(rawValue: try row.decode("channel", as: String.self))
-            else { return nil }
+            guard let stream = StreamID(text: try row.decode("stream_id", as: String.self)) else { return nil }
             return Claim(
                 stream: stream,
                 token: try row.decode("token"),
                 channel: channel,
-                attempts: try row.decode("attempts")
+                attempts: try row.decode("attempts"),
+                lease: try row.decode("lease_id"),
+                wasInFlight: try row.decode("in_flight")
             )
         }
     }
 
-    /// Removes a row whose message was handed off, refused, or is no longer wanted.
-    func complete(_ claim: Claim, on conn: PGConnection) throws {
-        try conn.query("DELETE FROM outbox WHERE stream_id = \(claim.stream.text) AND token = \(claim.token)")
+    /// Marks the row as handed to the provider, just before the call; false when the lease was lost (another
+    /// instance holds the row now), and then the message must not be sent.
+    func beginSend(_ claim: Claim, on conn: PGConnection) throws -> Bool {
+        try conn.query(
+            """
+            UPDATE outbox SET in_flight = true
+            WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
+            """
+        ).affectedRows == 1
     }
 
-    /// Releases a row to be claimed again after `delayMs` (a transient failure's backoff).
+    /// Removes a row whose message was handed off, refused, or is no longer wanted, if this claim still holds it.
+    func complete(_ claim: Claim, on conn: PGConnection) throws {
+        try conn.query(
+            """
+            DELETE FROM outbox
+            WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
+            """
+        )
+    }
+
+    /// Releases a row to be claimed again after `delayMs` (the provider said the send failed, so it may be sent
+    /// again), if this claim still holds it.
     func retry(_ claim: Claim, afterMs delayMs: Int, on conn: PGConnection) throws {
         try conn.query(
             """
-            UPDATE outbox SET leased_until = NULL, available_at = now() + make_interval(secs => \(Double(delayMs) / 1000))
-            WHERE stream_id = \(claim.stream.text) AND token = \(claim.token)
+            UPDATE outbox SET leased_until = NULL, in_flight = false,
+                available_at = now() + make_interval(secs => \(Double(delayMs) / 1000))
+            WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
             """
         )
     }
@@ -83,7 +107,7 @@ public struct Outbox: Sendable {
         try conn.query(
             """
             UPDATE outbox SET leased_until = now() + make_interval(secs => \(seconds))
-            WHERE stream_id = \(claim.stream.text) AND token = \(claim.token)
+            WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
             """
         )
     }

@@ -18,7 +18,7 @@ public final class Scheduler: Service {
         public var leaseMs: Int64 = 2_000
         /// The longest sleep between looks at the table.
         public var maxSleep: Duration = .milliseconds(200)
-        /// Deadlines claimed at once.
+        /// Deadlines being fired at once.
         public var batchSize = 64
         /// Creates the defaults.
         public init() {}
@@ -49,13 +49,15 @@ public final class Scheduler: Service {
             "scheduler",
             logger: logger,
             signal: timers.signal,
-            claim: { try await claimDue() },
+            capacity: [0: settings.batchSize],
+            lane: { _ in 0 },
+            claim: { free in try await claimDue(limit: free[0] ?? 0) },
             work: { await self.fire($0) }
         )
     }
 
     /// Claims due timers; returns them and how long to sleep when there are none.
-    func claimDue() async throws -> ([Timers.Claim], Duration) {
+    func claimDue(limit: Int) async throws -> ([Timers.Claim], Duration) {
         let (timers, settings) = (self.timers, self.settings)
         let maxSleepMs = Int64(
             settings.maxSleep.components.seconds * 1000
@@ -63,7 +65,7 @@ public final class Scheduler: Service {
         )
         return try await pool.withConnection { conn in
             let now = try EventStore.now(on: conn)
-            let claims = try timers.claimDue(now: now, leaseMs: settings.leaseMs, limit: settings.batchSize, on: conn)
+            let claims = try timers.claimDue(now: now, leaseMs: settings.leaseMs, limit: limit, on: conn)
             if !claims.isEmpty { return (claims, .zero) }
             let next = try timers.nextDue(after: now, on: conn)
             let waitMs = next.map { min(max($0 - now, 1), maxSleepMs) } ?? maxSleepMs

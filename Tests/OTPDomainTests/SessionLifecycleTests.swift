@@ -21,7 +21,13 @@ import Testing
         #expect(s.step == 1)
         #expect(s.attemptsLeft == 5)
         #expect(s.expiresAt == 600_000)
-        #expect(s.awaitsHandOff(token: 1))
+        #expect(s.awaitsHandOff(token: 1, now: 0))
+    }
+
+    @Test func aSessionPastItsTTLSendsNothingEvenBeforeItsExpiryIsRecorded() throws {
+        let s = try issuedSession().state
+        #expect(s.awaitsHandOff(token: 1, now: 599_999))
+        #expect(!s.awaitsHandOff(token: 1, now: 600_000))
     }
 
     @Test func sameIssueAgainRecordsNothing() throws {
@@ -176,7 +182,7 @@ import Testing
         let after = g.and(d.events, at: 200)
         #expect(after.state.step == 2)
         #expect(after.state.status == .pending)
-        #expect(after.state.awaitsHandOff(token: 4))
+        #expect(after.state.awaitsHandOff(token: 4, now: 0))
     }
 
     @Test func receiptForAnOldStepIsRecordedLateAndChangesNoStep() throws {

@@ -95,7 +95,7 @@ import Testing
         let after = g.and(d.events, at: 15_200)
         #expect(after.state.step == 1)
         #expect(after.state.status == .delivered)
-        #expect(!after.state.awaitsHandOff(token: 4))  // the queued e-mail is not sent
+        #expect(!after.state.awaitsHandOff(token: 4, now: 0))  // the queued e-mail is not sent
         #expect(after.state.timers.map(\.name) == ["expiry"])
         #expect(
             try after.when(.verify(code: "123456"), at: 16_000).events == [.verified(.init(step: 1, channel: .sms))]
@@ -168,7 +168,7 @@ import Testing
         #expect(d.events == [.delivered(.init(step: 1, channel: .email, detail: nil, late: true))])
         let after = g.and(d.events, at: 1_200)
         #expect(after.state.step == 2)
-        #expect(after.state.awaitsHandOff(token: 4))  // the SMS still goes out
+        #expect(after.state.awaitsHandOff(token: 4, now: 0))  // the SMS still goes out
         #expect(try after.when(.timeOutStep(token: 2), at: 5_000, plan: plan).events.isEmpty)
     }
 

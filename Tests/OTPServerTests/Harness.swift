@@ -76,7 +76,8 @@ final class TestServer: Sendable {
         label: String,
         config: String = "",
         databaseURL: String? = nil,
-        requestTimeout: Duration = .seconds(30)
+        requestTimeout: Duration = .seconds(30),
+        dispatcher: Dispatcher.Settings? = nil
     ) async throws -> TestServer {
         let url: String
         if let databaseURL { url = databaseURL } else { url = try await TestDatabase.make(label: label) }
@@ -89,6 +90,7 @@ final class TestServer: Sendable {
         var options = Application.Options()
         options.secrets = Secrets(secret: testSecret)
         options.logDriver = LogDriver(write: { log.append($0) })
+        options.dispatcher = dispatcher ?? options.dispatcher
         options.dispatcher.pollInterval = .milliseconds(50)
         options.requestTimeout = requestTimeout
         options.schemaDirectory = repositoryRoot + "/schema"

@@ -71,7 +71,7 @@ let issue = SessionCommand.issue(
         #expect(outcome.state.version == 1)
         #expect(try await f.rows(stream) == ["session_keys": 1, "events": 1, "outbox": 1, "timers": 1])
         let queued = try await f.pool.withConnection { conn in
-            try f.store.outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+            try f.store.outbox.claim(.sms, limit: 10, leaseSeconds: 30, on: conn)
         }
         #expect(queued.map(\.token) == [1])
         #expect(queued.map(\.channel) == [.sms])
@@ -105,27 +105,58 @@ let issue = SessionCommand.issue(
         let f = try await Fixture.make("store_outbox")
         _ = try await f.sessions.execute(issue, on: stream)
         let outbox = f.store.outbox
-        let (first, second) = try await f.pool.withConnection { conn in
+        let (first, second, email) = try await f.pool.withConnection { conn in
             (
-                try outbox.claim(limit: 10, leaseSeconds: 30, on: conn),
-                try outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+                try outbox.claim(.sms, limit: 10, leaseSeconds: 30, on: conn),
+                try outbox.claim(.sms, limit: 10, leaseSeconds: 30, on: conn),
+                try outbox.claim(.email, limit: 10, leaseSeconds: 30, on: conn)
             )
         }
         #expect(first.count == 1)
         #expect(second.isEmpty)
+        #expect(email.isEmpty)  // each channel claims its own rows
         let again = try await f.pool.withConnection { conn in
             try outbox.retry(first[0], afterMs: 0, on: conn)
-            return try outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+            return try outbox.claim(.sms, limit: 10, leaseSeconds: 30, on: conn)
         }
         #expect(again.map(\.attempts) == [2])
+        #expect(again[0].lease != first[0].lease)
         let parked = try await f.pool.withConnection { conn in
             try outbox.park(again[0], seconds: 3_600, on: conn)
             try outbox.retry(again[0], afterMs: 0, on: conn)  // a release clears a park too
             try outbox.complete(again[0], on: conn)
-            return try outbox.claim(limit: 10, leaseSeconds: 30, on: conn)
+            return try outbox.claim(.sms, limit: 10, leaseSeconds: 30, on: conn)
         }
         #expect(parked.isEmpty)
         #expect(try await f.rows(stream)["outbox"] == 0)
+        await f.pool.close()
+    }
+
+    @Test func aClaimWhoseLeaseWasTakenOverCanNoLongerTouchTheRow() async throws {
+        let f = try await Fixture.make("store_fence")
+        _ = try await f.sessions.execute(issue, on: stream)
+        let outbox = f.store.outbox
+        // The first holder's lease runs out (0 s) while it is still working; a second instance claims the row.
+        let (stale, fresh) = try await f.pool.withConnection { conn in
+            let stale = try outbox.claim(.sms, limit: 1, leaseSeconds: 0, on: conn)[0]
+            return (stale, try outbox.claim(.sms, limit: 1, leaseSeconds: 30, on: conn)[0])
+        }
+        let (began, staleBegan) = try await f.pool.withConnection { conn in
+            (try outbox.beginSend(fresh, on: conn), try outbox.beginSend(stale, on: conn))
+        }
+        #expect(began)
+        #expect(!staleBegan)  // the old holder must not call the provider
+        try await f.pool.withConnection { conn in
+            try outbox.complete(stale, on: conn)
+            try outbox.retry(stale, afterMs: 0, on: conn)
+        }
+        #expect(try await f.rows(stream)["outbox"] == 1)  // neither deleted nor released by the old holder
+        // The holder that called the provider dies without recording: whoever claims next learns it.
+        let next = try await f.pool.withConnection { conn in
+            try conn.query("UPDATE outbox SET leased_until = now() - interval '1 second'")
+            return try outbox.claim(.sms, limit: 1, leaseSeconds: 30, on: conn)
+        }
+        #expect(next.map(\.wasInFlight) == [true])
         await f.pool.close()
     }
 
