@@ -25,8 +25,9 @@ public struct Application: Sendable {
         public var dispatcher = Dispatcher.Settings()
         /// How the scheduler claims.
         public var scheduler = Scheduler.Settings()
-        /// How long a begun request may take to arrive in full.
-        public var requestTimeout: Duration = .seconds(30)
+        /// The RESP server's bounds on its clients (the address and `max_connections` come from the
+        /// configuration).
+        public var server = ServerConfiguration(address: HostPort(host: "127.0.0.1", port: 0))
         /// The migrations; nil: found next to the working directory or the executable.
         public var schemaDirectory: String?
         /// The signals that begin a graceful shutdown.
@@ -113,9 +114,9 @@ public struct Application: Sendable {
             fingerprint: secrets.fingerprint,
             logger: logger
         )
-        var server = ServerConfiguration(address: c.listen)
+        var server = options.server
+        server.address = c.listen
         server.maxConnections = c.maxConnections
-        server.requestTimeout = options.requestTimeout
         let resp = RESPServer(configuration: server, handler: handler, logger: logger, onListening: options.onListening)
 
         let group = ServiceGroup(

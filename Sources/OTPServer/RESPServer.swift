@@ -16,6 +16,15 @@ public struct ServerConfiguration: Sendable {
     public var limits = RESPLimits.standard
     /// How long a begun request may take to arrive in full.
     public var requestTimeout: Duration = .seconds(30)
+    /// Replies are written once this many bytes are waiting, before the rest of a pipelined batch is answered,
+    /// so a pipeline of large replies never piles up in memory; the write waits while the client does not read,
+    /// and so does the reading of its further requests.
+    public var outboundFlushBytes = 64 * 1024
+    /// How long one write may wait for a client that does not read before its connection is closed (so a
+    /// client that never reads cannot hold a connection, or a shutdown, for ever).
+    public var writeTimeout: Duration = .seconds(30)
+    /// How long a connection may stay unauthenticated when tenants are configured; then it is closed.
+    public var authTimeout: Duration = .seconds(10)
 
     /// Creates a configuration with the defaults.
     public init(address: HostPort) {
@@ -131,27 +140,52 @@ public final class RESPServer: Service {
         }
         defer { _ = connections.withLock { $0.open.removeValue(forKey: id) } }
         var state = handler.newConnection()
+        let channel = connection.channel
+        let (flushBytes, writeTimeout) = (configuration.outboundFlushBytes, configuration.writeTimeout)
+        // Without a tenant yet, the connection has `authTimeout` to authenticate.
+        var authDeadline: Scheduled<Void>? =
+            state.tenant == nil
+            ? channel.eventLoop.scheduleTask(in: .init(configuration.authTimeout)) { channel.close(promise: nil) }
+            : nil
+        defer { authDeadline?.cancel() }
         do {
             try await connection.executeThenClose { inbound, outbound in
+                /// Writes, closing the connection when the client has not taken the bytes in `writeTimeout`.
+                func write(_ buffer: ByteBuffer) async throws {
+                    let deadline = channel.eventLoop.scheduleTask(in: .init(writeTimeout)) {
+                        channel.close(promise: nil)
+                    }
+                    defer { deadline.cancel() }
+                    try await outbound.write(buffer)
+                }
                 var out = ByteBuffer()
                 do {
-                    // One batch is every request decoded from one read: its replies go out in one write.
+                    // One batch is every request decoded from one read: its replies go out together, in writes
+                    // of about `outboundFlushBytes`.
                     for try await batch in inbound {
                         guard setBusy(id, true) else { break }
                         out.clear()
                         for request in batch {
                             let reply = await handler.handle(request, state: &state)
                             reply.encode(into: &out, protocolVersion: state.protocolVersion)
+                            if state.tenant != nil, let pending = authDeadline {
+                                pending.cancel()
+                                authDeadline = nil
+                            }
                             if state.closeAfterReply { break }
+                            if out.readableBytes >= flushBytes {
+                                try await write(out)
+                                out.clear()
+                            }
                         }
-                        try await outbound.write(out)
+                        if out.readableBytes > 0 { try await write(out) }
                         if state.closeAfterReply || !setBusy(id, false) { break }
                     }
                 } catch let e as RESPProtocolError {
                     out.clear()
                     WireError(code: .proto, message: e.reason).reply
                         .encode(into: &out, protocolVersion: state.protocolVersion)
-                    try await outbound.write(out)
+                    try await write(out)
                 }
             }
         } catch {
@@ -164,8 +198,8 @@ public final class RESPServer: Service {
 /// ends a connection whose request, once begun, is not complete within `requestTimeout`.
 ///
 /// A framing error, or the timeout, is passed on after the batch decoded before it, so those requests are
-/// still answered before `-PROTO`. The timeout runs from the first byte of the incomplete request, so a
-/// client that trickles bytes is cut off as one that stalls.
+/// still answered before `-PROTO`. The timeout runs from the first byte of the incomplete request (each request
+/// has its own), so a client that trickles bytes is cut off as one that stalls.
 final class RequestBatcher: ChannelInboundHandler {
     typealias InboundIn = RESPRequest
     typealias InboundOut = [RESPRequest]
@@ -185,11 +219,15 @@ final class RequestBatcher: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // A request completed in this read: the incomplete one after it, if any, is a new request with a
+        // timeout of its own.
+        let completedOne = !batch.isEmpty
         flush(context)
-        if !partial.isSet {
+        if !partial.isSet || completedOne {
             deadline?.cancel()
             deadline = nil
-        } else if deadline == nil {
+        }
+        if partial.isSet && deadline == nil {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             deadline = context.eventLoop.scheduleTask(in: requestTimeout) {
                 let (handler, context) = loopBound.value

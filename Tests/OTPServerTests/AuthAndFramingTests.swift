@@ -135,6 +135,87 @@ let tenantsConfig = """
         #expect(lines.last == #"b'+PONG\r\n+PONG\r\n'"#, "\(out)")
     }
 
+    /// Each request has its own time to arrive: a client sending one request a second, each split over two
+    /// reads, is never cut off, however long it goes on.
+    @Test func eachRequestHasItsOwnTimeToArrive() async throws {
+        let server = try await TestServer.start(label: "reqeach", requestTimeout: .milliseconds(500))
+        defer { Task { await server.stop() } }
+        let out = try await python(
+            server.port,
+            """
+            import os, socket, time
+            s = socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=10)
+            s.sendall(b'PI')
+            for _ in range(8):  # 2.4 s in all, always with half a request pending
+                time.sleep(0.3)
+                s.sendall(b'NG\\r\\nPI')
+            s.sendall(b'NG\\r\\n')
+            data = b''
+            while data.count(b'\\r\\n') < 9:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            print(data.count(b'+PONG'), b'PROTO' in data)
+            """
+        )
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines) == "9 False", "\(out)")
+    }
+
+    /// With tenants configured, a connection that does not authenticate in time is closed (10,000 idle ones
+    /// cannot lock everyone out); an authenticated one may stay idle.
+    @Test func anUnauthenticatedConnectionIsClosedAfterTheAuthTimeout() async throws {
+        let server = try await TestServer.start(label: "authtimeout", config: tenantsConfig, authTimeout: .seconds(1))
+        defer { Task { await server.stop() } }
+        let out = try await python(
+            server.port,
+            """
+            import os, socket, time
+            port = int(os.environ['PORT'])
+            idle = socket.create_connection(('127.0.0.1', port), timeout=10)
+            authed = socket.create_connection(('127.0.0.1', port), timeout=10)
+            authed.sendall(b'AUTH acme service-secret\\r\\n')
+            ok = authed.recv(100)
+            start = time.monotonic()
+            closed = idle.recv(100) == b''
+            waited = time.monotonic() - start
+            time.sleep(0.5)
+            authed.sendall(b'PING\\r\\n')
+            print(closed, 0.5 < waited < 5, ok + authed.recv(100))
+            """
+        )
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines) == #"True True b'+OK\r\n+PONG\r\n'"#, "\(out)")
+    }
+
+    /// A client that pipelines requests with large replies and never reads is closed after the write timeout,
+    /// and the server still shuts down promptly.
+    @Test func aClientThatNeverReadsIsClosedAfterTheWriteTimeout() async throws {
+        let server = try await TestServer.start(label: "writetimeout", writeTimeout: .seconds(1))
+        let out = try await python(
+            server.port,
+            """
+            import os, socket, time
+            s = socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=15)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            request = b'PING ' + b'x' * 1000 + b'\\r\\n'
+            start = time.monotonic()
+            outcome = 'open'
+            try:
+                for _ in range(50):  # 50 MB of replies asked for, none read
+                    s.sendall(request * 1000)
+            except socket.timeout:
+                outcome = 'hung'
+            except OSError:
+                outcome = 'closed'
+            print(outcome, time.monotonic() - start < 12)
+            """
+        )
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines) == "closed True", "\(out)")
+        let started = ContinuousClock.now
+        await server.stop()
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
     @Test func oversizeAndJunkInputCloseWithPROTOWhileOthersKeepWorking() async throws {
         let server = try await TestServer.start(label: "proto")
         defer { Task { await server.stop() } }

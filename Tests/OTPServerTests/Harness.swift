@@ -77,6 +77,8 @@ final class TestServer: Sendable {
         config: String = "",
         databaseURL: String? = nil,
         requestTimeout: Duration = .seconds(30),
+        writeTimeout: Duration = .seconds(30),
+        authTimeout: Duration = .seconds(10),
         dispatcher: Dispatcher.Settings? = nil
     ) async throws -> TestServer {
         let url: String
@@ -92,7 +94,9 @@ final class TestServer: Sendable {
         options.logDriver = LogDriver(write: { log.append($0) })
         options.dispatcher = dispatcher ?? options.dispatcher
         options.dispatcher.pollInterval = .milliseconds(50)
-        options.requestTimeout = requestTimeout
+        options.server.requestTimeout = requestTimeout
+        options.server.writeTimeout = writeTimeout
+        options.server.authTimeout = authTimeout
         options.schemaDirectory = repositoryRoot + "/schema"
         options.onListening = { address in bound.withLock { $0 = address.port } }
         var logger = Logger(label: "otpd-test")
