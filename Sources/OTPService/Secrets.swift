@@ -2,6 +2,14 @@ import Crypto
 import Foundation
 import OTPDomain
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The server secret and the keys derived from it: code derivation, code digests, fingerprints, key sealing.
 public struct Secrets: Sendable {
     // Key bytes, not SymmetricKey: swift-crypto's key type is not Sendable on Linux.
@@ -46,6 +54,10 @@ public struct Secrets: Sendable {
     }
 
     /// Loads the secret from config (`secret` hex or `secret_file`), else from `<dataDir>/secret`, creating it.
+    ///
+    /// A secret file must be readable by its owner alone (mode 0600 or stricter), or it is refused. A new one
+    /// is written whole to a private temporary file and then linked into place, which fails if the name
+    /// exists: two instances starting together on one data directory end up with the one secret that won.
     public static func load(hex: String?, file: String?, dataDirectory: String) throws -> (Secrets, generated: Bool) {
         if let hex {
             guard let bytes = Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count >= 32 else {
@@ -54,24 +66,47 @@ public struct Secrets: Sendable {
             return (Secrets(secret: bytes), false)
         }
         let path = file ?? dataDirectory + "/secret"
-        if FileManager.default.fileExists(atPath: path) {
-            let text = try String(contentsOfFile: path, encoding: .utf8)
-            guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count >= 32 else {
-                throw SecretsError("\(path): the secret must be at least 64 hex characters")
-            }
-            return (Secrets(secret: bytes), false)
-        }
+        if FileManager.default.fileExists(atPath: path) { return (try read(path), false) }
         if file != nil { throw SecretsError("secret_file \(path) does not exist") }
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         var rng = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
-        let created = FileManager.default.createFile(
-            atPath: path,
-            contents: Data((Hex.encode(bytes) + "\n").utf8),
-            attributes: [.posixPermissions: 0o600]
-        )
-        guard created else { throw SecretsError("cannot write \(path)") }
+        guard try create(path, contents: Array((Hex.encode(bytes) + "\n").utf8)) else {
+            return (try read(path), false)  // another instance created it first: use that one
+        }
         return (Secrets(secret: bytes), true)
+    }
+
+    /// Reads a secret file, refusing one that others than its owner may read or write.
+    private static func read(_ path: String) throws -> Secrets {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw SecretsError("\(path): cannot read the secret file") }
+        let mode = info.st_mode & 0o777
+        guard mode & 0o077 == 0 else {
+            throw SecretsError(
+                "\(path): the secret file may be read by others (mode \(String(mode, radix: 8))); run chmod 600 \(path)"
+            )
+        }
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count >= 32 else {
+            throw SecretsError("\(path): the secret must be at least 64 hex characters")
+        }
+        return Secrets(secret: bytes)
+    }
+
+    /// Writes `contents` to a new file at `path`, mode 0600 from its creation; false when `path` exists.
+    private static func create(_ path: String, contents: [UInt8]) throws -> Bool {
+        let temporary = path + ".\(getpid()).\(UInt32.random(in: .min ... .max)).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SecretsError("cannot write \(temporary)") }
+        defer { unlink(temporary) }
+        let written = contents.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == contents.count, synced else { throw SecretsError("cannot write \(temporary)") }
+        if link(temporary, path) == 0 { return true }
+        if errno == EEXIST { return false }
+        throw SecretsError("cannot create \(path)")
     }
 }
 
