@@ -2,9 +2,17 @@ import Logging
 import OTPDomain
 import OTPService
 import RESP
+import Synchronization
 
 /// What a connection has established: who it is, what it may run, which protocol version it speaks.
 public struct ConnectionState: Sendable {
+    /// The connection's id (CLIENT ID, HELLO's `id`), unique within the process.
+    public var id: Int64
+    /// The name given by CLIENT SETNAME or HELLO's SETNAME; nil when none (or cleared with an empty name).
+    public var name: String?
+    /// What CLIENT SETINFO reported: the client library's name and version.
+    public var libraryName: String?
+    public var libraryVersion: String?
     /// The authenticated tenant, or nil before AUTH (always `default` in single-tenant mode).
     public var tenant: String?
     /// The roles of the credential used.
@@ -23,6 +31,8 @@ public final class CommandHandler: Sendable {
     /// The keyed digest that fingerprints ISSUE's arguments.
     let fingerprint: @Sendable ([String]) -> String
     let logger: Logger
+    /// The last connection id handed out.
+    private let lastConnectionID = Atomic<Int64>(0)
     /// The server's version, reported by HELLO.
     public static let version = "0.1.0"
 
@@ -41,9 +51,10 @@ public final class CommandHandler: Sendable {
 
     /// The state of a new connection.
     public func newConnection() -> ConnectionState {
-        authenticator.isEmpty
-            ? ConnectionState(tenant: "default", roles: Set(Role.allCases))
-            : ConnectionState(tenant: nil, roles: [])
+        let id = lastConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
+        return authenticator.isEmpty
+            ? ConnectionState(id: id, tenant: "default", roles: Set(Role.allCases))
+            : ConnectionState(id: id, tenant: nil, roles: [])
     }
 
     /// Handles one request and returns its reply.
