@@ -168,6 +168,7 @@ import Testing
         try Data((testSecret.map { String(format: "%02x", $0) }.joined() + "\n").utf8).write(
             to: URL(fileURLWithPath: secretFile)
         )
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: secretFile)  // else refused
 
         _ = try await redisCLI(server.port, ["ISSUE", "u1", "sms:+15557654321"])
         let code = try await server.code(session: "u1")
