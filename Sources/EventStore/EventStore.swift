@@ -52,7 +52,15 @@ public enum EventStore {
         return try r.rows.map(EventStore.record)
     }
 
-    /// Appends events after `expectedVersion`, chaining each hash to the stream's head.
+    /// Reads a stream's recorded head, or nil when none was recorded.
+    public static func head(stream: String, on conn: PGConnection) throws -> StreamHead? {
+        try conn.query("SELECT version, mac FROM stream_heads WHERE stream_id = \(stream)").rows.first.map {
+            StreamHead(version: try $0.decode("version"), mac: try $0.decode("mac"))
+        }
+    }
+
+    /// Appends events after `expectedVersion`, chaining each hash to the stream's head under `key`, and records
+    /// the new head in the same statement.
     ///
     /// Throws `AppendError.versionConflict` when the stream's head is no longer `expectedVersion`; a conflict
     /// never overwrites. Run it inside a transaction: on a conflict the transaction must be rolled back.
@@ -63,6 +71,7 @@ public enum EventStore {
         expectedVersion: Int,
         headHash: [UInt8],
         at: Int64,
+        key: ChainKey,
         on conn: PGConnection
     ) throws -> [EventRecord] {
         var prev = expectedVersion == 0 ? HashChain.genesis : headHash
@@ -70,7 +79,15 @@ public enum EventStore {
         written.reserveCapacity(events.count)
         for (i, e) in events.enumerated() {
             let version = expectedVersion + i + 1
-            let h = HashChain.hash(prev: prev, streamID: stream, version: version, type: e.type, at: at, data: e.data)
+            let h = HashChain.hash(
+                key: key,
+                prev: prev,
+                streamID: stream,
+                version: version,
+                type: e.type,
+                at: at,
+                data: e.data
+            )
             written.append(
                 EventRecord(
                     streamID: stream,
@@ -84,14 +101,20 @@ public enum EventStore {
             )
             prev = h
         }
-        guard !written.isEmpty else { return [] }
-        // One statement for all of them: rows of placeholders, the values as parameters.
-        var sql = "INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash) VALUES "
-        var parameters: [String?] = []
-        parameters.reserveCapacity(written.count * 7)
+        guard let last = written.last else { return [] }
+        // One statement for all of them and the head: rows of placeholders, the values as parameters.
+        let head = HashChain.head(key: key, streamID: stream, version: last.version, hash: last.hash)
+        var sql = """
+            WITH head AS (
+                INSERT INTO stream_heads (stream_id, version, mac) VALUES ($1, $2, $3)
+                ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, mac = EXCLUDED.mac)
+            INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash) VALUES
+            """
+        var parameters: [String?] = [stream.pgText, head.version.pgText, head.mac.pgText]
+        parameters.reserveCapacity(3 + written.count * 7)
         for (i, r) in written.enumerated() {
-            let n = i * 7
-            sql += i == 0 ? "" : ", "
+            let n = 3 + i * 7
+            sql += i == 0 ? " " : ", "
             sql += "($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4)::json, $\(n + 5), $\(n + 6), $\(n + 7))"
             parameters += [
                 r.streamID.pgText, r.version.pgText, r.type.pgText, r.data.pgText, r.at.pgText, r.prevHash.pgText,

@@ -51,14 +51,14 @@ enum Replies {
     /// REPLAY's map: the chain's verdict and whether the events alone rebuild the served state.
     static func replay(
         session: String,
-        records: [EventRecord],
+        events: Int,
+        brokenAt broken: Int?,
         rebuilt: SessionState?,
         matches: Bool,
         now: Int64
     ) -> RESPValue {
-        let broken = HashChain.firstBrokenVersion(records)
         var fields: [(key: String, value: RESPValue)] = [
-            ("session", .bulk(session)), ("events", .integer(Int64(records.count))),
+            ("session", .bulk(session)), ("events", .integer(Int64(events))),
             ("status", rebuilt.map { .bulk($0.effectiveStatus(now: now).rawValue) } ?? .null),
             ("chain", .bulk(broken == nil ? "ok" : "broken")),
         ]

@@ -58,24 +58,26 @@ extension CommandHandler {
     }
 
     func history(_ args: [String], tenant: String) async throws -> RESPValue {
-        let (records, _) = try await sessions.records(try stream(tenant, args[0]))
+        let records = try await sessions.records(try stream(tenant, args[0])).records
         guard !records.isEmpty else { throw Rejection.notFound }
         return .array(records.map(Replies.history))
     }
 
     func replay(_ args: [String], tenant: String) async throws -> RESPValue {
         let id = try stream(tenant, args[0])
-        let (records, now) = try await sessions.records(id)
-        guard !records.isEmpty else { throw Rejection.notFound }
+        let stored = try await sessions.records(id)
+        // A stream whose events were all deleted still has its head: reported, not "no such session".
+        guard !stored.records.isEmpty || stored.head != nil else { throw Rejection.notFound }
         // Rebuilt from these events alone; nil when a row no longer decodes (tampered beyond reading).
-        let rebuilt = try? await sessions.fold(records, stream: id)
+        let rebuilt = try? await sessions.fold(stored.records, stream: id)
         let served = try? await sessions.load(id).state
         return Replies.replay(
             session: id.session,
-            records: records,
+            events: stored.records.count,
+            brokenAt: sessions.firstBrokenVersion(stored),
             rebuilt: rebuilt,
             matches: rebuilt != nil && rebuilt == served,
-            now: now
+            now: stored.now
         )
     }
 }

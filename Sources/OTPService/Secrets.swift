@@ -1,4 +1,5 @@
 import Crypto
+import EventStore
 import Foundation
 import OTPDomain
 
@@ -17,6 +18,8 @@ public struct Secrets: Sendable {
     private let digestKey: [UInt8]
     private let fingerprintKey: [UInt8]
     private let sealingKey: [UInt8]
+    /// The key of the event log's hash chains and stream heads.
+    public let chainKey: ChainKey
 
     /// Derives the keys from a secret of at least 32 bytes.
     public init(secret: [UInt8]) {
@@ -29,6 +32,7 @@ public struct Secrets: Sendable {
         digestKey = derive("otpd/v1/digest")
         fingerprintKey = derive("otpd/v1/fingerprint")
         sealingKey = derive("otpd/v1/session-key")
+        chainKey = ChainKey(derive("otpd/v1/chain"))
     }
 
     /// A keyed digest of ISSUE's arguments, so a repeat can be told from a conflict without keeping them.

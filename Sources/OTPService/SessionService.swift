@@ -108,10 +108,13 @@ public final class SessionService: Sendable {
         try await pool.withConnection { conn in try self.store.load(stream, on: conn) }
     }
 
-    /// Reads a session's stored events as they are, without decoding them, with the database clock.
-    public func records(_ stream: StreamID) async throws -> (records: [EventRecord], now: Int64) {
+    /// Reads a session's stored events as they are, without decoding them, with its head and the database clock.
+    public func records(_ stream: StreamID) async throws -> StoredStream {
         try await pool.withConnection { conn in try self.store.records(stream, on: conn) }
     }
+
+    /// The first version where a stored stream's keyed chain or head does not verify; nil when intact.
+    public func firstBrokenVersion(_ stored: StoredStream) -> Int? { store.firstBrokenVersion(stored) }
 
     /// Rebuilds a state from stored records alone, for REPLAY.
     public func fold(_ records: [EventRecord], stream: StreamID) async throws -> SessionState {

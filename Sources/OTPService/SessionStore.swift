@@ -14,6 +14,16 @@ public struct LoadedSession: Sendable {
     var key: [UInt8]?
 }
 
+/// A session's stored events as they are, with its recorded head and the database clock.
+public struct StoredStream: Sendable {
+    /// The stored events, oldest first, not decoded.
+    public var records: [EventRecord]
+    /// The head the last append recorded, or nil when none was (or it was deleted).
+    public var head: StreamHead?
+    /// The database clock at the read (Unix epoch milliseconds).
+    public var now: Int64
+}
+
 /// A session whose stored events no longer decode: a row edited by hand, or data sealed under another secret.
 /// Nothing is recorded on it; REPLAY and `otpctl verify` show where its hash chain breaks.
 public struct UnreadableSession: Error, Sendable, CustomStringConvertible {
@@ -69,9 +79,18 @@ public struct SessionStore: Sendable {
     }
 
     /// Reads a session's stored events as they are, without decoding them (HISTORY, REPLAY: a tampered row
-    /// must still be shown and reported), with the database clock.
-    func records(_ stream: StreamID, on conn: PGConnection) throws -> (records: [EventRecord], now: Int64) {
-        (try EventStore.read(stream: stream.text, on: conn), try EventStore.now(on: conn))
+    /// must still be shown and reported), with its recorded head and the database clock.
+    func records(_ stream: StreamID, on conn: PGConnection) throws -> StoredStream {
+        StoredStream(
+            records: try EventStore.read(stream: stream.text, on: conn),
+            head: try EventStore.head(stream: stream.text, on: conn),
+            now: try EventStore.now(on: conn)
+        )
+    }
+
+    /// The first version where a stored stream's keyed chain or head does not verify; nil when intact.
+    public func firstBrokenVersion(_ stored: StoredStream) -> Int? {
+        HashChain.firstBrokenVersion(stored.records, head: stored.head, key: secrets.chainKey)
     }
 
     /// Rebuilds a state from stored records alone (REPLAY), opening destinations with the session's key.
@@ -123,6 +142,7 @@ public struct SessionStore: Sendable {
             expectedVersion: state.version,
             headHash: session.records.last?.hash ?? HashChain.genesis,
             at: now,
+            key: secrets.chainKey,
             on: conn
         )
         // Each event that starts a step queues its message, keyed by the event's version (the token).

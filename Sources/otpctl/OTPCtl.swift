@@ -16,6 +16,29 @@ struct OTPCtl: ParsableCommand {
     )
 }
 
+/// Where otpd's secret is: `--config` (its `secret`, `secret_file` or `data_dir`), `--secret-file`, or
+/// `<data-dir>/secret`. otpctl never creates one.
+struct SecretSource: ParsableArguments {
+    @Option(help: "otpd's TOML configuration (for its secret, data directory and database URL).") var config: String?
+    @Option(name: .customLong("secret-file"), help: "The file holding otpd's secret (hex).") var secretFile: String?
+    @Option(name: .customLong("data-dir"), help: "otpd's data directory, holding `secret` (default .otpd).")
+    var dataDir: String?
+
+    /// The secret and the configuration it came with; `purpose` says in errors what needs it.
+    func load(for purpose: String) throws -> (Secrets, Configuration) {
+        var c = Configuration()
+        if let config { c = try Configuration.load(file: config) }
+        let dataDirectory = dataDir ?? c.dataDirectory
+        let file = secretFile ?? c.secretFile ?? (c.secret == nil ? dataDirectory + "/secret" : nil)
+        if let file, !FileManager.default.fileExists(atPath: file) {
+            throw ValidationError(
+                "no secret at \(file): give the --config, --secret-file or --data-dir of the otpd \(purpose)"
+            )
+        }
+        return (try Secrets.load(hex: c.secret, file: file, dataDirectory: dataDirectory).0, c)
+    }
+}
+
 struct Connection: ParsableArguments {
     @Option(name: .customLong("database-url"), help: "postgresql:// URL of otpd's database (env OTPD_DATABASE_URL).")
     var databaseURL: String?
@@ -28,24 +51,35 @@ struct Connection: ParsableArguments {
     }
 }
 
-/// Recomputes every stream's hash chain; exits 1 naming each stream and the first version that does not match.
+/// Recomputes every stream's keyed hash chain and checks its recorded head; exits 1 naming each stream and the
+/// first version that does not match (an edited, re-hashed or deleted row, or deleted last rows).
+///
+/// The chains are keyed with a key derived from otpd's secret, so this needs the same secret as `unblock`.
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check every event's hash chain (an edited or deleted row is reported at its stream and version)."
+        abstract: "Check every event's hash chain and every stream's head (an edited or deleted row, or a "
+            + "stream's deleted last rows, is reported at its stream and version)."
     )
     @OptionGroup var connection: Connection
+    @OptionGroup var secret: SecretSource
 
     func run() throws {
-        let conn = try connection.open()
+        let (secrets, c) = try secret.load(for: "whose event log this is")
+        var source = connection
+        if source.databaseURL == nil { source.databaseURL = c.databaseURL }
+        let conn = try source.open()
         defer { conn.close() }
-        let streams = try conn.query("SELECT DISTINCT stream_id FROM events ORDER BY stream_id").rows
-            .map { try $0.decode(0, as: String.self) }
+        // A stream whose events were all deleted is still named by its head.
+        let streams = try conn.query(
+            "SELECT stream_id FROM events UNION SELECT stream_id FROM stream_heads ORDER BY stream_id"
+        ).rows.map { try $0.decode(0, as: String.self) }
         var events = 0
         var broken = 0
         for (i, stream) in streams.enumerated() {
             let records = try EventStore.read(stream: stream, on: conn)
             events += records.count
-            if let version = HashChain.firstBrokenVersion(records) {
+            let head = try EventStore.head(stream: stream, on: conn)
+            if let version = HashChain.firstBrokenVersion(records, head: head, key: secrets.chainKey) {
                 broken += 1
                 print("broken: \(stream) at version \(version)")
             }
@@ -91,10 +125,7 @@ struct Unblock: ParsableCommand {
         abstract: "Let a destination blocked after consecutive failed verifications start sessions again."
     )
     @OptionGroup var connection: Connection
-    @Option(help: "otpd's TOML configuration (for its secret, data directory and database URL).") var config: String?
-    @Option(name: .customLong("secret-file"), help: "The file holding otpd's secret (hex).") var secretFile: String?
-    @Option(name: .customLong("data-dir"), help: "otpd's data directory, holding `secret` (default .otpd).")
-    var dataDir: String?
+    @OptionGroup var secret: SecretSource
     @Option(help: "The tenant whose limit blocked it (default: default, the single-tenant name).")
     var tenant = "default"
     @Argument(help: "The destination, as given to ISSUE: sms:+15551234567, email:user@example.com, ...")
@@ -106,17 +137,7 @@ struct Unblock: ParsableCommand {
             guard case .badArgument(let reason) = error else { throw error }
             throw ValidationError(reason)
         }
-        var c = Configuration()
-        if let config { c = try Configuration.load(file: config) }
-        let dataDirectory = dataDir ?? c.dataDirectory
-        let file = secretFile ?? c.secretFile ?? (c.secret == nil ? dataDirectory + "/secret" : nil)
-        if let file, !FileManager.default.fileExists(atPath: file) {
-            throw ValidationError(
-                "no secret at \(file): give the --config, --secret-file or --data-dir of the otpd "
-                    + "that blocked this destination"
-            )
-        }
-        let (secrets, _) = try Secrets.load(hex: c.secret, file: file, dataDirectory: dataDirectory)
+        let (secrets, c) = try secret.load(for: "that blocked this destination")
         var conn = connection
         if conn.databaseURL == nil { conn.databaseURL = c.databaseURL }
         let db = try conn.open()

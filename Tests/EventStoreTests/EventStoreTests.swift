@@ -1,3 +1,4 @@
+import Crypto
 import EventStore
 import Foundation
 import Postgres
@@ -16,6 +17,18 @@ func migratedDatabase(_ label: String) async throws -> String {
     return url
 }
 
+/// The chain key of these tests.
+let testKey = ChainKey(Array(repeating: 1, count: 32))
+
+/// A chain check with the stream's recorded head.
+func broken(_ stream: String, on conn: PGConnection) throws -> Int? {
+    HashChain.firstBrokenVersion(
+        try EventStore.read(stream: stream, on: conn),
+        head: try EventStore.head(stream: stream, on: conn),
+        key: testKey
+    )
+}
+
 func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)}"#) }
 
 @Suite struct EventStoreTests {
@@ -24,7 +37,15 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         let conn = try PGConnection(url: url)
         defer { conn.close() }
         let now = try EventStore.now(on: conn)
-        try EventStore.append([event(1), event(2)], to: "t/s1", expectedVersion: 0, headHash: [], at: now, on: conn)
+        try EventStore.append(
+            [event(1), event(2)],
+            to: "t/s1",
+            expectedVersion: 0,
+            headHash: [],
+            at: now,
+            key: testKey,
+            on: conn
+        )
         let first = try EventStore.read(stream: "t/s1", on: conn)
         try EventStore.append(
             [event(3)],
@@ -32,6 +53,7 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
             expectedVersion: 2,
             headHash: first[1].hash,
             at: now + 1,
+            key: testKey,
             on: conn
         )
         let all = try EventStore.read(stream: "t/s1", on: conn)
@@ -40,7 +62,7 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         #expect(all[0].prevHash == HashChain.genesis)
         #expect(all[1].prevHash == all[0].hash)
         #expect(all[2].prevHash == all[1].hash)
-        #expect(HashChain.firstBrokenVersion(all) == nil)
+        #expect(try broken("t/s1", on: conn) == nil)
         #expect(try EventStore.read(stream: "t/other", on: conn).isEmpty)
     }
 
@@ -52,11 +74,11 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
             a.close()
             b.close()
         }
-        try EventStore.append([event(1)], to: "t/s", expectedVersion: 0, headHash: [], at: 1, on: a)
+        try EventStore.append([event(1)], to: "t/s", expectedVersion: 0, headHash: [], at: 1, key: testKey, on: a)
         let head = try EventStore.read(stream: "t/s", on: a)[0].hash
         // Both writers read version 1; the first commits, the second must fail without writing.
         try a.transaction { c in
-            try EventStore.append([event(2)], to: "t/s", expectedVersion: 1, headHash: head, at: 2, on: c)
+            try EventStore.append([event(2)], to: "t/s", expectedVersion: 1, headHash: head, at: 2, key: testKey, on: c)
         }
         #expect(throws: AppendError.versionConflict) {
             try b.transaction { c in
@@ -66,6 +88,7 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
                     expectedVersion: 1,
                     headHash: head,
                     at: 3,
+                    key: testKey,
                     on: c
                 )
             }
@@ -79,13 +102,81 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         let url = try await migratedDatabase("es_tamper")
         let conn = try PGConnection(url: url)
         defer { conn.close() }
-        try EventStore.append((1...4).map(event), to: "t/s", expectedVersion: 0, headHash: [], at: 5, on: conn)
+        try EventStore.append(
+            (1...4).map(event),
+            to: "t/s",
+            expectedVersion: 0,
+            headHash: [],
+            at: 5,
+            key: testKey,
+            on: conn
+        )
         try conn.query(#"UPDATE events SET data = '{"n":99}' WHERE stream_id = 't/s' AND version = 3"#)
-        #expect(HashChain.firstBrokenVersion(try EventStore.read(stream: "t/s", on: conn)) == 3)
+        #expect(try broken("t/s", on: conn) == 3)
         try conn.query(#"UPDATE events SET data = '{"n":3}' WHERE stream_id = 't/s' AND version = 3"#)
-        #expect(HashChain.firstBrokenVersion(try EventStore.read(stream: "t/s", on: conn)) == nil)
+        #expect(try broken("t/s", on: conn) == nil)
         try conn.query("DELETE FROM events WHERE stream_id = 't/s' AND version = 2")
-        #expect(HashChain.firstBrokenVersion(try EventStore.read(stream: "t/s", on: conn)) == 2)
+        #expect(try broken("t/s", on: conn) == 2)
+    }
+
+    /// S7: SQL access alone cannot hide an edit by re-hashing the chain with the database's own sha256, nor
+    /// delete a stream's last events: the hashes are keyed and the head says where the stream ends.
+    @Test func reHashedEditsAndDeletedLastRowsAreReportedAtTheirVersion() async throws {
+        let url = try await migratedDatabase("es_rehash")
+        let conn = try PGConnection(url: url)
+        defer { conn.close() }
+        try EventStore.append(
+            (1...5).map(event),
+            to: "t/r",
+            expectedVersion: 0,
+            headHash: [],
+            at: 5,
+            key: testKey,
+            on: conn
+        )
+        // Edit version 3 and recompute every hash from it on as an unkeyed SHA-256 chain would be.
+        try conn.query(#"UPDATE events SET data = '{"n":33}' WHERE stream_id = 't/r' AND version = 3"#)
+        for v in 3...5 {
+            try conn.query(
+                """
+                UPDATE events e SET prev_hash = p.hash,
+                    hash = sha256(p.hash || convert_to(e.stream_id || E'\\n' || e.version || E'\\n' || e.type || E'\\n'
+                        || e.at_ms || E'\\n', 'UTF8') || convert_to(e.data::text, 'UTF8'))
+                FROM events p WHERE e.stream_id = 't/r' AND e.version = \(v) AND p.stream_id = 't/r' AND p.version = \(v - 1)
+                """
+            )
+        }
+        // The forgery is a sound unkeyed chain (what the old SHA-256 chain would have accepted) ...
+        let forged = try EventStore.read(stream: "t/r", on: conn)
+        for r in forged where r.version >= 3 {
+            var h = SHA256()
+            h.update(data: r.prevHash)
+            h.update(data: Array("\(r.streamID)\n\(r.version)\n\(r.type)\n\(r.at)\n".utf8))
+            h.update(data: Array(r.data.utf8))
+            #expect(r.hash == Array(h.finalize()), "version \(r.version)")
+            #expect(r.prevHash == forged[r.version - 2].hash)
+        }
+        // ... and the keyed chain reports it where the edit is.
+        #expect(try broken("t/r", on: conn) == 3)
+
+        try EventStore.append(
+            (1...5).map(event),
+            to: "t/d",
+            expectedVersion: 0,
+            headHash: [],
+            at: 5,
+            key: testKey,
+            on: conn
+        )
+        #expect(try broken("t/d", on: conn) == nil)
+        try conn.query("DELETE FROM events WHERE stream_id = 't/d' AND version >= 4")
+        #expect(try broken("t/d", on: conn) == 4)  // the head says 5: versions 4 and 5 are gone
+        try conn.query("UPDATE stream_heads SET version = 3 WHERE stream_id = 't/d'")
+        #expect(try broken("t/d", on: conn) == 4)  // a head edited to match does not verify without the key
+        try conn.query("DELETE FROM stream_heads WHERE stream_id = 't/d'")
+        #expect(try broken("t/d", on: conn) == 4)  // nor does a stream whose head is gone
+        try conn.query("DELETE FROM events WHERE stream_id = 't/r'")
+        #expect(try broken("t/r", on: conn) == 1)  // every event deleted: its head still names it
     }
 
     /// R4: a transaction that began first but commits last is still read, exactly once, in its place.
@@ -101,10 +192,18 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         }
 
         try slow.execute("BEGIN")
-        try EventStore.append([event(1)], to: "t/slow", expectedVersion: 0, headHash: [], at: 1, on: slow)
+        try EventStore.append([event(1)], to: "t/slow", expectedVersion: 0, headHash: [], at: 1, key: testKey, on: slow)
         for i in 0..<5 {
             try fast.transaction { c in
-                try EventStore.append([event(10 + i)], to: "t/fast\(i)", expectedVersion: 0, headHash: [], at: 2, on: c)
+                try EventStore.append(
+                    [event(10 + i)],
+                    to: "t/fast\(i)",
+                    expectedVersion: 0,
+                    headHash: [],
+                    at: 2,
+                    key: testKey,
+                    on: c
+                )
             }
         }
         // The slow transaction is still open: nothing after it may be handed out yet.
@@ -136,10 +235,26 @@ func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)
         #expect(seen.count == 6)
         // A rolled-back append never appears.
         try slow.execute("BEGIN")
-        try EventStore.append([event(99)], to: "t/rolledback", expectedVersion: 0, headHash: [], at: 3, on: slow)
+        try EventStore.append(
+            [event(99)],
+            to: "t/rolledback",
+            expectedVersion: 0,
+            headHash: [],
+            at: 3,
+            key: testKey,
+            on: slow
+        )
         try slow.execute("ROLLBACK")
         try fast.transaction { c in
-            try EventStore.append([event(7)], to: "t/after", expectedVersion: 0, headHash: [], at: 4, on: c)
+            try EventStore.append(
+                [event(7)],
+                to: "t/after",
+                expectedVersion: 0,
+                headHash: [],
+                at: 4,
+                key: testKey,
+                on: c
+            )
         }
         try await drain(until: 7)
         #expect(seen.suffix(1) == ["t/after"])
