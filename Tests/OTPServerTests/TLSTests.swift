@@ -116,6 +116,17 @@ final class LogRecords: Sendable {
         let status = pairs(try await redisCLI(server.port, ["STATUS", "t1"], extra: tls))
         #expect(status["status"] == "verified")
         #expect(status["version"] == "3")
+        let py = try await python(
+            server.port,
+            """
+            import os, redis
+            r = redis.Redis(port=int(os.environ['PORT']), ssl=True, ssl_ca_certs=os.environ['CA'],
+                            username='acme', password='service-secret', decode_responses=True)
+            print(r.ping(), r.execute_command('STATUS', 't1')['status'])
+            """,
+            env: ["CA": files.ca]
+        )
+        #expect(py == "True verified\n")
         // The name in the certificate works too, and a wrong token is refused over TLS as in clear.
         let byName = try await run(
             ["redis-cli", "-h", "localhost", "-p", String(server.port), "--tls", "--cacert", files.ca, "PING"]
