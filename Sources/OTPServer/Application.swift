@@ -10,10 +10,10 @@ import UnixSignals
 /// Builds every part of otpd from a `Configuration` and runs them as one `ServiceGroup`; `otpd` and the tests
 /// both start the server through it.
 ///
-/// `start()` runs the prelude, off Swift's cooperative pool (libpq and `pg_ctl` block): it opens the database
-/// (the configured URL, or an embedded cluster it starts), applies the migrations, and loads the secret. It
-/// then builds the services, listed so that the group, which shuts down in reverse order, stops the RESP
-/// server first and the pool and the embedded cluster last.
+/// `start()` runs the prelude, off Swift's cooperative pool (libpq, `pg_ctl` and file reads block): it loads the
+/// TLS certificate and key when configured, opens the database (the configured URL, or an embedded cluster it
+/// starts), applies the migrations, and loads the secret. It then builds the services, listed so that the group,
+/// which shuts down in reverse order, stops the RESP server first and the pool and the embedded cluster last.
 public struct Application: Sendable {
     /// What the program embedding the application decides, beyond the configuration.
     public struct Options: Sendable {
@@ -61,6 +61,8 @@ public struct Application: Sendable {
     public func start() async throws -> RunningApplication {
         let c = configuration
         let drivers = try ChannelDrivers.make(c.channels, file: c.file, log: options.logDriver)
+        // Before the database: a bad certificate stops the start without starting an embedded cluster.
+        let tls = try await NIOThreadPool.singleton.runIfActive { try c.makeTLSContext() }
         let database = try await Self.openDatabase(c, schemaDirectory: options.schemaDirectory)
         let secrets: Secrets
         let generated: Bool
@@ -117,6 +119,7 @@ public struct Application: Sendable {
         var server = options.server
         server.address = c.listen
         server.maxConnections = c.maxConnections
+        server.tls = tls
         let resp = RESPServer(configuration: server, handler: handler, logger: logger, onListening: options.onListening)
 
         let group = ServiceGroup(

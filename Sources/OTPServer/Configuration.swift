@@ -30,10 +30,13 @@ public struct Configuration: Sendable {
     public var secret: String?
     /// The file holding the secret, when not `dataDirectory/secret`.
     public var secretFile: String?
-    /// The TLS certificate (PEM) of the RESP port.
+    /// The TLS certificate chain (PEM, the server's certificate first) of the RESP port; with `tlsKey`, the
+    /// port speaks TLS only.
     public var tlsCert: String?
-    /// The TLS key (PEM) of the RESP port.
+    /// The TLS private key (PEM, unencrypted) of the RESP port.
     public var tlsKey: String?
+    /// The CA certificates (PEM) that must have signed a client's certificate; nil: no client certificate asked.
+    public var tlsClientCA: String?
     /// Connections served at once; past it new ones are answered `-BUSY`.
     public var maxConnections = 10_000
     /// The file this configuration was read from, named in errors found after parsing.

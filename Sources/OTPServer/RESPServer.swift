@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import OTPService
 import RESP
 import ServiceLifecycle
@@ -14,7 +15,7 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections = 10_000
     /// The framing limits.
     public var limits = RESPLimits.standard
-    /// How long a begun request may take to arrive in full.
+    /// How long a begun request may take to arrive in full; also how long a TLS handshake may take.
     public var requestTimeout: Duration = .seconds(30)
     /// Replies are written once this many bytes are waiting, before the rest of a pipelined batch is answered,
     /// so a pipeline of large replies never piles up in memory; the write waits while the client does not read,
@@ -25,6 +26,8 @@ public struct ServerConfiguration: Sendable {
     public var writeTimeout: Duration = .seconds(30)
     /// How long a connection may stay unauthenticated when tenants are configured; then it is closed.
     public var authTimeout: Duration = .seconds(10)
+    /// The TLS certificate and key; set, the port speaks TLS only (`Configuration.makeTLSContext`).
+    public var tls: NIOSSLContext?
 
     /// Creates a configuration with the defaults.
     public init(address: HostPort) {
@@ -32,7 +35,8 @@ public struct ServerConfiguration: Sendable {
     }
 }
 
-/// The TCP server: RESP/inline framing on the event loop, one task per connection, replies in request order.
+/// The TCP server: RESP/inline framing on the event loop, one task per connection, replies in request order;
+/// behind TLS when the configuration has a certificate.
 ///
 /// On graceful shutdown it stops accepting, lets each connection finish the request in flight, then closes it.
 public final class RESPServer: Service {
@@ -72,6 +76,7 @@ public final class RESPServer: Service {
     /// Binds, accepts and serves until graceful shutdown.
     public func run() async throws {
         let (address, limits, timeout) = (configuration.address, configuration.limits, configuration.requestTimeout)
+        let tls = configuration.tls
         let requestTimeout = TimeAmount.nanoseconds(
             timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         )
@@ -81,6 +86,11 @@ public final class RESPServer: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        // A client that does not speak TLS fails the handshake, and only its connection ends.
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeDeadline(timeout: requestTimeout))
+                    }
                     let partial = PartialRequestMark()
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(RESPRequestDecoder(limits: limits, partial: partial))

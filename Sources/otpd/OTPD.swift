@@ -106,6 +106,10 @@ struct Serve: AsyncParsableCommand {
                     + "(configure [channel.*] drivers for production)"
             )
         }
+        if let cert = c.tlsCert {
+            let clients = c.tlsClientCA.map { ", client certificates signed by \($0)" } ?? ""
+            stderr("otpd: the RESP port speaks TLS only (certificate \(cert)\(clients))")
+        }
         if c.tenants.isEmpty {
             stderr("otpd: no tenants configured: single-tenant mode, no AUTH (development default)")
         }

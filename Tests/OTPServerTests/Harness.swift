@@ -71,7 +71,8 @@ final class TestServer: Sendable {
     var pool: PGPool { app.pool }
     var sessions: SessionService { app.sessions }
 
-    /// Starts the application as `otpd` does (the same builder), on a fresh database unless one is given.
+    /// Starts the application as `otpd` does (the same builder), on a fresh database unless one is given; its
+    /// logger prints warnings and errors unless one is given.
     static func start(
         label: String,
         config: String = "",
@@ -79,7 +80,8 @@ final class TestServer: Sendable {
         requestTimeout: Duration = .seconds(30),
         writeTimeout: Duration = .seconds(30),
         authTimeout: Duration = .seconds(10),
-        dispatcher: Dispatcher.Settings? = nil
+        dispatcher: Dispatcher.Settings? = nil,
+        logger: Logger? = nil
     ) async throws -> TestServer {
         let url: String
         if let databaseURL { url = databaseURL } else { url = try await TestDatabase.make(label: label) }
@@ -99,8 +101,9 @@ final class TestServer: Sendable {
         options.server.authTimeout = authTimeout
         options.schemaDirectory = repositoryRoot + "/schema"
         options.onListening = { address in bound.withLock { $0 = address.port } }
-        var logger = Logger(label: "otpd-test")
-        logger.logLevel = .warning
+        var quiet = Logger(label: "otpd-test")
+        quiet.logLevel = .warning
+        let logger = logger ?? quiet
         let app = try await Application(configuration: c, options: options, logger: logger).start()
         let task = Task { try await app.run() }
         let port = try await eventually("the server to listen") { bound.withLock { $0 } }
