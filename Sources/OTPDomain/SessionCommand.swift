@@ -18,6 +18,8 @@ public enum SessionCommand: Sendable, Hashable {
     case timeOutStep(token: Int)
     /// The session's TTL has passed.
     case expire
+    /// Erase the person's data: destroy the session's data key; nothing more is sent.
+    case erase
 }
 
 /// The answer to VERIFY.

@@ -91,6 +91,12 @@ public enum SessionDecider {
             s.status = .cancelled
         case .exhausted:
             s.status = .exhausted
+        case .erased:
+            // What the destroyed key sealed is gone from the state too (a fold after erasure never had it).
+            s.erased = true
+            s.issued?.destinations = []
+            s.issued?.codeSeed = ""
+            s.issued?.fingerprint = ""
         }
         return s
     }
@@ -125,6 +131,7 @@ public enum SessionDecider {
             try recordProviderFailure(token, reason: reason, permanent: permanent, state: s, context: context)
         case .timeOutStep(let token): try timeOutStep(token, state: s, context: context)
         case .expire: try expire(state: s, context: context)
+        case .erase: try erase(state: s)
         }
     }
 
@@ -136,6 +143,8 @@ public enum SessionDecider {
         context: DecisionContext
     ) throws(Rejection) -> Decision {
         if let existing = s.issued {
+            // An erased session's fingerprint was sealed under the destroyed key: no request can match it.
+            guard !s.erased else { throw .conflict("session '\(request.session)' exists and was erased") }
             guard existing.fingerprint == request.fingerprint else {
                 throw .conflict("session '\(request.session)' exists with other arguments")
             }
@@ -207,7 +216,7 @@ public enum SessionDecider {
     private static func resend(state s: SessionState, context: DecisionContext) throws(Rejection) -> Decision {
         let (issued, current) = try existing(s)
         let now = context.now
-        guard s.status.isActive else { return Decision(events: []) }
+        guard s.status.isActive, !s.erased else { return Decision(events: []) }
         if now >= s.expiresAt { return Decision(events: [.expired]) }
         let steps = issued.plan.steps
         if s.step < steps.count {
@@ -284,7 +293,7 @@ public enum SessionDecider {
                     )
                 )
             ]
-            if !late && s.status.isActive && s.status != .exhausted && now < s.expiresAt {
+            if !late && s.status.isActive && s.status != .exhausted && !s.erased && now < s.expiresAt {
                 events.append(escalation(from: s, reason: .failure))
             }
             return Decision(events: events)
@@ -342,7 +351,7 @@ public enum SessionDecider {
                 .init(step: s.step, channel: current.channel, reason: reason, permanent: permanent, late: false)
             )
         ]
-        if s.status.isActive && s.status != .exhausted && context.now < s.expiresAt {
+        if s.status.isActive && s.status != .exhausted && !s.erased && context.now < s.expiresAt {
             events.append(escalation(from: s, reason: .failure))
         }
         return Decision(events: events)
@@ -356,7 +365,7 @@ public enum SessionDecider {
         let (_, current) = try existing(s)
         let now = context.now
         guard token == s.sentVersion, s.status == .sent || s.status == .delivered, !s.untilSatisfied,
-            !s.currentStepTimedOut,
+            !s.currentStepTimedOut, !s.erased,
             let timeout = current.timeoutMs, let sentAt = s.sentAt, now >= sentAt.saturatingAdd(timeout),
             now < s.expiresAt
         else { return Decision(events: []) }
@@ -370,6 +379,11 @@ public enum SessionDecider {
         _ = try existing(s)
         guard s.status.isActive, context.now >= s.expiresAt else { return Decision(events: []) }
         return Decision(events: [.expired])
+    }
+
+    private static func erase(state s: SessionState) throws(Rejection) -> Decision {
+        _ = try existing(s)
+        return Decision(events: s.erased ? [] : [.erased])
     }
 
     // MARK: - Helpers

@@ -22,6 +22,8 @@ public enum SessionEvent: Sendable, Hashable {
     case cancelled
     case exhausted(Exhausted)
     case escalationWithdrawn(Withdrawn)
+    /// The session's personal data was erased: its data key destroyed, nothing more is sent.
+    case erased
 
     /// The event's type name as stored and shown in HISTORY.
     public var type: String {
@@ -40,6 +42,7 @@ public enum SessionEvent: Sendable, Hashable {
         case .cancelled: "cancelled"
         case .exhausted: "exhausted"
         case .escalationWithdrawn: "escalation_withdrawn"
+        case .erased: "erased"
         }
     }
 

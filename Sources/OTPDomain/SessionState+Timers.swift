@@ -30,7 +30,7 @@ extension SessionState {
         guard issued != nil, status.isActive else { return [] }
         var out = [TimerSpec(name: "expiry", dueAt: expiresAt, token: 1)]
         if status == .sent || status == .delivered, let timeout = currentStep?.timeoutMs, let sentAt,
-            let sentVersion, !untilSatisfied, !currentStepTimedOut
+            let sentVersion, !untilSatisfied, !currentStepTimedOut, !erased
         {
             out.append(TimerSpec(name: "step", dueAt: sentAt.saturatingAdd(timeout), token: sentVersion))
         }

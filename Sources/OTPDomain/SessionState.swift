@@ -68,6 +68,8 @@ public struct SessionState: Sendable, Hashable {
     public var started: [StartedStep] = []
     /// Steps whose start was withdrawn by a late receipt, by token: a hand-off already under way is still recorded.
     public var withdrawn: [Int: StartedStep] = [:]
+    /// Whether the session's personal data was erased (nothing more is sent; VERIFY still answers).
+    public var erased = false
     /// Receipts already recorded, as "start version:outcome", for idempotency.
     public var receiptKeys: Set<String> = []
 
@@ -88,7 +90,8 @@ public struct SessionState: Sendable, Hashable {
     /// Whether the current step's message is queued and not yet handed to a provider, and may still go out at
     /// `now` (a session past its TTL sends nothing, even before the expiry timer records `expired`).
     public func awaitsHandOff(token: Int, now: Int64) -> Bool {
-        issued != nil && effectiveStatus(now: now).isActive && token == stepStartedVersion && sentVersion == nil
+        issued != nil && !erased && effectiveStatus(now: now).isActive && token == stepStartedVersion
+            && sentVersion == nil
     }
 
     /// The most recent start of a channel's message.

@@ -78,17 +78,7 @@ public struct Application: Sendable {
         }
 
         let pool = PGPool(url: database.url, size: c.databasePoolSize)
-        let codes = SecretCodeBook(secrets)
-        let store = SessionStore(secrets: secrets)
-        let pacing = Pacing(limits: c.limits, secrets: secrets)
-        let sessions = SessionService(
-            pool: pool,
-            store: store,
-            pacing: pacing,
-            codes: codes,
-            policies: PolicyBook(policies: c.policies),
-            minGapMs: c.limits.minGapPerChannelMs
-        )
+        let (sessions, store, pacing, codes) = Self.commandPath(c, secrets: secrets, pool: pool)
         let dispatcher = Dispatcher(
             pool: pool,
             sessions: sessions,
@@ -136,6 +126,26 @@ public struct Application: Sendable {
             appliedMigrations: database.appliedMigrations,
             generatedSecret: generated
         )
+    }
+
+    /// The command path on a pool: the one place it is put together (the server, and `otpctl erase`).
+    public static func commandPath(
+        _ c: Configuration,
+        secrets: Secrets,
+        pool: PGPool
+    ) -> (sessions: SessionService, store: SessionStore, pacing: Pacing, codes: SecretCodeBook) {
+        let codes = SecretCodeBook(secrets)
+        let store = SessionStore(secrets: secrets)
+        let pacing = Pacing(limits: c.limits, secrets: secrets)
+        let sessions = SessionService(
+            pool: pool,
+            store: store,
+            pacing: pacing,
+            codes: codes,
+            policies: PolicyBook(policies: c.policies),
+            minGapMs: c.limits.minGapPerChannelMs
+        )
+        return (sessions, store, pacing, codes)
     }
 
     /// Opens the database and applies the migrations; the embedded cluster, if one was started, is stopped

@@ -47,6 +47,7 @@ extension Command {
             Command("RESEND", 1...1, roles: [.service], .session { try await $0.resend($1, tenant: $2) }),
             Command("CANCEL", 1...1, roles: [.service], .session { try await $0.cancel($1, tenant: $2) }),
             Command("RECEIPT", 3...4, roles: [.gateway], .session { try await $0.receipt($1, tenant: $2) }),
+            Command("ERASE", 1...1, roles: [.service], .session { try await $0.erase($1, tenant: $2) }),
             Command("STATUS", 1...1, roles: [.service, .auditor], .session { try await $0.status($1, tenant: $2) }),
             Command("HISTORY", 1...1, roles: [.auditor], .session { try await $0.history($1, tenant: $2) }),
             Command("REPLAY", 1...1, roles: [.auditor], .session { try await $0.replay($1, tenant: $2) }),

@@ -32,8 +32,8 @@ extension CommandHandler {
 
     func resend(_ args: [String], tenant: String) async throws -> RESPValue {
         let outcome = try await sessions.execute(.resend, on: try stream(tenant, args[0]))
-        // A finished session (verified, locked, expired, cancelled) records nothing and shows where it stands.
-        guard outcome.state.effectiveStatus(now: outcome.now).isActive else {
+        // A finished or erased session records nothing and shows where it stands.
+        guard outcome.state.effectiveStatus(now: outcome.now).isActive, !outcome.state.erased else {
             return Replies.status(outcome.state, now: outcome.now)
         }
         return Replies.issue(outcome.state, now: outcome.now)
@@ -41,6 +41,11 @@ extension CommandHandler {
 
     func cancel(_ args: [String], tenant: String) async throws -> RESPValue {
         let outcome = try await sessions.execute(.cancel, on: try stream(tenant, args[0]))
+        return Replies.status(outcome.state, now: outcome.now)
+    }
+
+    func erase(_ args: [String], tenant: String) async throws -> RESPValue {
+        let outcome = try await sessions.execute(.erase, on: try stream(tenant, args[0]))
         return Replies.status(outcome.state, now: outcome.now)
     }
 

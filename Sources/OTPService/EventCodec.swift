@@ -6,7 +6,10 @@ import OTPDomain
 /// Maps domain events to stored events and back; seals destinations with the session's key on the way in.
 ///
 /// The stored JSON uses snake_case keys. Destinations never reach the log in clear: `issued` stores each
-/// as an AES-GCM box under the per-session key (bound to stream and channel).
+/// as an AES-GCM box under the per-session key (bound to stream and channel), and so are the code's seed and
+/// the request's fingerprint, which an auditor need not read: with the secret the seed gives the code, and the
+/// fingerprint confirms a guessed phone number. Erasing the key erases all three; the hash chain still
+/// verifies, because it covers the stored text as it is.
 public struct EventCodec: Sendable {
     private let encoder: JSONEncoder
     private let decoder: JSONDecoder
@@ -36,9 +39,14 @@ public struct EventCodec: Sendable {
         var carrier: String?
         var channels: [DeliveryChannel]
         var destinations: [SealedDestination]
-        var codeSeed: String
+        /// Sealed under the session key (written by every version that seals it).
+        var sealedCodeSeed: String?
         var codeDigest: String
-        var fingerprint: String
+        /// Sealed under the session key.
+        var sealedFingerprint: String?
+        /// In clear, in events recorded before the seed and the fingerprint were sealed.
+        var codeSeed: String?
+        var fingerprint: String?
     }
 
     struct SealedDestination: Codable {
@@ -55,13 +63,10 @@ public struct EventCodec: Sendable {
         case .issued(let i):
             guard let key else { throw SecretsError("no session key to seal destinations") }
             let sealed = try i.destinations.map { d in
-                let box = try AES.GCM.seal(
-                    Array(d.address.utf8),
-                    using: SymmetricKey(data: key),
-                    authenticating: Array("\(stream)\u{0}\(d.channel.rawValue)".utf8)
+                SealedDestination(
+                    channel: d.channel,
+                    sealed: try Self.seal(d.address, key: key, binding: "\(stream)\u{0}\(d.channel.rawValue)")
                 )
-                guard let combined = box.combined else { throw SecretsError("cannot seal a destination") }
-                return SealedDestination(channel: d.channel, sealed: combined.base64EncodedString())
             }
             data = try encoder.encode(
                 StoredIssued(
@@ -77,9 +82,11 @@ public struct EventCodec: Sendable {
                     carrier: i.carrier,
                     channels: i.destinations.map(\.channel),
                     destinations: sealed,
-                    codeSeed: i.codeSeed,
+                    sealedCodeSeed: try Self.seal(i.codeSeed, key: key, binding: "\(stream)\u{0}code_seed"),
                     codeDigest: i.codeDigest,
-                    fingerprint: i.fingerprint
+                    sealedFingerprint: try Self.seal(i.fingerprint, key: key, binding: "\(stream)\u{0}fingerprint"),
+                    codeSeed: nil,
+                    fingerprint: nil
                 )
             )
         case .sent(let e): data = try encoder.encode(e)
@@ -91,7 +98,7 @@ public struct EventCodec: Sendable {
         case .verified(let e): data = try encoder.encode(e)
         case .exhausted(let e): data = try encoder.encode(e)
         case .escalationWithdrawn(let e): data = try encoder.encode(e)
-        case .locked, .expired, .cancelled: data = try encoder.encode(Empty())
+        case .locked, .expired, .cancelled, .erased: data = try encoder.encode(Empty())
         }
         return NewEvent(type: event.type, data: String(decoding: data, as: UTF8.self))
     }
@@ -110,20 +117,24 @@ public struct EventCodec: Sendable {
                     .contains(s.ttlMs),
                 !s.steps.isEmpty, s.steps.allSatisfy({ ($0.timeoutMs ?? 0) >= 0 })
             else { throw SecretsError("a stored issued event holds values ISSUE does not accept") }
+            // Without the key (erased) what it sealed is gone: no destinations, no seed, no fingerprint.
+            let stream = record.streamID
             let destinations: [Destination] =
                 try key.map { key in
                     try s.destinations.map { d in
-                        guard let combined = Data(base64Encoded: d.sealed) else {
-                            throw SecretsError("bad sealed destination")
-                        }
-                        let plain = try AES.GCM.open(
-                            AES.GCM.SealedBox(combined: combined),
-                            using: SymmetricKey(data: key),
-                            authenticating: Array("\(record.streamID)\u{0}\(d.channel.rawValue)".utf8)
+                        let binding = "\(stream)\u{0}\(d.channel.rawValue)"
+                        return Destination(
+                            channel: d.channel,
+                            address: try Self.open(d.sealed, key: key, binding: binding)
                         )
-                        return Destination(channel: d.channel, address: String(decoding: plain, as: UTF8.self))
                     }
                 } ?? []
+            let seed =
+                try s.codeSeed
+                ?? key.map { try Self.open(s.sealedCodeSeed ?? "", key: $0, binding: "\(stream)\u{0}code_seed") }
+            let fingerprint =
+                try s.fingerprint
+                ?? key.map { try Self.open(s.sealedFingerprint ?? "", key: $0, binding: "\(stream)\u{0}fingerprint") }
             return .issued(
                 .init(
                     session: s.session,
@@ -135,9 +146,9 @@ public struct EventCodec: Sendable {
                     app: s.app,
                     carrier: s.carrier,
                     destinations: destinations,
-                    codeSeed: s.codeSeed,
+                    codeSeed: seed ?? "",
                     codeDigest: s.codeDigest,
-                    fingerprint: s.fingerprint
+                    fingerprint: fingerprint ?? ""
                 )
             )
         case "sent": return .sent(try decoder.decode(SessionEvent.Sent.self, from: data))
@@ -155,7 +166,30 @@ public struct EventCodec: Sendable {
         case "locked": return .locked
         case "expired": return .expired
         case "cancelled": return .cancelled
+        case "erased": return .erased
         default: throw SecretsError("unknown event type '\(record.type)'")
         }
+    }
+
+    /// An AES-GCM box of `text` under a session key, bound to `binding`, in base64.
+    private static func seal(_ text: String, key: [UInt8], binding: String) throws -> String {
+        let box = try AES.GCM.seal(
+            Array(text.utf8),
+            using: SymmetricKey(data: key),
+            authenticating: Array(binding.utf8)
+        )
+        guard let combined = box.combined else { throw SecretsError("cannot seal a value") }
+        return combined.base64EncodedString()
+    }
+
+    /// Opens what `seal` made.
+    private static func open(_ sealed: String, key: [UInt8], binding: String) throws -> String {
+        guard let combined = Data(base64Encoded: sealed) else { throw SecretsError("bad sealed value") }
+        let plain = try AES.GCM.open(
+            AES.GCM.SealedBox(combined: combined),
+            using: SymmetricKey(data: key),
+            authenticating: Array(binding.utf8)
+        )
+        return String(decoding: plain, as: UTF8.self)
     }
 }

@@ -100,7 +100,7 @@ public struct Pacing: Sendable {
     /// Whether an event is checked or counted against its destinations.
     static func touchesDestinations(_ event: SessionEvent) -> Bool {
         switch event {
-        case .issued, .escalated, .verificationFailed, .verified: true
+        case .issued, .escalated, .verificationFailed, .verified, .erased: true
         default: false
         }
     }
@@ -110,11 +110,12 @@ public struct Pacing: Sendable {
         _ command: SessionCommand,
         events: [SessionEvent],
         after: SessionState,
-        tenant: String,
+        stream: StreamID,
         now: Int64,
         on conn: PGConnection
     ) throws {
         guard let issued = after.issued, events.contains(where: Self.touchesDestinations) else { return }
+        let tenant = stream.tenant
         // One transaction at a time per destination: each limit is a read then a write, so concurrent commands
         // for one address must not both read the count before either writes it. Keys in order: no deadlock.
         for k in Set(issued.destinations.map { key(tenant, $0.address) }).sorted() {
@@ -131,8 +132,13 @@ public struct Pacing: Sendable {
                 for d in i.destinations { try checkNewSession(key(tenant, d.address), now: now, on: conn) }
                 try checkTenant(tenant, now: now, on: conn)
                 for d in i.destinations {
+                    let k = key(tenant, d.address)
+                    try conn.query("INSERT INTO session_starts (destination_key, at_ms) VALUES (\(k), \(now))")
                     try conn.query(
-                        "INSERT INTO session_starts (destination_key, at_ms) VALUES (\(key(tenant, d.address)), \(now))"
+                        """
+                        INSERT INTO destination_sessions (destination_key, stream_id) VALUES (\(k), \(stream.text))
+                        ON CONFLICT DO NOTHING
+                        """
                     )
                 }
                 if let first = i.plan.steps.first { try recordSend(first.channel, issued, tenant, asked, now, conn) }
@@ -151,6 +157,8 @@ public struct Pacing: Sendable {
                 for d in issued.destinations {
                     try conn.query("DELETE FROM destination_failures WHERE destination_key = \(key(tenant, d.address))")
                 }
+            case .erased:
+                try conn.query("DELETE FROM destination_sessions WHERE stream_id = \(stream.text)")
             default:
                 break
             }
@@ -255,6 +263,24 @@ public struct Pacing: Sendable {
     }
 
     static func seconds(_ ms: Int64) -> Int { Int(max(1, (ms + 999) / 1000)) }
+}
+
+extension Pacing {
+    /// The sessions a tenant's destination has (by its keyed hash), oldest first.
+    func sessions(of address: String, tenant: String, on conn: PGConnection) throws -> [StreamID] {
+        try conn.query(
+            "SELECT stream_id FROM destination_sessions WHERE destination_key = \(key(tenant, address)) ORDER BY stream_id"
+        ).rows.compactMap { StreamID(text: try $0.decode("stream_id", as: String.self)) }
+    }
+
+    /// Deletes every row the pacing tables keep of a tenant's destination: after erasure nothing keyed by its
+    /// address is left to confirm a guess with.
+    func forget(_ address: String, tenant: String, on conn: PGConnection) throws {
+        let k = key(tenant, address)
+        for table in ["sends", "session_starts", "destination_failures", "destination_sessions"] {
+            try conn.query(PGQuery(unsafeSQL: "DELETE FROM \(table) WHERE destination_key = $1", parameters: [k]))
+        }
+    }
 }
 
 /// Operator actions on the pacing tables.

@@ -98,9 +98,21 @@ public final class SessionService: Sendable {
         )
         let decision = try SessionDecider.decide(command, state: session.state, context: context)
         let (next, effects) = try store.commit(decision.events, to: stream, after: session, now: now, on: conn)
-        try pacing.apply(command, events: decision.events, after: next, tenant: stream.tenant, now: now, on: conn)
+        try pacing.apply(command, events: decision.events, after: next, stream: stream, now: now, on: conn)
         try also?(conn, next)
         return (CommandOutcome(state: next, decision: decision, now: now), effects)
+    }
+
+    /// Erases every session of one destination at a tenant, found through the keyed hash pacing keeps (never by
+    /// decrypting), then deletes what the pacing tables keep of it. Returns the sessions erased (already erased
+    /// ones included: erasing again records nothing).
+    public func erase(destination address: String, tenant: String) async throws -> [StreamID] {
+        let streams = try await pool.withConnection { conn in
+            try self.pacing.sessions(of: address, tenant: tenant, on: conn)
+        }
+        for stream in streams { _ = try await execute(.erase, on: stream) }
+        try await pool.withConnection { conn in try self.pacing.forget(address, tenant: tenant, on: conn) }
+        return streams
     }
 
     /// Reads a session: its state and events, consistent with its stream.

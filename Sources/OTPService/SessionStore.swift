@@ -145,6 +145,10 @@ public struct SessionStore: Sendable {
             key: secrets.chainKey,
             on: conn
         )
+        if events.contains(.erased) {
+            // Crypto-shredding: without this key nothing it sealed (destinations, seed, fingerprint) can be read.
+            try conn.query("DELETE FROM session_keys WHERE stream_id = \(stream.text)")
+        }
         // Each event that starts a step queues its message, keyed by the event's version (the token).
         var next = state
         for event in events {

@@ -7,13 +7,53 @@ import OTPService
 import Postgres
 
 @main
-struct OTPCtl: ParsableCommand {
+struct OTPCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "otpctl",
         abstract: "otpd's tool for operators and auditors: check the event log's hash chains, read a history, "
-            + "lift an abuse block.",
-        subcommands: [Verify.self, History.self, Unblock.self]
+            + "lift an abuse block, erase a person's data.",
+        subcommands: [Verify.self, History.self, Unblock.self, Erase.self]
     )
+}
+
+/// Erases every session of one destination (a person's right to erasure), as `ERASE` does for one session.
+///
+/// The sessions are found through the keyed hash pacing keeps of the tenant and address, never by decrypting,
+/// so this needs otpd's secret; afterwards the pacing rows keyed by that address are deleted too.
+struct Erase: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Erase every session of a destination: its data keys destroyed, `erased` appended, nothing more sent."
+    )
+    @OptionGroup var connection: Connection
+    @OptionGroup var secret: SecretSource
+    @Option(help: "The tenant whose sessions to erase (default: default, the single-tenant name).")
+    var tenant = "default"
+    @Option(help: "The destination, as given to ISSUE: sms:+15551234567, email:user@example.com, ...")
+    var destination: String
+
+    func run() async throws {
+        let address: String
+        do { address = try Destination.parse(destination).address } catch {
+            guard case .badArgument(let reason) = error else { throw error }
+            throw ValidationError(reason)
+        }
+        let (secrets, c) = try secret.load(for: "whose sessions these are")
+        guard
+            let url = connection.databaseURL ?? ProcessInfo.processInfo.environment["OTPD_DATABASE_URL"]
+                ?? c.databaseURL
+        else { throw ValidationError("give --database-url, OTPD_DATABASE_URL or a --config with database_url") }
+        let pool = PGPool(url: url, size: 1)
+        let sessions = Application.commandPath(c, secrets: secrets, pool: pool).sessions
+        do {
+            let erased = try await sessions.erase(destination: address, tenant: tenant)
+            await pool.close()
+            for stream in erased { print("erased: \(stream.session)") }
+            print("erased \(erased.count) session\(erased.count == 1 ? "" : "s") of this destination")
+        } catch {
+            await pool.close()
+            throw error
+        }
+    }
 }
 
 /// Where otpd's secret is: `--config` (its `secret`, `secret_file` or `data_dir`), `--secret-file`, or

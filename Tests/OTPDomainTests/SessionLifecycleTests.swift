@@ -405,3 +405,31 @@ import Testing
         #expect(p.dataCode == "1234")
     }
 }
+
+@Suite struct ErasureRules {
+    @Test func eraseAppendsErasedOnceAndTheStateForgetsWhatTheKeySealed() throws {
+        let g = try sentSession()
+        let d = try g.when(.erase, at: 200)
+        #expect(d.events == [.erased])
+        let after = g.and(d.events, at: 200)
+        #expect(after.state.erased)
+        #expect(after.state.issued?.destinations == [])
+        #expect(after.state.issued?.codeSeed == "")
+        #expect(after.state.status == .sent)  // its status does not change
+        #expect(try after.when(.erase, at: 300).events.isEmpty)
+    }
+
+    @Test func nothingMoreIsSentForAnErasedSessionButVerifyStillAnswers() throws {
+        let after = try sentSession().and([.erased], at: 200)
+        #expect(after.state.timers.map(\.name) == ["expiry"])  // no step timer: no fallback message
+        #expect(try after.when(.timeOutStep(token: 2), at: 20_000).events.isEmpty)
+        #expect(try after.when(.resend, at: 300).events.isEmpty)
+        #expect(!after.state.awaitsHandOff(token: 1, now: 300))
+        let failed = try after.when(.recordReceipt(channel: .sms, outcome: .failed, detail: nil), at: 300)
+        #expect(failed.events.map(\.type) == ["delivery_failed"])  // recorded, not escalated
+        #expect(try after.when(.verify(code: "123456"), at: 400).verifyResult == .verified)
+        #expect(throws: Rejection.conflict("session 's1' exists and was erased")) {
+            try after.when(.issue(request()), at: 500)
+        }
+    }
+}

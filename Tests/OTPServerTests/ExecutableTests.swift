@@ -181,6 +181,36 @@ import Testing
         #expect(try await otpctlVerify().stdout.contains("broken: default/v2 at version 3"))
     }
 
+    /// `otpctl erase --destination` erases every session of one person, found by the keyed hash pacing keeps,
+    /// and leaves nothing keyed by that address in the pacing tables.
+    @Test func otpctlEraseErasesEverySessionOfADestination() async throws {
+        guard let otpctl = Self.built("otpctl") else { return }
+        let server = try await TestServer.start(label: "erasedest", config: "[limits]\nmin_gap_per_channel = \"0s\"")
+        defer { Task { await server.stop() } }
+        let secret = try Self.secretFile()
+        defer { try? FileManager.default.removeItem(atPath: secret) }
+        for (s, to) in [("x1", "email:p@example.com"), ("x2", "email:p@example.com"), ("x3", "email:q@example.com")] {
+            _ = try await redisCLI(server.port, ["ISSUE", s, to])
+        }
+        let db = ["--database-url", server.databaseURL, "--secret-file", secret]
+        let r = try await run([otpctl, "erase"] + db + ["--destination", "email:p@example.com"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("erased: x1") && r.stdout.contains("erased: x2") && !r.stdout.contains("x3"))
+        #expect(r.stdout.contains("erased 2 sessions"))
+        let types = try eventTypes(server.databaseURL)
+        #expect(types["default/x1"]?.last == "erased")
+        #expect(types["default/x2"]?.last == "erased")
+        #expect(types["default/x3"]?.contains("erased") == false)
+        let left = try await server.pool.withConnection { conn in
+            try ["destination_sessions", "session_starts", "sends"].map { table in
+                try conn.query("SELECT count(*) FROM \(unescaped: table)").rows[0].decode(0, as: Int.self)
+            }
+        }
+        #expect(left == [1, 1, 1])  // only q@example.com's rows remain
+        let again = try await run([otpctl, "erase"] + db + ["--destination", "email:p@example.com"])
+        #expect(again.stdout.contains("erased 0 sessions"))
+    }
+
     /// An operator lifts an abuse block with `otpctl unblock`, which needs otpd's secret to find the destination.
     @Test func otpctlUnblockLiftsTheBlockOnADestination() async throws {
         guard let otpctl = Self.built("otpctl") else { return }
