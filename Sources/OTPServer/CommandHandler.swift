@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import OTPDomain
 import OTPService
 import RESP
@@ -59,24 +60,41 @@ public final class CommandHandler: Sendable {
 
     /// Handles one request and returns its reply.
     public func handle(_ request: RESPRequest, state: inout ConnectionState) async -> RESPValue {
-        let args = request.strings
-        guard let first = args.first else { return WireError(code: .err, message: "empty command").reply }
+        guard let firstBytes = request.arguments.first else {
+            return WireError(code: .err, message: "empty command").reply
+        }
+        let first = String(buffer: firstBytes)  // an unknown name is only looked up and shown, never used
         let name = first.uppercased()
-        let rest = Array(args.dropFirst())
+        let raw = Array(request.arguments.dropFirst())
         var shown: String { Validation.printable(first) }  // only for error replies
         guard let command = Command.table[name] else {
             if state.tenant == nil { return WireError.authenticationRequired.reply }
             return WireError(code: .err, message: "unknown command '\(shown)'").reply
         }
         if command.roles != nil && state.tenant == nil { return WireError.authenticationRequired.reply }
-        guard command.arity.contains(rest.count) else {
+        guard command.arity.contains(raw.count) else {
             return WireError(code: .err, message: "wrong number of arguments for '\(shown)'").reply
         }
         if let allowed = command.roles, allowed.isDisjoint(with: state.roles) {
             return WireError(code: .noPerm, message: "this credential may not run \(name)").reply
         }
+        // Arguments stay bytes until here; a command that takes text gets them as UTF-8, and bytes that are not
+        // UTF-8 are refused by position instead of being repaired into other bytes.
+        var rest: [String] = []
+        if case .bytes = command.run {
+        } else {
+            rest.reserveCapacity(raw.count)
+            for (i, bytes) in raw.enumerated() {
+                guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else {
+                    return WireError(code: .badArg, message: "argument \(i + 1) of \(name) is not UTF-8 text").reply
+                }
+                rest.append(text)
+            }
+        }
         do {
             switch command.run {
+            case .bytes(let run):
+                return run(raw)
             case .connection(let run):
                 return try run(self, rest, &state)
             case .session(let run):

@@ -1,3 +1,4 @@
+import NIOCore
 import RESP
 
 /// One entry of the command table: its name, how many arguments it takes, who may run it, and what it runs.
@@ -11,6 +12,8 @@ struct Command: Sendable {
 
     /// What a command runs, given its arguments (the command name removed).
     enum Run: Sendable {
+        /// Answers with the arguments' bytes as they came (PING, ECHO): no text needed, any bytes kept.
+        case bytes(@Sendable ([ByteBuffer]) -> RESPValue)
         /// Acts on the connection itself.
         case connection(@Sendable (CommandHandler, [String], inout ConnectionState) throws -> RESPValue)
         /// Acts on the authenticated tenant's sessions.
@@ -32,7 +35,7 @@ extension Command {
     /// Every command otpd answers, by upper-case name (docs/PROTOCOL.md's table).
     static let table: [String: Command] = Dictionary(
         uniqueKeysWithValues: [
-            Command("PING", 0...1, roles: nil, .connection { h, args, _ in h.ping(args) }),
+            Command("PING", 0...1, roles: nil, .bytes { $0.first.map(RESPValue.bulkString) ?? .simpleString("PONG") }),
             Command("HELLO", 0...6, roles: nil, .connection { h, args, state in try h.hello(args, state: &state) }),
             Command("AUTH", 2...2, roles: nil, .connection { h, args, state in try h.auth(args, state: &state) }),
             Command("QUIT", 0...0, roles: nil, .connection { h, _, state in h.quit(state: &state) }),
@@ -40,7 +43,7 @@ extension Command {
             Command("CLIENT", 1...63, roles: anyRole, .connection { try $0.run(.client, $1, &$2) }),
             Command("COMMAND", 0...63, roles: anyRole, .connection { try $0.run(.command, $1, &$2) }),
             Command("SELECT", 1...1, roles: anyRole, .connection { h, args, _ in try h.select(args) }),
-            Command("ECHO", 1...1, roles: anyRole, .connection { _, args, _ in .bulk(args[0]) }),
+            Command("ECHO", 1...1, roles: anyRole, .bytes { .bulkString($0[0]) }),
             Command("INFO", 0...63, roles: anyRole, .connection { h, args, _ in h.info(args) }),
             Command("ISSUE", 2...64, roles: [.service], .session { try await $0.issue($1, tenant: $2) }),
             Command("VERIFY", 2...2, roles: [.service], .session { try await $0.verify($1, tenant: $2) }),

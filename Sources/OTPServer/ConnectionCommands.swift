@@ -4,10 +4,6 @@ import RESP
 /// The commands that act on the connection itself: PING, HELLO, AUTH, QUIT, and the handshake Redis clients send
 /// on connect (CLIENT, SELECT, ECHO, COMMAND).
 extension CommandHandler {
-    func ping(_ args: [String]) -> RESPValue {
-        args.first.map { .bulk($0) } ?? .simpleString("PONG")
-    }
-
     func auth(_ args: [String], state: inout ConnectionState) throws -> RESPValue {
         try authenticate(tenant: args[0], token: args[1], state: &state)
         return .simpleString("OK")

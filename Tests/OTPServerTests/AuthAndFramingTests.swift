@@ -216,6 +216,30 @@ let tenantsConfig = """
         #expect(ContinuousClock.now - started < .seconds(10))
     }
 
+    /// Arguments are bytes until a command needs text: PING and ECHO answer exactly the bytes they got, and a
+    /// command that needs text refuses bytes that are not UTF-8 by position (none are repaired into others).
+    @Test func argumentsStayBytesUntilACommandNeedsText() async throws {
+        let server = try await TestServer.start(label: "bytes")
+        defer { Task { await server.stop() } }
+        let out = try await python(
+            server.port,
+            #"""
+            import os, socket
+            s = socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=10)
+            s.sendall(b'PING "\\xff\\x00"\r\n*2\r\n$4\r\nECHO\r\n$3\r\n\xfe\x00\x80\r\nISSUE "\\xff" email:a@example.com\r\n')
+            data = b''
+            while data.count(b'\r\n') < 5:
+                data += s.recv(4096)
+            print(data)
+            """#
+        )
+        #expect(
+            out.trimmingCharacters(in: .whitespacesAndNewlines)
+                == #"b'$2\r\n\xff\x00\r\n$3\r\n\xfe\x00\x80\r\n-BADARG argument 1 of ISSUE is not UTF-8 text\r\n'"#,
+            "\(out)"
+        )
+    }
+
     @Test func oversizeAndJunkInputCloseWithPROTOWhileOthersKeepWorking() async throws {
         let server = try await TestServer.start(label: "proto")
         defer { Task { await server.stop() } }
