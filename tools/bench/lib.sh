@@ -34,7 +34,7 @@ min_gap_per_channel = "0s"
 TOML
   "$bin" --config "$work/otpd.toml" > "$work/out.log" 2> "$work/err.log" &
   pid=$!
-  trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+  trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
   for _ in $(seq 1 120); do grep -q "listening" "$work/out.log" && break; sleep 0.5; done
   pgport=$(grep -o 'PostgreSQL on 127.0.0.1:[0-9]*' "$work/err.log" | head -1 | cut -d: -f2)
   db="postgresql://otpd@127.0.0.1:$pgport/otpd"
