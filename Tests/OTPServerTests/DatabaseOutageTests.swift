@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import PostgresTesting
+import Synchronization
 import Testing
 
 /// With the database gone the server answers `-UNAVAILABLE` (never hangs) and recovers by itself.
@@ -35,6 +36,42 @@ import Testing
             return r["session"] == nil ? nil : r
         }
         #expect(before["session"] == "o1")
+        try await BlockingThread.run { pg.stop() }
+    }
+
+    /// QUALITY R8: a database that stops answering without closing (its processes stopped with SIGSTOP, so TCP
+    /// stays up) gets `-UNAVAILABLE` within the statement timeout (5 s) plus the grace (3 s), never a hang, and
+    /// a graceful shutdown (what SIGTERM starts) still finishes.
+    @Test func aDatabaseThatStopsAnsweringGetsUnavailableAndShutdownStillFinishes() async throws {
+        let dir = "/var/tmp/otpd-blackhole-\(UUID().uuidString.prefix(8))"
+        let pg = EmbeddedPostgres(dataDirectory: dir + "/data", settings: ["fsync": "off"])
+        TestClusterCleanup.register(pg, removing: dir)
+        let url = try await BlockingThread.run { try pg.start() }
+        let server = try await TestServer.start(label: "blackhole", databaseURL: url)
+        #expect(pairs(try await redisCLI(server.port, ["ISSUE", "b1", "email:b@example.com"]))["session"] == "b1")
+
+        let freeze = try ServerFreeze(pg)
+        defer { freeze.thaw() }
+        let started = ContinuousClock.now
+        let reply = Mutex<[String]?>(nil)
+        let issue = Task {
+            let lines = try await redisCLI(server.port, ["ISSUE", "b2", "email:b@example.com"])
+            reply.withLock { $0 = lines }
+        }
+        let down = try? await eventually(timeout: .seconds(15), "an answer") { reply.withLock { $0 } }
+        let elapsed = ContinuousClock.now - started
+        if down == nil {
+            Issue.record("ISSUE was still waiting \(elapsed) after the database stopped answering")
+            freeze.thaw()
+        }
+        _ = try await issue.value
+        #expect(down?.first?.hasPrefix("UNAVAILABLE") == true, "\(String(describing: down))")
+        #expect(elapsed < .seconds(12), "answered after \(elapsed)")
+
+        let stopping = ContinuousClock.now
+        await server.stop()
+        #expect(ContinuousClock.now - stopping < .seconds(20), "stopped after \(ContinuousClock.now - stopping)")
+        freeze.thaw()
         try await BlockingThread.run { pg.stop() }
     }
 }
