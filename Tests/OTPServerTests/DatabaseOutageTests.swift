@@ -39,6 +39,39 @@ import Testing
         try await BlockingThread.run { pg.stop() }
     }
 
+    /// A COMMIT whose connection dies (a deferred trigger terminates the backend at COMMIT) is answered
+    /// UNAVAILABLE saying the command may have been recorded, not that nothing was.
+    @Test func aCommitLostWithItsConnectionAnswersThatTheOutcomeIsUnknown() async throws {
+        let server = try await TestServer.start(label: "commitlost")
+        defer { Task { await server.stop() } }
+        let trigger = """
+            CREATE FUNCTION die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER die AFTER INSERT ON events DEFERRABLE INITIALLY DEFERRED
+                FOR EACH ROW EXECUTE FUNCTION die_at_commit();
+            """
+        try await server.pool.withConnection { connection in try connection.execute(trigger) }
+
+        let lost = try await redisCLI(server.port, ["ISSUE", "c1", "email:c@example.com"])
+        let reply = lost.first ?? ""
+        #expect(reply.hasPrefix("UNAVAILABLE the connection to the database was lost while committing"), "\(lost)")
+        #expect(reply.contains("may have been recorded"), "\(lost)")
+        #expect(!reply.contains("nothing was recorded"), "\(lost)")
+
+        // Without the trigger the same ISSUE goes through (repeating it is safe either way).
+        _ = try await eventually(timeout: .seconds(30), "trigger dropped") { () -> Bool? in
+            let dropped: Void? = try? await server.pool.withConnection { connection in
+                try connection.execute("DROP TRIGGER die ON events")
+            }
+            return dropped.map { true }
+        }
+        let again = try await eventually(timeout: .seconds(30), "ISSUE recorded") { () -> [String: String]? in
+            let r = pairs(try await redisCLI(server.port, ["ISSUE", "c1", "email:c@example.com"]))
+            return r["session"] == "c1" ? r : nil
+        }
+        #expect(again["status"] != nil)
+    }
+
     /// QUALITY R8: a database that stops answering without closing (its processes stopped with SIGSTOP, so TCP
     /// stays up) gets `-UNAVAILABLE` within the statement timeout (5 s) plus the grace (3 s), never a hang, and
     /// a graceful shutdown (what SIGTERM starts) still finishes.
