@@ -250,6 +250,13 @@ struct DatabaseService: Service {
     }
 }
 
+// ServiceGroup logs each service by its description: never with the URL's password.
+extension DatabaseService: CustomStringConvertible {
+    var description: String {
+        "DatabaseService(\((try? PGURL(parsing: url))?.description ?? "unparsable URL"))"
+    }
+}
+
 /// The pool as a service: closes its connections once every service listed after it has stopped.
 struct PoolService: Service {
     let pool: PGPool

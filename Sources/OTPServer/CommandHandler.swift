@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import OTPDomain
 import OTPService
+import Postgres
 import RESP
 import Synchronization
 
@@ -109,6 +110,12 @@ public final class CommandHandler: Sendable {
             logger.error("session history unreadable", metadata: ["stream": "\(u.stream)", "version": "\(u.version)"])
             let message = "\(u.description); nothing was recorded (REPLAY checks the session's hash chain)"
             return WireError(code: .err, message: message).reply
+        } catch let e as PGError where e.code == .commitOutcomeUnknown {
+            logger.warning("commit outcome unknown", metadata: ["command": "\(name)", "error": "\(e)"])
+            let message =
+                "the connection to the database was lost while committing; the command may have been recorded "
+                + "(STATUS shows it; ISSUE and RECEIPT may be repeated safely)"
+            return WireError(code: .unavailable, message: message).reply
         } catch {
             logger.warning("command failed", metadata: ["command": "\(name)", "error": "\(error)"])
             return WireError(code: .unavailable, message: "the database cannot be reached; nothing was recorded").reply

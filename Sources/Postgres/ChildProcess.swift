@@ -10,11 +10,16 @@
 /// the child starts (`pg_ctl start` leaves `postgres` running) keeps that descriptor open, so `waitUntilExit`
 /// never returns. Spawning directly avoids that.
 public enum ChildProcess {
-    /// Runs `executable` with `arguments`, stdin from /dev/null and stdout+stderr appended to `outputPath`
-    /// (or /dev/null); returns the exit status (128 + signal when killed). `wait: false` returns 0 at once.
+    /// Runs `executable` with `arguments`, stdin from `inputPath` (or /dev/null) and stdout+stderr appended to
+    /// `outputPath` (or /dev/null); returns the exit status (128 + signal when killed). `wait: false` returns 0
+    /// at once.
+    ///
+    /// Both files are opened before the program starts, with this process's rights, so a program run as
+    /// another user (`runuser`) can read an input this process alone may read.
     public static func run(
         _ executable: String,
         _ arguments: [String],
+        inputPath: String? = nil,
         outputPath: String? = nil,
         wait: Bool = true
     )
@@ -23,7 +28,7 @@ public enum ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inputPath ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         // glibc's _np extensions are not visible to Swift's Glibc module; look them up at run time.

@@ -1,3 +1,4 @@
+import CLibPQ
 import Foundation
 
 #if canImport(Glibc)
@@ -10,9 +11,16 @@ import Darwin
 
 /// Runs a private PostgreSQL cluster from the server binaries installed on the machine.
 ///
-/// `start()` creates the cluster on first use (`initdb -U otpd --auth=trust -E UTF8 --locale=C`),
+/// `start()` creates the cluster on first use (`initdb -U otpd --auth=reject -E UTF8 --locale=C`),
 /// starts it listening only on 127.0.0.1 (no Unix socket) and creates the database. The port is the
 /// `port` given to `init`, else the port of the previous start when it is still free, else a free one.
+///
+/// No other local user gets in: the role `otpd` has a generated password (SCRAM-SHA-256), kept in
+/// `passwordFile` (mode 0600, owned by this process's user, in the data directory) and carried by the URL
+/// `start()` returns, and `pg_hba.conf` is rewritten at every start to admit that role with that password
+/// only. A cluster without a usable password file (one created with `--auth=trust` by an earlier version,
+/// or whose file was lost or readable by others) gets a new password before the server starts, in
+/// single-user mode, so it never listens with trust.
 /// A server already running in the directory (a `postmaster.pid` with a live pid) is stopped first
 /// and restarted with these settings. When running as root, `initdb`/`pg_ctl` run as the `postgres`
 /// user; if that user cannot reach the requested directory, the cluster lives under
@@ -47,10 +55,24 @@ public struct EmbeddedPostgres: Sendable {
         layout().log
     }
 
+    /// The file holding the role's password, in `.pgpass` form (`*:*:*:otpd:<password>`), so that
+    /// `PGPASSFILE=<this file> psql -h 127.0.0.1 -p <port> -U otpd otpd` works without a password on the
+    /// command line.
+    public var passwordFile: String {
+        layout().data + "/" + Self.passwordFileName
+    }
+
+    /// The name of `passwordFile` inside the data directory.
+    static let passwordFileName = "otpd.pgpass"
+    /// The role otpd connects as (the cluster's superuser).
+    static let role = "otpd"
+
     /// Creates the cluster when missing, starts it on a loopback port, creates the database and returns its URL.
     ///
-    /// The URL has the form `postgresql://otpd@127.0.0.1:<port>/<database>`. Errors have code `.launch`
-    /// and a message that includes the relevant log tail.
+    /// The URL has the form `postgresql://otpd:<password>@127.0.0.1:<port>/<database>` (with
+    /// `?require_auth=scram-sha-256` when libpq is 16 or later, so a server squatting on the port cannot ask
+    /// for the password in clear); print it only through `PGURL.description`, which hides the password.
+    /// Errors have code `.launch` and a message that includes the relevant log tail.
     public func start() throws(PGError) -> String {
         let binaries = try Binaries.find()
         let layout = layout()
@@ -61,8 +83,9 @@ public struct EmbeddedPostgres: Sendable {
 
         if !FileManager.default.fileExists(atPath: layout.data + "/PG_VERSION") {
             progress("creating PostgreSQL cluster in \(layout.data) …")
+            // `reject`: the new cluster admits no one until its role has a password (`credentials` below).
             var arguments = [
-                "-D", layout.data, "-U", "otpd", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions",
+                "-D", layout.data, "-U", Self.role, "--auth=reject", "-E", "UTF8", "--locale=C", "--no-instructions",
             ]
             if settings["fsync"] == "off" { arguments.append("--no-sync") }
             let result = try Command.run(binaries.initdb, arguments, asPostgres: Command.isRoot)
@@ -84,6 +107,10 @@ public struct EmbeddedPostgres: Sendable {
                 throw .launch("could not stop the server running in \(layout.data):\n\(Command.tail(result.output))")
             }
         }
+
+        // The server is stopped: give the role a password if it has none we know, and admit only that.
+        let password = try credentials(binaries, layout)
+        try writeAccessRules(layout)
 
         var chosenPort = try choosePort(layout)
         var attempt = 1
@@ -115,8 +142,22 @@ public struct EmbeddedPostgres: Sendable {
             )
         }
 
-        try createDatabase(port: chosenPort, log: layout.log)
-        return PGURL(user: "otpd", host: "127.0.0.1", port: chosenPort, database: database).urlString
+        try createDatabase(port: chosenPort, password: password, log: layout.log)
+        return Self.url(port: chosenPort, password: password, database: database).urlString
+    }
+
+    /// The URL of `database` on the cluster at `port`.
+    static func url(port: Int, password: String, database: String) -> PGURL {
+        // libpq 16 can refuse a server that asks for anything but SCRAM (older versions reject the keyword).
+        let parameters = PQlibVersion() >= 160_000 ? ["require_auth": "scram-sha-256"] : [:]
+        return PGURL(
+            user: role,
+            password: password,
+            host: "127.0.0.1",
+            port: port,
+            database: database,
+            parameters: parameters
+        )
     }
 
     /// Stops the server (`pg_ctl stop -m fast`) if it is running; does nothing otherwise.
@@ -198,11 +239,129 @@ public struct EmbeddedPostgres: Sendable {
             if !dataExisted || empty { _ = chown(layout.data, owner.uid, owner.gid) }
         }
         if !fileManager.fileExists(atPath: layout.log) {
-            guard fileManager.createFile(atPath: layout.log, contents: nil) else {
+            guard fileManager.createFile(atPath: layout.log, contents: nil, attributes: [.posixPermissions: 0o600])
+            else {
                 throw .launch("could not create the log file \(layout.log)")
             }
         }
+        // The log names roles and statements: for the cluster's owner only, like the data directory.
+        _ = chmod(layout.log, 0o600)
         if let owner { _ = chown(layout.log, owner.uid, owner.gid) }
+    }
+
+    // MARK: Credentials
+
+    /// What `readPassword` found.
+    enum StoredPassword: Equatable {
+        case found(String)
+        case missing
+        case refused(String)
+    }
+
+    /// The role's password from the password file, setting a new one when there is none that can be trusted.
+    ///
+    /// Call with the server stopped: a new password is set in single-user mode, before the server listens.
+    private func credentials(_ binaries: Binaries, _ layout: Layout) throws(PGError) -> String {
+        let file = layout.data + "/" + Self.passwordFileName
+        switch Self.readPassword(file) {
+        case .found(let password):
+            return password
+        case .missing:
+            progress("giving the PostgreSQL role \(Self.role) a generated password (kept in \(file)) …")
+        case .refused(let reason):
+            progress("\(file) \(reason); giving the PostgreSQL role \(Self.role) a new password …")
+        }
+        let password = Self.generatePassword()
+        try setPassword(password, binaries, layout)
+        try Self.writeFile(file, contents: "*:*:*:\(Self.role):\(password)\n", owner: nil)
+        return password
+    }
+
+    /// Reads `*:*:*:otpd:<password>` from `path`, refusing a file another user owns or may read or write.
+    static func readPassword(_ path: String) -> StoredPassword {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return .missing }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return .refused("is not a regular file") }
+        guard info.st_uid == geteuid() else { return .refused("belongs to another user") }
+        guard info.st_mode & 0o077 == 0 else { return .refused("may be read by other users") }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            return .refused("cannot be read")
+        }
+        let prefix = "*:*:*:\(role):"
+        for line in text.split(separator: "\n") where line.hasPrefix(prefix) {
+            let password = String(line.dropFirst(prefix.count))
+            if password.count >= 32, password.allSatisfy({ $0.isASCII && $0.isHexDigit }) { return .found(password) }
+        }
+        return .refused("holds no password")
+    }
+
+    /// 32 random bytes in hex.
+    static func generatePassword() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
+    }
+
+    /// Sets the role's password with `postgres --single` (the server must be stopped); the statement comes
+    /// from a private file on stdin, never from the command line.
+    private func setPassword(_ password: String, _ binaries: Binaries, _ layout: Layout) throws(PGError) {
+        let input = FileManager.default.temporaryDirectory
+            .appendingPathComponent("otpd-password-\(UUID().uuidString).sql").path
+        defer { try? FileManager.default.removeItem(atPath: input) }
+        try Self.writeFile(input, contents: "ALTER ROLE \(Self.role) PASSWORD '\(password)';\n", owner: nil)
+        var arguments = [
+            "--single", "-D", layout.data,
+            // A failing statement ends the backend with an error status, without echoing the statement.
+            "-c", "exit_on_error=on", "-c", "log_min_error_statement=panic",
+            "-c", "password_encryption=scram-sha-256",
+        ]
+        if settings["fsync"] == "off" { arguments.append("-F") }
+        arguments.append("postgres")
+        let result = try Command.run(binaries.postgres, arguments, asPostgres: Command.isRoot, inputPath: input)
+        guard result.status == 0 else {
+            let output = result.output.replacingOccurrences(of: password, with: "***")
+            throw .launch("could not set the password of \(Self.role) in \(layout.data):\n\(Command.tail(output))")
+        }
+    }
+
+    /// The whole of `pg_hba.conf`: the role, with its password, over loopback TCP (there is no Unix socket).
+    static let accessRules = """
+        # Written by otpd at every start; edits are replaced. Only the role \(role), with the password kept in
+        # \(passwordFileName) next to this file, over loopback TCP (the server has no Unix socket).
+        # TYPE  DATABASE  USER  ADDRESS       METHOD
+        host    all       \(role)  127.0.0.1/32  scram-sha-256
+
+        """
+
+    /// Replaces `pg_hba.conf` with `accessRules` unless it already says exactly that.
+    private func writeAccessRules(_ layout: Layout) throws(PGError) {
+        let path = layout.data + "/pg_hba.conf"
+        if (try? String(contentsOfFile: path, encoding: .utf8)) == Self.accessRules { return }
+        try Self.writeFile(path, contents: Self.accessRules, owner: Command.isRoot ? try Command.postgresUser() : nil)
+    }
+
+    /// Writes `contents` to a new mode-0600 file beside `path` and renames it over `path`; `owner` chowns it.
+    static func writeFile(_ path: String, contents: String, owner: (uid: uid_t, gid: gid_t)?) throws(PGError) {
+        let temporary = path + ".new-\(UUID().uuidString.prefix(8))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .launch("could not create \(temporary) (errno \(errno))") }
+        let bytes = Array(contents.utf8)
+        var written = 0
+        while written < bytes.count {
+            let count = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            written += count
+        }
+        let owned = owner.map { fchown(fd, $0.uid, $0.gid) == 0 } ?? true
+        let synced = fsync(fd) == 0
+        closeDescriptor(fd)
+        guard written == bytes.count, owned, synced, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw .launch("could not write \(path)")
+        }
     }
 
     // MARK: Starting
@@ -245,8 +404,8 @@ public struct EmbeddedPostgres: Sendable {
         return port
     }
 
-    private func createDatabase(port: Int, log: String) throws(PGError) {
-        let adminURL = PGURL(user: "otpd", host: "127.0.0.1", port: port, database: "postgres").urlString
+    private func createDatabase(port: Int, password: String, log: String) throws(PGError) {
+        let adminURL = Self.url(port: port, password: password, database: "postgres").urlString
         var connection: PGConnection?
         var lastError: PGError?
         for _ in 0..<20 {
@@ -366,8 +525,11 @@ public struct EmbeddedPostgres: Sendable {
 struct Binaries {
     var initdb: String
     var pgCtl: String
+    /// The server itself, for single-user mode.
+    var postgres: String
 
-    /// Searches PATH, then `/usr/lib/postgresql/*/bin` (highest version first), for `initdb` and `pg_ctl`.
+    /// Searches PATH, then `/usr/lib/postgresql/*/bin` (highest version first), for `initdb`, `pg_ctl` and
+    /// `postgres` in one directory.
     static func find() throws(PGError) -> Binaries {
         var directories = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
         let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? [])
@@ -380,13 +542,13 @@ struct Binaries {
         for directory in directories where !directory.isEmpty {
             let initdb = directory + "/initdb"
             let pgCtl = directory + "/pg_ctl"
-            if FileManager.default.isExecutableFile(atPath: initdb), FileManager.default.isExecutableFile(atPath: pgCtl)
-            {
-                return Binaries(initdb: initdb, pgCtl: pgCtl)
+            let postgres = directory + "/postgres"
+            if [initdb, pgCtl, postgres].allSatisfy({ FileManager.default.isExecutableFile(atPath: $0) }) {
+                return Binaries(initdb: initdb, pgCtl: pgCtl, postgres: postgres)
             }
         }
         throw .launch(
-            "PostgreSQL server binaries not found (looked for initdb and pg_ctl in PATH and /usr/lib/postgresql/*/bin); install the postgresql server package"
+            "PostgreSQL server binaries not found (looked for initdb, pg_ctl and postgres in PATH and /usr/lib/postgresql/*/bin); install the postgresql server package"
         )
     }
 }
@@ -428,14 +590,26 @@ enum Command {
         return result.status == 0
     }
 
-    /// Runs `executable` with `arguments`, capturing stdout and stderr through a temporary file.
-    static func run(_ executable: String, _ arguments: [String], asPostgres: Bool) throws(PGError) -> Result {
+    /// Runs `executable` with `arguments`, stdin from `inputPath` (opened by this process), capturing stdout and
+    /// stderr through a temporary file.
+    static func run(
+        _ executable: String,
+        _ arguments: [String],
+        asPostgres: Bool,
+        inputPath: String? = nil
+    ) throws(PGError) -> Result {
         let command =
             asPostgres ? [try runuserPath(), "-u", "postgres", "--", executable] + arguments : [executable] + arguments
         let outputPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("otpd-command-\(UUID().uuidString).log").path
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        guard let status = ChildProcess.run(command[0], Array(command.dropFirst()), outputPath: outputPath) else {
+        let status = ChildProcess.run(
+            command[0],
+            Array(command.dropFirst()),
+            inputPath: inputPath,
+            outputPath: outputPath
+        )
+        guard let status else {
             throw .launch("could not run \(executable)")
         }
         return Result(status: status, output: EmbeddedPostgres.readLog(outputPath, from: 0))

@@ -5,6 +5,11 @@ extension PGConnection {
     ///
     /// If `body` swallowed a server error so that the transaction is aborted, the transaction is rolled
     /// back and a `.server` error with SQLSTATE 25P02 is thrown instead of a silent "COMMIT".
+    ///
+    /// A connection lost before COMMIT was sent throws `.connection`: nothing was committed. One lost after
+    /// it was sent and before its answer arrived (including a server that stopped answering) throws
+    /// `.commitOutcomeUnknown`: the server may have committed and only the answer was lost, so the caller must
+    /// not report that nothing was done. A COMMIT the server refuses (a deferred constraint) is a `.server` error.
     @discardableResult
     public func transaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
         let handle = try liveHandle()
@@ -23,7 +28,13 @@ extension PGConnection {
             try? execute("ROLLBACK")
             throw PGError(code: .server, sqlState: "25P02", message: "the transaction was aborted by an earlier error")
         }
-        try execute("COMMIT")
+        // Checked here so that a `.connection` error from the COMMIT below means it was handed to libpq.
+        _ = try liveHandle()
+        do {
+            try execute("COMMIT")
+        } catch  where error.code == .connection {
+            throw PGError(code: .commitOutcomeUnknown, sqlState: error.sqlState, message: error.message)
+        }
         return value
     }
 

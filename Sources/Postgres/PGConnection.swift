@@ -1,13 +1,25 @@
 import CLibPQ
 import Foundation
 
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A libpq connection; not Sendable, so it is only used on one thread (normally its `PGWorker`'s).
 ///
 /// Every call blocks the calling thread until the server answers, so never use it directly from
-/// Swift concurrency or a NIO event loop: go through `PGWorker` or `PGPool`.
+/// Swift concurrency or a NIO event loop: go through `PGWorker` or `PGPool`. No call waits longer than
+/// `responseTimeout` for an answer: a server that stops answering gets its connection dropped and the call
+/// fails with `.connection`.
 public final class PGConnection {
     /// The libpq connection; nil once closed.
     private(set) var handle: OpaquePointer?
+    /// The longest a call waits for the server's next answer (`PGSettings.responseTimeout`); nil waits forever.
+    public let responseTimeout: Duration?
     /// Numbers the savepoints of nested transactions.
     var savepointCounter = 0
     /// Statements prepared on this connection, by SQL text (parse and plan once, not per call).
@@ -17,8 +29,9 @@ public final class PGConnection {
     /// How many distinct statements a connection keeps prepared; past it, statements run unprepared.
     public static let preparedStatementLimit = 512
 
-    init(handle: OpaquePointer) {
+    init(handle: OpaquePointer, responseTimeout: Duration?) {
         self.handle = handle
+        self.responseTimeout = responseTimeout
     }
 
     deinit {
@@ -51,18 +64,18 @@ public final class PGConnection {
         }
         let count = Int32(q.parameters.count)
         guard let name = try statementName(q.sql, parameterCount: count, on: handle) else {
-            let result = try Self.withOptionalCStrings(q.parameters) { values in
-                PQexecParams(handle, q.sql, count, nil, values, nil, nil, 0)
+            return try exchange(on: handle) { handle throws(PGError) in
+                try Self.withOptionalCStrings(q.parameters) { values in
+                    PQsendQueryParams(handle, q.sql, count, nil, values, nil, nil, 0)
+                }
             }
-            defer { PQclear(result) }
-            return try consume(result)
         }
-        let result = try Self.withOptionalCStrings(q.parameters) { values in
-            PQexecPrepared(handle, name, count, values, nil, nil, 0)
-        }
-        defer { PQclear(result) }
         do {
-            return try consume(result)
+            return try exchange(on: handle) { handle throws(PGError) in
+                try Self.withOptionalCStrings(q.parameters) { values in
+                    PQsendQueryPrepared(handle, name, count, values, nil, nil, 0)
+                }
+            }
         } catch {
             // 26000: the statement is gone (DISCARD ALL). 0A000: a table changed under a cached plan
             // ("cached plan must not change result type"). Prepare again; outside a transaction nothing was
@@ -84,9 +97,7 @@ public final class PGConnection {
         guard prepared.count < Self.preparedStatementLimit else { return nil }
         preparedCounter += 1
         let name = "otpd_\(preparedCounter)"
-        let result = PQprepare(handle, name, sql, parameterCount, nil)
-        defer { PQclear(result) }
-        _ = try consume(result)
+        _ = try exchange(on: handle) { handle in PQsendPrepare(handle, name, sql, parameterCount, nil) }
         prepared[sql] = name
         return name
     }
@@ -97,9 +108,90 @@ public final class PGConnection {
         if sql.utf8.contains(0) {
             throw PGError(code: .server, sqlState: "22021", message: "the SQL text contains a NUL byte")
         }
-        let result = PQexec(handle, sql)
-        defer { PQclear(result) }
-        _ = try consume(result)
+        _ = try exchange(on: handle) { handle in PQsendQuery(handle, sql) }
+    }
+
+    // MARK: Bounded round trips
+
+    /// Sends one request with `send` (a `PQsend…` call) and collects its results without ever blocking in libpq.
+    ///
+    /// The socket is non-blocking; the thread waits in `poll()` for at most `responseTimeout` for each answer
+    /// (the deadline restarts when a result arrives, so a script of many statements is bounded per statement).
+    /// When the deadline passes, the server is not answering: the connection is closed (a cancel request would
+    /// hang on the same silent server) and `.connection` is thrown. Like `PQexec`, the first error wins,
+    /// otherwise the last result is returned.
+    private func exchange(
+        on handle: OpaquePointer,
+        _ send: (OpaquePointer) throws(PGError) -> Int32
+    ) throws(PGError) -> PGResult {
+        if PQisnonblocking(handle) == 0, PQsetnonblocking(handle, 1) != 0 {
+            throw .connection("could not make the connection non-blocking: " + Self.errorMessage(handle))
+        }
+        var deadline = responseTimeout.map { ContinuousClock.now.advanced(by: $0) }
+        guard try send(handle) == 1 else { throw makeError(nil) }
+        try flush(handle, until: deadline)
+        var outcome: PGResult?
+        var firstError: PGError?
+        while true {
+            try awaitResult(handle, until: deadline)
+            guard let result = PQgetResult(handle) else { break }
+            defer { PQclear(result) }
+            deadline = responseTimeout.map { ContinuousClock.now.advanced(by: $0) }
+            do {
+                outcome = try consume(result)
+            } catch {
+                // consume closes the connection on COPY: nothing more can be read from it.
+                if self.handle == nil { throw error }
+                if PQstatus(handle) == CONNECTION_BAD { throw firstError ?? error }
+                if firstError == nil { firstError = error }
+            }
+        }
+        if let firstError { throw firstError }
+        guard let outcome else { throw makeError(nil) }
+        return outcome
+    }
+
+    /// Writes libpq's output buffer to the socket, reading input meanwhile, until it is empty or `deadline` passes.
+    private func flush(_ handle: OpaquePointer, until deadline: ContinuousClock.Instant?) throws(PGError) {
+        while true {
+            let flushed = PQflush(handle)
+            if flushed == 0 { return }
+            if flushed < 0 { throw .connection(Self.errorMessage(handle)) }
+            let ready = try wait(handle, for: Int16(POLLIN | POLLOUT), until: deadline)
+            if ready & Int16(POLLIN) != 0, PQconsumeInput(handle) != 1 {
+                throw .connection(Self.errorMessage(handle))
+            }
+        }
+    }
+
+    /// Reads input until a result can be taken without blocking (`PQisBusy` is false) or `deadline` passes.
+    private func awaitResult(_ handle: OpaquePointer, until deadline: ContinuousClock.Instant?) throws(PGError) {
+        while PQisBusy(handle) == 1 {
+            _ = try wait(handle, for: Int16(POLLIN), until: deadline)
+            // On failure the connection is bad and PQgetResult reports the error (with the server's SQLSTATE
+            // when its message arrived before the connection closed).
+            guard PQconsumeInput(handle) == 1 else { return }
+        }
+    }
+
+    /// Polls the socket for `events` until `deadline`; returns what happened, or drops the connection and throws.
+    private func wait(
+        _ handle: OpaquePointer,
+        for events: Int16,
+        until deadline: ContinuousClock.Instant?
+    ) throws(PGError) -> Int16 {
+        let socket = PQsocket(handle)
+        guard socket >= 0 else { throw .connection("the connection has no socket") }
+        var fds = [pollfd(fd: socket, events: events, revents: 0)]
+        let ready = pollSocket(&fds, timeoutMilliseconds: deadline.map(millisecondsUntil) ?? -1)
+        if ready < 0 { throw .connection("poll() failed with errno \(errno)") }
+        if ready == 0 {
+            close()
+            let limit = responseTimeout.map { " within \($0)" } ?? ""
+            throw .connection("the database did not answer\(limit); the connection was dropped")
+        }
+        // Errors and hang-ups are reported by the libpq call that follows.
+        return fds[0].revents
     }
 
     // MARK: Internals used by PGWorker

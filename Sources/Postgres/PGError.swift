@@ -8,7 +8,7 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
     /// The category of a `PGError`.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         private enum Value: Sendable, Hashable {
-            case connection, server, timeout, decoding, closed, launch
+            case connection, server, timeout, decoding, closed, launch, commitOutcomeUnknown
         }
 
         private let value: Value
@@ -29,6 +29,9 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
         public static let closed = Code(.closed)
         /// The embedded PostgreSQL server could not be created or started.
         public static let launch = Code(.launch)
+        /// The connection was lost (or stopped answering) after COMMIT was sent and before its answer came:
+        /// the transaction may have committed or not. Unlike `.connection`, this does not mean nothing was done.
+        public static let commitOutcomeUnknown = Code(.commitOutcomeUnknown)
 
         /// The code's name, e.g. `connection`.
         public var description: String {
@@ -39,6 +42,7 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
             case .decoding: "decoding"
             case .closed: "closed"
             case .launch: "launch"
+            case .commitOutcomeUnknown: "commitOutcomeUnknown"
             }
         }
     }
@@ -62,6 +66,9 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
 
     /// Whether the statement was canceled, typically by `statement_timeout` (SQLSTATE 57014).
     public var isQueryCanceled: Bool { sqlState == "57014" }
+
+    /// Whether the connection is gone (`.connection`, or `.commitOutcomeUnknown`, which also lost it).
+    public var isConnectionLost: Bool { code == .connection || code == .commitOutcomeUnknown }
 
     /// A redacted description: code, SQLSTATE and a generic text, never values or server DETAIL.
     public var description: String {
@@ -94,6 +101,8 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
         case .decoding: return "a database value could not be decoded"
         case .closed: return "the database connection or pool is closed"
         case .launch: return "could not launch the embedded PostgreSQL server"
+        case .commitOutcomeUnknown:
+            return "the database connection was lost while committing; the transaction may or may not have committed"
         default: return "database error"
         }
     }

@@ -196,6 +196,9 @@ public struct PGURL: Sendable, Equatable, CustomStringConvertible {
             let seconds = max(2, (PGSettings.milliseconds(settings.connectTimeout) + 999) / 1000)
             extra["connect_timeout"] = String(seconds)
         }
+        for (key, value) in settings.keepaliveParameters where extra[key] == nil {
+            extra[key] = value
+        }
         pairs += extra.sorted { $0.key < $1.key }
         return pairs
     }

@@ -91,8 +91,8 @@ public final class PGWorker: Sendable {
 
     /// Runs `body` on the worker's thread with its connection and returns the result.
     ///
-    /// Errors thrown by `body` propagate as-is; a `PGError` with code `.connection` (or a connection
-    /// found broken afterwards) makes the worker reconnect. Fails with `.connection` while the worker is
+    /// Errors thrown by `body` propagate as-is; a `PGError` with code `.connection` or `.commitOutcomeUnknown`
+    /// (or a connection found broken afterwards) makes the worker reconnect. Fails with `.connection` while the worker is
     /// disconnected and `.closed` after `close()`. A running body is not interrupted by task cancellation.
     @discardableResult
     public func submit<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
@@ -104,7 +104,7 @@ public final class PGWorker: Sendable {
                         continuation.resume(returning: value)
                         return false
                     } catch {
-                        let lost = (error as? PGError)?.code == .connection
+                        let lost = (error as? PGError)?.isConnectionLost == true
                         continuation.resume(throwing: error)
                         return lost
                     }

@@ -67,8 +67,8 @@ public enum BlockingThread {
 /// Makes sure throwaway clusters never outlive the test process.
 ///
 /// For each registered cluster a watchdog (`setsid bash -c …`) polls the test process once a second and,
-/// once it is gone, runs `pg_ctl stop -m immediate` and `rm -rf` on the directory; an `atexit` handler
-/// does the same on normal exit.
+/// once it is gone, continues the postmaster (a test may have stopped it with SIGSTOP), runs
+/// `pg_ctl stop -m immediate` and `rm -rf` on the directory; an `atexit` handler does the same on normal exit.
 public enum TestClusterCleanup {
     struct Entry: Sendable {
         var dataDirectory: String
@@ -88,19 +88,27 @@ public enum TestClusterCleanup {
         if installHandler {
             atexit { TestClusterCleanup.cleanUpAtExit() }
         }
-        startWatchdog(stopCommand: (try? cluster.stopCommandLine(mode: "immediate")) ?? [], directory: directory)
+        startWatchdog(
+            stopCommand: (try? cluster.stopCommandLine(mode: "immediate")) ?? [],
+            dataDirectory: entry.dataDirectory,
+            directory: directory
+        )
     }
 
-    private static func startWatchdog(stopCommand: [String], directory: String) {
+    private static func startWatchdog(stopCommand: [String], dataDirectory: String, directory: String) {
+        // A stopped postmaster would leave SIGQUIT pending; once continued it kills its (stopped) backends.
         let script = """
-            pid="$1"; dir="$2"; shift 2
+            pid="$1"; data="$2"; dir="$3"; shift 3
             while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+            pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
+            case "$pm" in ''|*[!0-9]*) ;; *) kill -CONT "$pm" 2>/dev/null ;; esac
             if [ "$#" -gt 0 ]; then "$@" >/dev/null 2>&1; fi
             rm -rf "$dir"
             """
         let bash =
             ["/bin/bash", "/usr/bin/bash"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/bin/bash"
-        let arguments = [bash, "-c", script, "otpd-test-watchdog", String(getpid()), directory] + stopCommand
+        let arguments =
+            [bash, "-c", script, "otpd-test-watchdog", String(getpid()), dataDirectory, directory] + stopCommand
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/setsid") {
             // Its own session (a Ctrl-C to the test's process group does not kill it); -f returns at once.
             _ = ChildProcess.run("/usr/bin/setsid", ["-f"] + arguments)
@@ -121,6 +129,7 @@ public enum TestClusterCleanup {
                 let line = text.split(separator: "\n").first,
                 let pid = pid_t(line.trimmingCharacters(in: .whitespaces)), pid > 0, kill(pid, SIGQUIT) == 0
             {
+                _ = kill(pid, SIGCONT)
                 for _ in 0..<100 where kill(pid, 0) == 0 {
                     usleep(20_000)
                 }

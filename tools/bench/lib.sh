@@ -8,7 +8,7 @@ free_port() {
 # start_otpd STEP_TIMEOUT_SECONDS
 # Starts otpd (debug build unless OTPD_BIN is set) on an embedded PostgreSQL in a new temporary directory,
 # with the null driver, a policy whose SMS step times out after STEP_TIMEOUT_SECONDS before e-mail, and
-# pacing limits out of the way. Sets bin, work, port, pid, pgport and db (the database URL). Stops otpd and
+# pacing limits out of the way. Sets bin, work, port, pid, pgport, db (the database URL) and PGPASSFILE. Stops otpd and
 # removes the directory on exit.
 start_otpd() {
   bin=${OTPD_BIN:-.build/debug/otpd}
@@ -37,5 +37,8 @@ TOML
   trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
   for _ in $(seq 1 120); do grep -q "listening" "$work/out.log" && break; sleep 0.5; done
   pgport=$(grep -o 'PostgreSQL on 127.0.0.1:[0-9]*' "$work/err.log" | head -1 | cut -d: -f2)
+  # The embedded cluster admits its role only with the generated password, kept in .pgpass form in its data
+  # directory: psql reads it from there, so the password never appears on a command line.
+  export PGPASSFILE="$work/data/pg/otpd.pgpass"
   db="postgresql://otpd@127.0.0.1:$pgport/otpd"
 }
