@@ -20,6 +20,12 @@ connections=${2:-8}
 start_otpd 2
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pgdata=$(dirname "$(find "$work/data" -name postmaster.pid | head -1)")
+# The server's own options (its port, its settings) as otpd started it, to start it again the same way.
+echo "PostgreSQL options: $(cat "$pgdata/postmaster.opts")"
+opts=$(cat "$pgdata/postmaster.opts")
+opts=${opts#*\"-D\" \"$pgdata\"}
+pg_start() { as_postgres "$pgbin/pg_ctl" -D "$pgdata" -w start -l "$pgdata/restart.log" -o "$opts" > /dev/null; }
+pg_stop() { as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m fast -w stop > /dev/null; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 restart_otpd() {
   "$bin" --config "$work/otpd.toml" >> "$work/out.log" 2>> "$work/err.log" &
@@ -74,12 +80,13 @@ kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 restart_otpd 2
 sleep "$(python3 -c "print($seconds * 0.25)")"
 echo "fault 2 at $(date +%T): PostgreSQL restart"
-as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m fast -w restart -l "$pgdata/restart.log" > /dev/null
+pg_stop
+pg_start
 sleep "$(python3 -c "print($seconds * 0.2)")"
 echo "fault 3 at $(date +%T): PostgreSQL stopped for 5 s"
-as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m fast -w stop > /dev/null
+pg_stop
 sleep 5
-as_postgres "$pgbin/pg_ctl" -D "$pgdata" -w start -l "$pgdata/restart.log" > /dev/null
+pg_start
 wait "$load"
 cat "$work/load.txt"
 
