@@ -32,11 +32,7 @@ struct Erase: AsyncParsableCommand {
     var destination: String
 
     func run() async throws {
-        let address: String
-        do { address = try Destination.parse(destination).address } catch {
-            guard case .badArgument(let reason) = error else { throw error }
-            throw ValidationError(reason)
-        }
+        let address = try address(of: destination)
         let (secrets, c) = try secret.load(for: "whose sessions these are")
         guard
             let url = connection.databaseURL ?? ProcessInfo.processInfo.environment["OTPD_DATABASE_URL"]
@@ -76,6 +72,14 @@ struct SecretSource: ParsableArguments {
             )
         }
         return (try Secrets.load(hex: c.secret, file: file, dataDirectory: dataDirectory).0, c)
+    }
+}
+
+/// The address of a destination written as ISSUE takes it (`sms:+15551234567`), or a usage error saying why not.
+func address(of destination: String) throws -> String {
+    do { return try Destination.parse(destination).address } catch {
+        guard case .badArgument(let reason) = error else { throw error }
+        throw ValidationError("\(destination): \(reason)")
     }
 }
 
@@ -172,11 +176,7 @@ struct Unblock: ParsableCommand {
     var destination: String
 
     func run() throws {
-        let address: String
-        do { address = try Destination.parse(destination).address } catch {
-            guard case .badArgument(let reason) = error else { throw error }
-            throw ValidationError(reason)
-        }
+        let address = try address(of: destination)
         let (secrets, c) = try secret.load(for: "that blocked this destination")
         var conn = connection
         if conn.databaseURL == nil { conn.databaseURL = c.databaseURL }
