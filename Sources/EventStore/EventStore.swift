@@ -52,6 +52,26 @@ public enum EventStore {
         return try r.rows.map(EventStore.record)
     }
 
+    /// Reads a stream's events in version order and its recorded head, in one statement.
+    public static func readWithHead(stream: String, on conn: PGConnection) throws -> ([EventRecord], StreamHead?) {
+        let rows = try conn.query(
+            """
+            SELECT h.version AS head_version, h.mac AS head_mac,
+                   e.stream_id, e.version, e.type, e.data::text AS data, e.at_ms, e.prev_hash, e.hash
+            FROM (SELECT 1) AS one
+            LEFT JOIN stream_heads h ON h.stream_id = \(stream)
+            LEFT JOIN events e ON e.stream_id = \(stream)
+            ORDER BY e.version
+            """
+        ).rows
+        let head = try rows.first.flatMap { row -> StreamHead? in
+            guard let version = try row.decodeIfPresent("head_version", as: Int.self) else { return nil }
+            return StreamHead(version: version, mac: try row.decode("head_mac"))
+        }
+        guard try rows.first?.decodeIfPresent("stream_id", as: String.self) != nil else { return ([], head) }
+        return (try rows.map(EventStore.record), head)
+    }
+
     /// Reads a stream's recorded head, or nil when none was recorded.
     public static func head(stream: String, on conn: PGConnection) throws -> StreamHead? {
         try conn.query("SELECT version, mac FROM stream_heads WHERE stream_id = \(stream)").rows.first.map {
@@ -102,32 +122,45 @@ public enum EventStore {
             prev = h
         }
         guard let last = written.last else { return [] }
-        // One statement for all of them and the head: rows of placeholders, the values as parameters.
+        // One statement for all of them and the head: rows of placeholders, the values as parameters. The head
+        // moves only from the version the writer read: a new stream has none, and an existing one must be at
+        // `expectedVersion`. Otherwise nothing is written: another writer came first, or the stream's rows were
+        // cut back under its head, which no append may paper over.
         let head = HashChain.head(key: key, streamID: stream, version: last.version, hash: last.hash)
-        var sql = """
-            WITH head AS (
-                INSERT INTO stream_heads (stream_id, version, mac) VALUES ($1, $2, $3)
-                ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, mac = EXCLUDED.mac)
-            INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash) VALUES
+        let moveHead =
+            expectedVersion == 0
+            ? """
+            INSERT INTO stream_heads (stream_id, version, mac) SELECT $1::text, $2::integer, $3::bytea
+            WHERE $4::integer = 0 ON CONFLICT DO NOTHING RETURNING 1
             """
-        var parameters: [String?] = [stream.pgText, head.version.pgText, head.mac.pgText]
-        parameters.reserveCapacity(3 + written.count * 7)
+            : "UPDATE stream_heads SET version = $2::integer, mac = $3::bytea WHERE stream_id = $1::text AND version = $4::integer RETURNING 1"
+        var sql = """
+            WITH head AS (\(moveHead))
+            INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
+            SELECT * FROM (VALUES
+            """
+        var parameters: [String?] = [stream.pgText, head.version.pgText, head.mac.pgText, expectedVersion.pgText]
+        parameters.reserveCapacity(4 + written.count * 7)
         for (i, r) in written.enumerated() {
-            let n = 3 + i * 7
+            let n = 4 + i * 7
             sql += i == 0 ? " " : ", "
-            sql += "($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4)::json, $\(n + 5), $\(n + 6), $\(n + 7))"
+            sql += "($\(n + 1)::text, $\(n + 2)::integer, $\(n + 3)::text, $\(n + 4)::json, $\(n + 5)::bigint, "
+            sql += "$\(n + 6)::bytea, $\(n + 7)::bytea)"
             parameters += [
                 r.streamID.pgText, r.version.pgText, r.type.pgText, r.data.pgText, r.at.pgText, r.prevHash.pgText,
                 r.hash.pgText,
             ]
         }
+        sql += ") AS new WHERE EXISTS (SELECT 1 FROM head)"
+        let inserted: Int
         do {
-            try conn.query(PGQuery(unsafeSQL: sql, parameters: parameters))
+            inserted = try conn.query(PGQuery(unsafeSQL: sql, parameters: parameters)).affectedRows
         } catch {
             // A row with one of these versions exists: another writer appended first. Nothing was written.
             if error.isUniqueViolation { throw AppendError.versionConflict }
             throw error
         }
+        guard inserted == written.count else { throw AppendError.versionConflict }
         return written
     }
 

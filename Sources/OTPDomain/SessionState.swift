@@ -76,6 +76,15 @@ public struct SessionState: Sendable, Hashable {
     /// An empty state: no such session.
     public init() {}
 
+    /// Whether every step number the state holds names a step of its plan: a history edited by hand may fold
+    /// into a state that does not, and deciding on it could index outside the plan.
+    public var isConsistent: Bool {
+        guard let steps = issued?.plan.steps, !steps.isEmpty else { return issued == nil }
+        let range = 1...steps.count
+        return range.contains(step) && started.allSatisfy { range.contains($0.step) }
+            && withdrawn.values.allSatisfy { range.contains($0.step) }
+    }
+
     /// The current step, or nil when the session does not exist.
     public var currentStep: Step? {
         guard let plan = issued?.plan, step >= 1, step <= plan.steps.count else { return nil }

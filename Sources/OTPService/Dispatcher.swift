@@ -81,11 +81,20 @@ public final class Dispatcher: Service {
             capacity: Dictionary(uniqueKeysWithValues: DeliveryChannel.allCases.map { ($0, settings.perChannel) }),
             lane: { $0.channel },
             claim: { free in
-                let claims = try await pool.withConnection { conn in
-                    try free.sorted { $0.key < $1.key }.flatMap { channel, n in
-                        try outbox.claim(channel, limit: n, leaseSeconds: lease, on: conn)
+                // Each channel claims on its own: a failed claim of one does not throw away the others' rows,
+                // which would then wait out their lease.
+                var claims: [Outbox.Claim] = []
+                var failure: (any Error)?
+                for (channel, n) in free.sorted(by: { $0.key < $1.key }) {
+                    do {
+                        claims += try await pool.withConnection { conn in
+                            try outbox.claim(channel, limit: n, leaseSeconds: lease, on: conn)
+                        }
+                    } catch {
+                        failure = error
                     }
                 }
+                if claims.isEmpty, let failure { throw failure }
                 return (claims, settings.pollInterval)
             },
             work: { await self.deliver($0) }
@@ -121,8 +130,10 @@ public final class Dispatcher: Service {
                 try await record(failure, c, loaded: loaded, also: complete)
                 return
             }
-            guard try await pool.withConnection({ conn in try outbox.beginSend(c, on: conn) }) else {
-                return  // the lease ran out and another instance holds the row: it decides
+            let lease = leaseSeconds
+            guard try await pool.withConnection({ conn in try outbox.beginSend(c, leaseSeconds: lease, on: conn) })
+            else {
+                return  // withdrawn meanwhile (cancelled, verified, erased), or the lease ran out: send nothing
             }
             let code = codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
             let message = renderer.render(channel: c.channel, code: code, app: issued.app, locale: issued.locale)

@@ -69,15 +69,24 @@ public struct Outbox: Sendable {
         }
     }
 
-    /// Marks the row as handed to the provider, just before the call; false when the lease was lost (another
-    /// instance holds the row now), and then the message must not be sent.
-    func beginSend(_ claim: Claim, on conn: PGConnection) throws -> Bool {
+    /// Marks the row as handed to the provider, just before the call, and starts its lease again for the call
+    /// and its record; false when the row is gone (the session no longer wants it) or the lease ran out (another
+    /// instance may hold it now), and then the message must not be sent.
+    func beginSend(_ claim: Claim, leaseSeconds: Int, on conn: PGConnection) throws -> Bool {
         try conn.query(
             """
-            UPDATE outbox SET in_flight = true
+            UPDATE outbox SET in_flight = true, leased_until = now() + make_interval(secs => \(leaseSeconds))
             WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
+              AND leased_until > now()
             """
         ).affectedRows == 1
+    }
+
+    /// Removes the row of a step whose message the session no longer wants (cancelled, verified, expired,
+    /// erased, superseded), whoever holds it, in the transaction that decided so: a dispatcher that has not
+    /// yet begun the send then finds no row and sends nothing.
+    func withdraw(_ stream: StreamID, token: Int, on conn: PGConnection) throws {
+        try conn.query("DELETE FROM outbox WHERE stream_id = \(stream.text) AND token = \(token)")
     }
 
     /// Removes a row whose message was handed off, refused, or is no longer wanted, if this claim still holds it.

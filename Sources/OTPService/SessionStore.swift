@@ -26,7 +26,7 @@ public struct StoredStream: Sendable {
 
 /// A session whose stored events no longer decode: a row edited by hand, or data sealed under another secret.
 /// Nothing is recorded on it; REPLAY and `otpctl verify` show where its hash chain breaks.
-public struct UnreadableSession: Error, Sendable, CustomStringConvertible {
+public struct UnreadableSession: Error, Sendable, Equatable, CustomStringConvertible {
     /// The stream.
     public var stream: StreamID
     /// The first version that does not decode.
@@ -74,7 +74,12 @@ public struct SessionStore: Sendable {
         let key = try row.decodeIfPresent("sealed_key", as: [UInt8].self).map {
             try secrets.openSessionKey($0, stream: stream.text)
         }
-        let records = try EventStore.read(stream: stream.text, on: conn)
+        let (records, head) = try EventStore.readWithHead(stream: stream.text, on: conn)
+        // A stream that no longer reaches its recorded head lost its last events (deleted by hand): nothing may
+        // be decided on what is left, or the deletion would give back what those events took (attempts).
+        if records.last?.version != head?.version {
+            throw UnreadableSession(stream: stream, version: min(records.count, head?.version ?? records.count) + 1)
+        }
         return LoadedSession(state: try fold(records, key: key, stream: stream), records: records, now: now, key: key)
     }
 
@@ -104,16 +109,15 @@ public struct SessionStore: Sendable {
     /// Decodes and folds stored records; a record that no longer decodes (edited by hand, or its key lost)
     /// is reported as `UnreadableSession`, not as a database failure.
     private func fold(_ records: [EventRecord], key: [UInt8]?, stream: StreamID) throws -> SessionState {
-        var events: [(event: SessionEvent, at: Int64)] = []
-        events.reserveCapacity(records.count)
+        var state = SessionState()
         for record in records {
-            do {
-                events.append((try codec.decode(record, key: key), record.at))
-            } catch {
+            guard let event = try? codec.decode(record, key: key) else {
                 throw UnreadableSession(stream: stream, version: record.version)
             }
+            state = SessionDecider.evolve(state, event, at: record.at)
+            guard state.isConsistent else { throw UnreadableSession(stream: stream, version: record.version) }
         }
-        return SessionDecider.fold(events)
+        return state
     }
 
     /// Writes one decision: the session's key when it is issued, the events after `session`'s version, an outbox
@@ -157,6 +161,11 @@ public struct SessionStore: Sendable {
                 try outbox.enqueue(stream, token: next.version, step: next.step, channel: step.channel, on: conn)
                 effects.queuedMessages += 1
             }
+        }
+        // The message the session was waiting to hand off, if this decision means it must not go out any more.
+        let pending = state.stepStartedVersion
+        if state.awaitsHandOff(token: pending, now: now) && !next.awaitsHandOff(token: pending, now: now) {
+            try outbox.withdraw(stream, token: pending, on: conn)
         }
         if state.timers != next.timers {
             try timers.sync(stream, from: state.timers, to: next.timers, on: conn)

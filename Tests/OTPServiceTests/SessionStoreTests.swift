@@ -142,7 +142,10 @@ let issue = SessionCommand.issue(
             return (stale, try outbox.claim(.sms, limit: 1, leaseSeconds: 30, on: conn)[0])
         }
         let (began, staleBegan) = try await f.pool.withConnection { conn in
-            (try outbox.beginSend(fresh, on: conn), try outbox.beginSend(stale, on: conn))
+            (
+                try outbox.beginSend(fresh, leaseSeconds: 30, on: conn),
+                try outbox.beginSend(stale, leaseSeconds: 30, on: conn)
+            )
         }
         #expect(began)
         #expect(!staleBegan)  // the old holder must not call the provider
@@ -157,6 +160,51 @@ let issue = SessionCommand.issue(
             return try outbox.claim(.sms, limit: 1, leaseSeconds: 30, on: conn)
         }
         #expect(next.map(\.wasInFlight) == [true])
+        await f.pool.close()
+    }
+
+    @Test func aMessageTheSessionNoLongerWantsIsWithdrawnBeforeItsSendBegins() async throws {
+        let f = try await Fixture.make("store_withdraw")
+        _ = try await f.sessions.execute(issue, on: stream)
+        let outbox = f.store.outbox
+        let claim = try await f.pool.withConnection { conn in
+            try outbox.claim(.sms, limit: 1, leaseSeconds: 30, on: conn)[0]
+        }
+        // CANCEL commits after the dispatcher claimed (and loaded) but before it began the send.
+        _ = try await f.sessions.execute(.cancel, on: stream)
+        let began = try await f.pool.withConnection { conn in try outbox.beginSend(claim, leaseSeconds: 30, on: conn) }
+        #expect(!began)  // so the code is not sent to a cancelled (or verified, or erased) session
+        #expect(try await f.rows(stream)["outbox"] == 0)
+        await f.pool.close()
+    }
+
+    @Test func aStreamCutBackUnderItsHeadCannotBeDecidedOnOrAppendedTo() async throws {
+        let f = try await Fixture.make("store_cutback")
+        _ = try await f.sessions.execute(issue, on: stream)
+        _ = try await f.sessions.execute(.verify(code: "0"), on: stream)
+        _ = try await f.sessions.execute(.verify(code: "0"), on: stream)  // versions 2 and 3: attempts 3 left
+        try await f.pool.withConnection { conn in
+            try conn.query("DELETE FROM events WHERE stream_id = 'acme/s1' AND version >= 2")
+        }
+        // Deciding on what is left would give the attempts back: the session is unreadable instead.
+        await #expect(throws: UnreadableSession(stream: stream, version: 2)) {
+            try await f.sessions.execute(.verify(code: "0"), on: stream)
+        }
+        // And an append from the cut-back version cannot move the head back over the gap.
+        let cut = try await f.pool.withConnection { conn in try EventStore.read(stream: stream.text, on: conn) }
+        await #expect(throws: AppendError.versionConflict) {
+            try await f.pool.withConnection { conn in
+                try EventStore.append(
+                    [NewEvent(type: "cancelled", data: "{}")],
+                    to: stream.text,
+                    expectedVersion: 1,
+                    headHash: cut[0].hash,
+                    at: 0,
+                    key: Secrets(secret: Array(repeating: 9, count: 32)).chainKey,
+                    on: conn
+                )
+            }
+        }
         await f.pool.close()
     }
 
