@@ -1,3 +1,4 @@
+import EventStore
 import Logging
 import NIOCore
 import OTPDomain
@@ -110,6 +111,14 @@ public final class CommandHandler: Sendable {
             logger.error("session history unreadable", metadata: ["stream": "\(u.stream)", "version": "\(u.version)"])
             let message = "\(u.description); nothing was recorded (REPLAY checks the session's hash chain)"
             return WireError(code: .err, message: message).reply
+        } catch let e as PGError where ["55P03", "40P01", "40001"].contains(e.sqlState ?? "") {
+            // Too many commands at once for one session or destination (a lock wait ran out, a deadlock or a
+            // serialization failure): nothing was recorded, and the database is fine; try again shortly.
+            logger.info("command contended", metadata: ["command": "\(name)", "error": "\(e)"])
+            return WireError(.rateLimited(retryAfterSeconds: 1)).reply
+        } catch let e as AppendError where e == .versionConflict {
+            logger.info("command contended", metadata: ["command": "\(name)", "error": "\(e)"])
+            return WireError(.rateLimited(retryAfterSeconds: 1)).reply
         } catch let e as PGError where e.code == .commitOutcomeUnknown {
             logger.warning("commit outcome unknown", metadata: ["command": "\(name)", "error": "\(e)"])
             let message =

@@ -155,6 +155,21 @@ import Testing
         #expect(answers == ["ok": 3, "ratelimited": 37])
     }
 
+    /// A command that waits too long for its destination's turn (another transaction holds the destination)
+    /// is told to retry in a second; it is not told that the database is down.
+    @Test func aCommandThatCannotGetItsDestinationsTurnIsAskedToRetry() async throws {
+        let server = try await start("pace_contended", "min_gap_per_channel = \"0s\"")
+        defer { Task { await server.stop() } }
+        #expect(await issue(server, tenant: "default", session: "c1", "busy@x.example") == "ok")
+        let holder = try PGConnection(url: server.databaseURL)
+        defer { holder.close() }
+        try holder.query("SELECT pg_advisory_lock(hashtextextended(destination_key, 0)) FROM session_starts")
+        let reply = try await redisCLI(server.port, ["ISSUE", "c2", "email:busy@x.example"])
+        #expect(reply.first == "RATELIMITED retry_after=1", "\(reply)")
+        try holder.query("SELECT pg_advisory_unlock_all()")
+        #expect(await issue(server, tenant: "default", session: "c3", "busy@x.example") == "ok")
+    }
+
     @Test func oneTenantsTrafficNeitherCountsNorBlocksAtAnother() async throws {
         let server = try await start("pace_tenants", "sessions_per_destination_day = 1")
         defer { Task { await server.stop() } }
