@@ -25,8 +25,10 @@ public struct Pacing: Sendable {
 
     /// A destination's key in the pacing tables: a keyed hash of the tenant and the address, so one tenant's
     /// traffic never counts against, blocks or reveals anything of the same person at another tenant.
+    /// E-mail addresses are keyed lower-cased, so `User@Example.com` and `user@example.com` are one person to the
+    /// limits and to erasure (phone numbers are E.164 already; device tokens are case-sensitive).
     func key(_ tenant: String, _ address: String) -> String {
-        secrets.fingerprint(["destination", tenant, address])
+        secrets.fingerprint(["destination", tenant, address.contains("@") ? address.lowercased() : address])
     }
 
     /// A ceiling over many destinations (a country, a tenant), counted in time buckets split into shards.
@@ -273,13 +275,26 @@ extension Pacing {
         ).rows.compactMap { StreamID(text: try $0.decode("stream_id", as: String.self)) }
     }
 
-    /// Deletes every row the pacing tables keep of a tenant's destination: after erasure nothing keyed by its
-    /// address is left to confirm a guess with.
-    func forget(_ address: String, tenant: String, on conn: PGConnection) throws {
+    /// Deletes every row the pacing tables keep of a tenant's destination, so nothing keyed by its address is
+    /// left to confirm a guess with, unless it has sessions besides `erased`: then it deletes nothing and returns
+    /// them. It holds the destination's lock, which ISSUE takes too, so no session can start in between.
+    /// Run it in a transaction.
+    func forget(
+        _ address: String,
+        tenant: String,
+        except erased: Set<StreamID>,
+        on conn: PGConnection
+    ) throws
+        -> [StreamID]
+    {
         let k = key(tenant, address)
+        try conn.query("SELECT pg_advisory_xact_lock(hashtextextended(\(k), 0))")
+        let left = try sessions(of: address, tenant: tenant, on: conn).filter { !erased.contains($0) }
+        guard left.isEmpty else { return left }
         for table in ["sends", "session_starts", "destination_failures", "destination_sessions"] {
             try conn.query(PGQuery(unsafeSQL: "DELETE FROM \(table) WHERE destination_key = $1", parameters: [k]))
         }
+        return []
     }
 }
 

@@ -107,12 +107,19 @@ public final class SessionService: Sendable {
     /// decrypting), then deletes what the pacing tables keep of it. Returns the sessions erased (already erased
     /// ones included: erasing again records nothing).
     public func erase(destination address: String, tenant: String) async throws -> [StreamID] {
-        let streams = try await pool.withConnection { conn in
-            try self.pacing.sessions(of: address, tenant: tenant, on: conn)
+        var erased: [StreamID] = []
+        while true {
+            // Forgetting the destination and finding a session started meanwhile happen under its lock.
+            let done = Set(erased)
+            let left = try await pool.withConnection { conn in
+                try conn.transaction { conn in try self.pacing.forget(address, tenant: tenant, except: done, on: conn) }
+            }
+            if left.isEmpty { return erased }
+            for stream in left {
+                _ = try await execute(.erase, on: stream)
+                erased.append(stream)
+            }
         }
-        for stream in streams { _ = try await execute(.erase, on: stream) }
-        try await pool.withConnection { conn in try self.pacing.forget(address, tenant: tenant, on: conn) }
-        return streams
     }
 
     /// Reads a session: its state and events, consistent with its stream.

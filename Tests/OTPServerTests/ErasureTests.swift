@@ -53,4 +53,18 @@ import Testing
         #expect(pairs(try await redisCLI(server.port, ["ERASE", "e1"]))["version"] == version)
         #expect(pairs(try await redisCLI(server.port, ["VERIFY", "e1", code]))["result"] == "verified")
     }
+
+    @Test func erasingADestinationFindsItsSessionsWhateverTheCaseOfItsEmailAddress() async throws {
+        let server = try await TestServer.start(label: "erasecase", config: "[limits]\nmin_gap_per_channel = \"0s\"")
+        defer { Task { await server.stop() } }
+        _ = try await redisCLI(server.port, ["ISSUE", "k1", "email:Pat.Doe@Example.com"])
+        _ = try await redisCLI(server.port, ["ISSUE", "k2", "email:pat.doe@example.com"])
+        let erased = try await server.sessions.erase(destination: "PAT.DOE@example.COM", tenant: "default")
+        #expect(Set(erased.map(\.session)) == ["k1", "k2"])
+        let left = try await server.pool.withConnection { conn in
+            try conn.query("SELECT count(*)::bigint FROM destination_sessions").rows[0].decode(0, as: Int.self)
+        }
+        #expect(left == 0)
+        #expect(try await server.sessions.erase(destination: "pat.doe@example.com", tenant: "default").isEmpty)
+    }
 }
