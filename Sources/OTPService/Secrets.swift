@@ -81,21 +81,32 @@ public struct Secrets: Sendable {
         return (Secrets(secret: bytes), true)
     }
 
-    /// Reads a secret file, refusing one that others than its owner may read or write.
+    /// Reads a secret file, refusing a symbolic link, a file of another user, or one others may read or write.
     private static func read(_ path: String) throws -> Secrets {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw SecretsError("\(path): cannot open the secret file (a symbolic link is refused too)")
+        }
+        defer { close(fd) }
         var info = stat()
-        guard stat(path, &info) == 0 else { throw SecretsError("\(path): cannot read the secret file") }
+        guard fstat(fd, &info) == 0 else { throw SecretsError("\(path): cannot read the secret file") }
         let mode = info.st_mode & 0o777
         guard mode & 0o077 == 0 else {
             throw SecretsError(
                 "\(path): the secret file may be read by others (mode \(String(mode, radix: 8))); run chmod 600 \(path)"
             )
         }
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count >= 32 else {
+        guard info.st_uid == geteuid() else {
+            throw SecretsError("\(path): the secret file belongs to another user (uid \(info.st_uid))")
+        }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { throw SecretsError("\(path): cannot read the secret file") }
+        let text = String(decoding: bytes.prefix(n), as: UTF8.self)
+        guard let secret = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), secret.count >= 32 else {
             throw SecretsError("\(path): the secret must be at least 64 hex characters")
         }
-        return Secrets(secret: bytes)
+        return Secrets(secret: secret)
     }
 
     /// Writes `contents` to a new file at `path`, mode 0600 from its creation; false when `path` exists.
@@ -108,7 +119,15 @@ public struct Secrets: Sendable {
         let synced = fsync(fd) == 0
         close(fd)
         guard written == contents.count, synced else { throw SecretsError("cannot write \(temporary)") }
-        if link(temporary, path) == 0 { return true }
+        if link(temporary, path) == 0 {
+            // The name must survive a power loss too: sessions are sealed with this secret from now on.
+            let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dir >= 0 {
+                _ = fsync(dir)
+                close(dir)
+            }
+            return true
+        }
         if errno == EEXIST { return false }
         throw SecretsError("cannot create \(path)")
     }

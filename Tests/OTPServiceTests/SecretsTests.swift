@@ -31,6 +31,18 @@ import Testing
         }
     }
 
+    @Test func aSecretFileThatIsASymbolicLinkIsRefused() throws {
+        let dir = freshDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try Secrets.load(hex: nil, file: nil, dataDirectory: dir)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: dir + "/secret")
+        #expect {
+            try Secrets.load(hex: nil, file: dir + "/link", dataDirectory: dir)
+        } throws: { error in
+            "\(error)".contains("\(dir)/link: cannot open the secret file (a symbolic link is refused too)")
+        }
+    }
+
     @Test func instancesStartingTogetherShareOneSecret() async throws {
         let dir = freshDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
