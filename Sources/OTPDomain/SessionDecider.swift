@@ -234,10 +234,10 @@ public enum SessionDecider {
         }
         // The last step repeats, but only once its message went out and the channel's gap has passed.
         guard let sentAt = s.sentAt else {
-            throw .rateLimited(retryAfterSeconds: seconds(context.minGapMs))
+            throw .rateLimited(afterMs: context.minGapMs)
         }
         let wait = context.minGapMs.saturatingSubtract(now.saturatingSubtract(sentAt))
-        if wait > 0 { throw .rateLimited(retryAfterSeconds: seconds(wait)) }
+        if wait > 0 { throw .rateLimited(afterMs: wait) }
         return Decision(events: [
             .escalated(
                 .init(
@@ -417,5 +417,4 @@ public enum SessionDecider {
         "\(start.version):\(outcome.rawValue)"
     }
 
-    private static func seconds(_ ms: Int64) -> Int { Int(max(1, ms.saturatingAdd(999) / 1000)) }
 }

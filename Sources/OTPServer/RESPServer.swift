@@ -77,9 +77,7 @@ public final class RESPServer: Service {
     public func run() async throws {
         let (address, limits, timeout) = (configuration.address, configuration.limits, configuration.requestTimeout)
         let tls = configuration.tls
-        let requestTimeout = TimeAmount.nanoseconds(
-            timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        )
+        let requestTimeout = TimeAmount(timeout)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)

@@ -220,7 +220,7 @@ public struct Pacing: Sendable {
             if let last = recent.last(where: { $0.channel == channel.rawValue })?.at,
                 now - last < limits.minGapPerChannelMs
             {
-                throw Rejection.rateLimited(retryAfterSeconds: Self.seconds(last + limits.minGapPerChannelMs - now))
+                throw Rejection.rateLimited(afterMs: last + limits.minGapPerChannelMs - now)
             }
         }
         try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now))")
@@ -242,7 +242,7 @@ public struct Pacing: Sendable {
     private static func refuseWhenFull(_ times: [Int64], limit: Int, span: Int64, now: Int64) throws {
         guard times.count >= limit else { return }
         let oldest = times[times.count - limit]
-        throw Rejection.rateLimited(retryAfterSeconds: seconds(oldest + span - now))
+        throw Rejection.rateLimited(afterMs: oldest + span - now)
     }
 
     /// Deletes up to `batch` rows of each pacing table that no window reaches any more; returns how many.
@@ -264,7 +264,6 @@ public struct Pacing: Sendable {
         return deleted
     }
 
-    static func seconds(_ ms: Int64) -> Int { Int(max(1, (ms + 999) / 1000)) }
 }
 
 extension Pacing {

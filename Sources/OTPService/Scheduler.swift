@@ -59,10 +59,7 @@ public final class Scheduler: Service {
     /// Claims due timers; returns them and how long to sleep when there are none.
     func claimDue(limit: Int) async throws -> ([Timers.Claim], Duration) {
         let (timers, settings) = (self.timers, self.settings)
-        let maxSleepMs = Int64(
-            settings.maxSleep.components.seconds * 1000
-                + settings.maxSleep.components.attoseconds / 1_000_000_000_000_000
-        )
+        let maxSleepMs = Int64(settings.maxSleep / .milliseconds(1))
         return try await pool.withConnection { conn in
             let now = try EventStore.now(on: conn)
             let claims = try timers.claimDue(now: now, leaseMs: settings.leaseMs, limit: limit, on: conn)
