@@ -83,18 +83,19 @@ public final class Dispatcher: Service {
             claim: { free in
                 // Each channel claims on its own: a failed claim of one does not throw away the others' rows,
                 // which would then wait out their lease.
-                var claims: [Outbox.Claim] = []
-                var failure: (any Error)?
-                for (channel, n) in free.sorted(by: { $0.key < $1.key }) {
-                    do {
-                        claims += try await pool.withConnection { conn in
-                            try outbox.claim(channel, limit: n, leaseSeconds: lease, on: conn)
+                let (claims, failure) = try await pool.withConnection { conn in
+                    var claims: [Outbox.Claim] = []
+                    var failure: (any Error)?
+                    for (channel, n) in free.sorted(by: { $0.key < $1.key }) {
+                        do {
+                            claims += try outbox.claim(channel, limit: n, leaseSeconds: lease, on: conn)
+                        } catch {
+                            failure = error
                         }
-                    } catch {
-                        failure = error
                     }
+                    return (claims, failure.map { "\($0)" })
                 }
-                if claims.isEmpty, let failure { throw failure }
+                if claims.isEmpty, let failure { throw ClaimFailure(description: failure) }
                 return (claims, settings.pollInterval)
             },
             work: { await self.deliver($0) }
@@ -206,4 +207,9 @@ public final class Dispatcher: Service {
             }
         }
     }
+}
+
+/// Every channel's claim failed (the database is down, say); the loop logs it and waits.
+struct ClaimFailure: Error, CustomStringConvertible {
+    var description: String
 }

@@ -120,8 +120,19 @@ public struct Pacing: Sendable {
         let tenant = stream.tenant
         // One transaction at a time per destination: each limit is a read then a write, so concurrent commands
         // for one address must not both read the count before either writes it. Keys in order: no deadlock.
-        for k in Set(issued.destinations.map { key(tenant, $0.address) }).sorted() {
-            try conn.query("SELECT pg_advisory_xact_lock(hashtextextended(\(k), 0))")
+        let keys = Set(issued.destinations.map { key(tenant, $0.address) }).sorted()
+        if !keys.isEmpty {
+            // One statement for all of them, taken in key order.
+            let placeholders = keys.indices.map { "($\($0 + 1)::text, \($0))" }.joined(separator: ", ")
+            try conn.query(
+                PGQuery(
+                    unsafeSQL: """
+                        SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+                        FROM (VALUES \(placeholders)) AS v(k, n) ORDER BY n
+                        """,
+                    parameters: keys.map(\.pgText)
+                )
+            )
         }
         let asked: Bool =
             switch command {
@@ -133,16 +144,20 @@ public struct Pacing: Sendable {
             case .issued(let i):
                 for d in i.destinations { try checkNewSession(key(tenant, d.address), now: now, on: conn) }
                 try checkTenant(tenant, now: now, on: conn)
-                for d in i.destinations {
-                    let k = key(tenant, d.address)
-                    try conn.query("INSERT INTO session_starts (destination_key, at_ms) VALUES (\(k), \(now))")
-                    try conn.query(
-                        """
-                        INSERT INTO destination_sessions (destination_key, stream_id) VALUES (\(k), \(stream.text))
-                        ON CONFLICT DO NOTHING
-                        """
+                // Each destination's start and its index row, in one statement.
+                let keys = Set(i.destinations.map { key(tenant, $0.address) }).sorted()
+                let rows = keys.indices.map { "($\($0 + 3)::text)" }.joined(separator: ", ")
+                try conn.query(
+                    PGQuery(
+                        unsafeSQL: """
+                            WITH d(k) AS (VALUES \(rows)),
+                                 starts AS (INSERT INTO session_starts (destination_key, at_ms) SELECT k, $1::bigint FROM d)
+                            INSERT INTO destination_sessions (destination_key, stream_id) SELECT k, $2::text FROM d
+                            ON CONFLICT DO NOTHING
+                            """,
+                        parameters: [now.pgText, stream.text.pgText] + keys.map(\.pgText)
                     )
-                }
+                )
                 if let first = i.plan.steps.first { try recordSend(first.channel, issued, tenant, asked, now, conn) }
             case .escalated(let e):
                 try recordSend(e.toChannel, issued, tenant, asked, now, conn)

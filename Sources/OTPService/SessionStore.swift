@@ -162,9 +162,15 @@ public struct SessionStore: Sendable {
                 effects.queuedMessages += 1
             }
         }
-        // The message the session was waiting to hand off, if this decision means it must not go out any more.
+        // The message the session was waiting to hand off, if this decision means it must not go out any more
+        // (a hand-off or a provider failure is recorded by the dispatcher, which removes the row itself).
         let pending = state.stepStartedVersion
-        if state.awaitsHandOff(token: pending, now: now) && !next.awaitsHandOff(token: pending, now: now) {
+        let recordsTheSend = events.contains {
+            if case .sent = $0 { true } else if case .deliveryFailed = $0 { true } else { false }
+        }
+        if !recordsTheSend && state.awaitsHandOff(token: pending, now: now)
+            && !next.awaitsHandOff(token: pending, now: now)
+        {
             try outbox.withdraw(stream, token: pending, on: conn)
         }
         if state.timers != next.timers {
