@@ -81,21 +81,11 @@ public final class Dispatcher: Service {
             capacity: Dictionary(uniqueKeysWithValues: DeliveryChannel.allCases.map { ($0, settings.perChannel) }),
             lane: { $0.channel },
             claim: { free in
-                // Each channel claims on its own: a failed claim of one does not throw away the others' rows,
-                // which would then wait out their lease.
-                let (claims, failure) = try await pool.withConnection { conn in
-                    var claims: [Outbox.Claim] = []
-                    var failure: (any Error)?
-                    for (channel, n) in free.sorted(by: { $0.key < $1.key }) {
-                        do {
-                            claims += try outbox.claim(channel, limit: n, leaseSeconds: lease, on: conn)
-                        } catch {
-                            failure = error
-                        }
-                    }
-                    return (claims, failure.map { "\($0)" })
+                // Every lane with room, in one statement: it succeeds or claims nothing, so no lane's rows are
+                // leased and then dropped (one claim per wake-up, not one per channel).
+                let claims = try await pool.withConnection { conn in
+                    try outbox.claim(free, leaseSeconds: lease, on: conn)
                 }
-                if claims.isEmpty, let failure { throw ClaimFailure(description: failure) }
                 return (claims, settings.pollInterval)
             },
             work: { await self.deliver($0) }
@@ -207,9 +197,4 @@ public final class Dispatcher: Service {
             }
         }
     }
-}
-
-/// Every channel's claim failed (the database is down, say); the loop logs it and waits.
-struct ClaimFailure: Error, CustomStringConvertible {
-    var description: String
 }

@@ -43,21 +43,39 @@ public struct Outbox: Sendable {
 
     /// Claims up to `limit` due rows of one channel for `leaseSeconds`, each under a new lease id.
     func claim(_ channel: DeliveryChannel, limit: Int, leaseSeconds: Int, on conn: PGConnection) throws -> [Claim] {
+        try claim([channel: limit], leaseSeconds: leaseSeconds, on: conn)
+    }
+
+    /// Claims, in one statement, up to `limits[channel]` due rows of each channel for `leaseSeconds`, each under
+    /// a new lease id.
+    func claim(_ limits: [DeliveryChannel: Int], leaseSeconds: Int, on conn: PGConnection) throws -> [Claim] {
+        let lanes = limits.filter { $0.value > 0 }.sorted { $0.key < $1.key }
+        guard !lanes.isEmpty else { return [] }
+        let values = lanes.indices.map { "($\(2 * $0 + 2)::text, $\(2 * $0 + 3)::integer)" }.joined(separator: ", ")
         let rows = try conn.query(
-            """
-            UPDATE outbox SET leased_until = now() + make_interval(secs => \(leaseSeconds)), attempts = attempts + 1,
-                lease_id = nextval('outbox_lease_seq')
-            WHERE (stream_id, token) IN (
-                SELECT stream_id, token FROM outbox
-                WHERE channel = \(channel.rawValue) AND available_at <= now()
-                  AND (leased_until IS NULL OR leased_until < now())
-                ORDER BY available_at LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED)
-            RETURNING stream_id, token, attempts, lease_id, in_flight
-            """
+            PGQuery(
+                unsafeSQL: """
+                    WITH lanes(channel, n) AS (VALUES \(values))
+                    UPDATE outbox o SET leased_until = now() + make_interval(secs => $1::integer),
+                        attempts = o.attempts + 1, lease_id = nextval('outbox_lease_seq')
+                    FROM (
+                        SELECT due.stream_id, due.token FROM lanes CROSS JOIN LATERAL (
+                            SELECT stream_id, token FROM outbox
+                            WHERE channel = lanes.channel AND available_at <= now()
+                              AND (leased_until IS NULL OR leased_until < now())
+                            ORDER BY available_at LIMIT lanes.n
+                            FOR UPDATE SKIP LOCKED) AS due
+                    ) AS picked
+                    WHERE o.stream_id = picked.stream_id AND o.token = picked.token
+                    RETURNING o.stream_id, o.token, o.channel, o.attempts, o.lease_id, o.in_flight
+                    """,
+                parameters: [leaseSeconds.pgText] + lanes.flatMap { [$0.key.rawValue.pgText, $0.value.pgText] }
+            )
         ).rows
         return try rows.compactMap { row in
-            guard let stream = StreamID(text: try row.decode("stream_id", as: String.self)) else { return nil }
+            guard let stream = StreamID(text: try row.decode("stream_id", as: String.self)),
+                let channel = DeliveryChannel(rawValue: try row.decode("channel", as: String.self))
+            else { return nil }
             return Claim(
                 stream: stream,
                 token: try row.decode("token"),
