@@ -357,7 +357,7 @@ let tenantsConfig = """
         // Each command fails after the role check (bad argument or unknown session), so every reply is one line.
         let commands = [
             "ISSUE nope fax:1": ["service"], "VERIFY nope 123456": ["service"], "RESEND nope": ["service"],
-            "CANCEL nope": ["service"], "STATUS nope": ["service", "auditor"],
+            "CANCEL nope": ["service"], "ERASE nope": ["service"], "STATUS nope": ["service", "auditor"],
             "RECEIPT nope sms delivered": ["gateway"],
             "HISTORY nope": ["auditor"], "REPLAY nope": ["auditor"],
         ]
