@@ -7,7 +7,9 @@ public enum SessionCommand: Sendable, Hashable {
     /// The user did not get the code: move to the next step.
     case resend
     /// A receipt from a channel gateway or provider callback.
-    case recordReceipt(channel: DeliveryChannel, outcome: ReceiptOutcome, detail: String?)
+    /// `token`, when the receipt names its message (a provider callback found through the message's id), is the
+    /// version of the event that started that message's step; nil: the latest step on `channel` (RESP's RECEIPT).
+    case recordReceipt(channel: DeliveryChannel, outcome: ReceiptOutcome, detail: String?, token: Int? = nil)
     /// Stop the session.
     case cancel
     /// The dispatcher handed the message of the step started at version `token` to a provider.

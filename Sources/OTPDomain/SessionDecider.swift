@@ -122,8 +122,8 @@ public enum SessionDecider {
         case .issue(let request): try issue(request, state: s, context: context)
         case .verify(let code): try verify(code, state: s, context: context)
         case .resend: try resend(state: s, context: context)
-        case .recordReceipt(let channel, let outcome, let detail):
-            try recordReceipt(channel, outcome, detail: detail, state: s, context: context)
+        case .recordReceipt(let channel, let outcome, let detail, let token):
+            try recordReceipt(channel, outcome, detail: detail, token: token, state: s, context: context)
         case .cancel: try cancel(state: s, context: context)
         case .recordHandOff(let token, let messageId, let provider, let providerRef):
             try recordHandOff(token, messageId: messageId, provider: provider, providerRef: providerRef, state: s)
@@ -255,12 +255,14 @@ public enum SessionDecider {
         _ channel: DeliveryChannel,
         _ outcome: ReceiptOutcome,
         detail: String?,
+        token: Int?,
         state s: SessionState,
         context: DecisionContext
     ) throws(Rejection) -> Decision {
         let (issued, _) = try existing(s)
         let now = context.now
-        guard let start = s.latestStart(of: channel) else {
+        let named = token.map { t in s.started.first { $0.version == t && $0.channel == channel } }
+        guard let start = named ?? s.latestStart(of: channel) else {
             throw .badArgument("no message was sent on channel \(channel.rawValue) for this session")
         }
         if s.receiptKeys.contains(receiptKey(start, outcome)) { return Decision(events: []) }

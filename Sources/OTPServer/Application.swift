@@ -1,6 +1,8 @@
+import Channels
 import EventStore
 import Logging
 import NIOPosix
+import NIOSSL
 import OTPDomain
 import OTPService
 import Postgres
@@ -34,6 +36,8 @@ public struct Application: Sendable {
         public var gracefulShutdownSignals: [UnixSignal] = []
         /// Called with the bound address once the RESP port accepts connections.
         public var onListening: @Sendable (HostPort) -> Void = { _ in }
+        /// Called with the bound address once the HTTP side accepts connections.
+        public var onHTTPListening: @Sendable (HostPort) -> Void = { _ in }
         /// Creates the defaults.
         public init() {}
     }
@@ -60,10 +64,22 @@ public struct Application: Sendable {
     /// Runs the prelude and builds the services, ready to run.
     public func start() async throws -> RunningApplication {
         let c = configuration
-        let drivers = try ChannelDrivers.make(c.channels, file: c.file, log: options.logDriver)
+        let http = ProviderHTTP()
+        let drivers: [DeliveryChannel: any ChannelDriver]
+        do { drivers = try ChannelDrivers.make(c.channels, http: http, file: c.file, log: options.logDriver) } catch {
+            await http.shutdown()
+            throw error
+        }
         // Before the database: a bad certificate stops the start without starting an embedded cluster.
-        let tls = try await NIOThreadPool.singleton.runIfActive { try c.makeTLSContext() }
-        let database = try await Self.openDatabase(c, schemaDirectory: options.schemaDirectory)
+        let tls: NIOSSLContext?
+        let database: DatabaseService
+        do {
+            tls = try await NIOThreadPool.singleton.runIfActive { try c.makeTLSContext() }
+            database = try await Self.openDatabase(c, schemaDirectory: options.schemaDirectory)
+        } catch {
+            await http.shutdown()
+            throw error
+        }
         let secrets: Secrets
         let generated: Bool
         do {
@@ -74,11 +90,32 @@ public struct Application: Sendable {
             }
         } catch {
             await database.stop()
+            await http.shutdown()
             throw error
         }
 
         let pool = PGPool(url: database.url, size: c.databasePoolSize)
         let (sessions, store, pacing, codes) = Self.commandPath(c, secrets: secrets, pool: pool)
+        let httpSide = c.httpListen.map { address in
+            var settings = HTTPSide.Settings(address: address)
+            settings.publicURL = c.publicURL
+            settings.appName = c.appName
+            for (channel, s) in c.channels {
+                switch s {
+                case .twilio(let t): settings.twilioTokens.append(t.authToken)
+                case .webhook(let w): settings.webhookSecrets[channel] = w.secret
+                default: break
+                }
+            }
+            return HTTPSide(
+                settings: settings,
+                pool: pool,
+                sessions: sessions,
+                messages: store.messages,
+                logger: logger,
+                onListening: options.onHTTPListening
+            )
+        }
         let dispatcher = Dispatcher(
             pool: pool,
             sessions: sessions,
@@ -89,6 +126,9 @@ public struct Application: Sendable {
             renderer: MessageRenderer(
                 settings: MessageSettings(appName: c.appName, appDomain: c.appDomain, androidAppHash: c.androidAppHash)
             ),
+            messages: store.messages,
+            tracking: secrets.trackingToken,
+            publicURL: { httpSide?.publicURL },
             settings: options.dispatcher,
             logger: logger
         )
@@ -112,8 +152,12 @@ public struct Application: Sendable {
         server.tls = tls
         let resp = RESPServer(configuration: server, handler: handler, logger: logger, onListening: options.onListening)
 
+        // Shut down in reverse: the listeners first, the provider client after the dispatcher, the database last.
+        let services: [any Service] =
+            [database, PoolService(pool: pool), http, dispatcher, scheduler, janitor] + (httpSide.map { [$0] } ?? [])
+            + [resp]
         let group = ServiceGroup(
-            services: [database, PoolService(pool: pool), dispatcher, scheduler, janitor, resp],
+            services: services,
             gracefulShutdownSignals: options.gracefulShutdownSignals,
             cancellationSignals: [],
             logger: logger

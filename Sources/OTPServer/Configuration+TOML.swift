@@ -46,7 +46,8 @@ public enum DurationText {
     }
 }
 
-private struct Reader {
+/// The TOML reader: each function reads one key or table and names the dotted key in its errors.
+struct Reader {
     let file: String
 
     func fail(_ key: String, _ message: String) -> ConfigurationError {
@@ -115,53 +116,6 @@ private struct Reader {
         return c
     }
 
-    /// One `[channel.X]` table: the driver, then exactly that driver's keys.
-    func channelSettings(
-        _ t: TOMLTable,
-        _ ch: DeliveryChannel,
-        _ p: String
-    ) throws(ConfigurationError) -> ChannelSettings {
-        guard let driver = try string(t, "driver", "\(p).driver") else { throw fail("\(p).driver", "is required") }
-        func call() throws(ConfigurationError) -> ProviderCall {
-            var call = ProviderCall()
-            if let ms = try duration(t, "timeout", "\(p).timeout") { call.timeoutMs = ms }
-            if let n = try int(t, "retries", "\(p).retries", 1...10) { call.retries = n }
-            return call
-        }
-        func required(_ key: String) throws(ConfigurationError) -> String {
-            guard let v = try string(t, key, "\(p).\(key)") else {
-                throw fail("\(p).\(key)", "is required for \(driver)")
-            }
-            return v
-        }
-        switch driver {
-        case "log", "null":
-            try onlyKeys(t, ["driver"], p)
-            return driver == "log" ? .log : .null
-        case "webhook":
-            try onlyKeys(t, ["driver", "url", "secret", "timeout", "retries"], p)
-            var s = WebhookSettings(url: try required("url"), secret: try string(t, "secret", "\(p).secret"))
-            s.call = try call()
-            return .webhook(s)
-        case "twilio":
-            try onlyKeys(t, ["driver", "url", "timeout", "retries"], p)
-            var s = TwilioSettings(url: try required("url"))
-            s.call = try call()
-            return .twilio(s)
-        case "smtp":
-            guard ch == .email else { throw fail("\(p).driver", "smtp sends e-mail only") }
-            try onlyKeys(t, ["driver", "host", "port", "from", "timeout", "retries"], p)
-            guard let host = try string(t, "host", "\(p).host"), let from = try string(t, "from", "\(p).from") else {
-                throw fail(p, "smtp needs host and from")
-            }
-            var s = SMTPSettings(host: host, port: try int(t, "port", "\(p).port", 1...65535), from: from)
-            s.call = try call()
-            return .smtp(s)
-        default:
-            throw fail("\(p).driver", "unknown driver '\(driver)' (log, webhook, twilio, smtp)")
-        }
-    }
-
     mutating func configuration(_ t: TOMLTable) throws(ConfigurationError) -> Configuration {
         try onlyKeys(
             t,
@@ -169,7 +123,7 @@ private struct Reader {
                 "listen", "database_url", "database_pool_size", "data_dir", "app_name", "app_domain",
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
-                "tls_client_ca", "max_connections",
+                "tls_client_ca", "max_connections", "http_listen", "public_url",
             ],
             ""
         )
@@ -202,6 +156,17 @@ private struct Reader {
         c.tlsClientCA = try string(t, "tls_client_ca", "tls_client_ca")
         if c.tlsClientCA != nil && c.tlsCert == nil { throw fail("tls_client_ca", "needs tls_cert and tls_key") }
         if let n = try int(t, "max_connections", "max_connections", 1...1_000_000) { c.maxConnections = n }
+        if let v = try string(t, "http_listen", "http_listen") {
+            guard let address = HostPort(v) else { throw fail("http_listen", "must be HOST:PORT") }
+            c.httpListen = address
+        }
+        if let v = try string(t, "public_url", "public_url") {
+            guard c.httpListen != nil else { throw fail("public_url", "needs http_listen") }
+            guard let u = URLComponents(string: v), u.scheme == "http" || u.scheme == "https", u.host != nil,
+                u.query == nil, u.fragment == nil
+            else { throw fail("public_url", "must be an http:// or https:// URL without query, such as \"https://otp.acme.example\"") }
+            c.publicURL = v.hasSuffix("/") ? String(v.dropLast()) : v
+        }
 
         for (i, tt) in try tables(t, "tenant", "tenant").enumerated() {
             let p = "tenant[\(i)]"

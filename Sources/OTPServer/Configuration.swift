@@ -39,6 +39,10 @@ public struct Configuration: Sendable {
     public var tlsClientCA: String?
     /// Connections served at once; past it new ones are answered `-BUSY`.
     public var maxConnections = 10_000
+    /// Where the HTTP side (receipts, tracking, health) listens; nil: no HTTP side.
+    public var httpListen: HostPort?
+    /// The base URL providers and mail clients reach the HTTP side under; nil: `http://HOST:PORT` as bound.
+    public var publicURL: String?
     /// The file this configuration was read from, named in errors found after parsing.
     public var file = "config"
 

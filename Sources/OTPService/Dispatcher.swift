@@ -35,6 +35,9 @@ public final class Dispatcher: Service {
     let drivers: [DeliveryChannel: any ChannelDriver]
     let calls: [DeliveryChannel: ProviderCall]
     let renderer: MessageRenderer
+    let messages: Messages
+    let tracking: @Sendable (String) -> String
+    let publicURL: @Sendable () -> String?
     let settings: Settings
     let leaseSeconds: Int
     let logger: Logger
@@ -46,7 +49,9 @@ public final class Dispatcher: Service {
     static let unknownOutcome =
         "an earlier attempt was handed to the provider and its outcome is unknown; not sent again"
 
-    /// Creates a dispatcher; `calls` holds each provider channel's timeout and tries (default 5 s, 3 tries).
+    /// Creates a dispatcher; `calls` holds each provider channel's timeout and tries (default 5 s, 3 tries);
+    /// `tracking` makes a message's tracking token from its id, and `publicURL` (the HTTP side's, if any) roots
+    /// the links given to drivers.
     public init(
         pool: PGPool,
         sessions: SessionService,
@@ -55,6 +60,9 @@ public final class Dispatcher: Service {
         drivers: [DeliveryChannel: any ChannelDriver],
         calls: [DeliveryChannel: ProviderCall],
         renderer: MessageRenderer,
+        messages: Messages = Messages(),
+        tracking: @escaping @Sendable (String) -> String,
+        publicURL: @escaping @Sendable () -> String? = { nil },
         settings: Settings = Settings(),
         logger: Logger
     ) {
@@ -65,6 +73,9 @@ public final class Dispatcher: Service {
         self.drivers = drivers
         self.calls = calls
         self.renderer = renderer
+        self.messages = messages
+        self.tracking = tracking
+        self.publicURL = publicURL
         self.settings = settings
         let slowest = calls.values.map(\.timeoutMs).max() ?? 0
         self.leaseSeconds = max(settings.leaseSeconds, Int((2 * slowest + 999) / 1000))
@@ -122,13 +133,30 @@ public final class Dispatcher: Service {
                 return
             }
             let lease = leaseSeconds
-            guard try await pool.withConnection({ conn in try outbox.beginSend(c, leaseSeconds: lease, on: conn) })
+            let messageId = Outbox.messageId(stream: c.stream, token: c.token)
+            let token = tracking(messageId)
+            let messages = self.messages
+            // The message's row goes in with the mark, so a receipt that beats the record of `sent` finds it.
+            guard
+                try await pool.withConnection({ conn in
+                    try conn.transaction { conn in
+                        guard try outbox.beginSend(c, leaseSeconds: lease, on: conn) else { return false }
+                        try messages.register(
+                            messageId: messageId,
+                            stream: c.stream,
+                            token: c.token,
+                            channel: c.channel,
+                            tracking: token,
+                            on: conn
+                        )
+                        return true
+                    }
+                })
             else {
                 return  // withdrawn meanwhile (cancelled, verified, erased), or the lease ran out: send nothing
             }
             let code = codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
             let message = renderer.render(channel: c.channel, code: code, app: issued.app, locale: issued.locale)
-            let messageId = Outbox.messageId(stream: c.stream, token: c.token)
             let driver = drivers[c.channel] ?? LogDriver()
             let result = await driver.send(
                 OutboundMessage(
@@ -136,11 +164,17 @@ public final class Dispatcher: Service {
                     tenant: c.stream.tenant,
                     session: c.stream.session,
                     to: to,
-                    message: message
+                    message: message,
+                    expiresAtMs: state.expiresAt,
+                    links: publicURL().map { MessageLinks(publicURL: $0, tracking: token) }
                 )
             )
             switch result {
             case .accepted(let ref):
+                let complete: @Sendable (PGConnection, SessionState) throws -> Void = { conn, _ in
+                    try outbox.complete(c, on: conn)
+                    if let ref { try messages.attach(providerRef: ref, to: messageId, on: conn) }
+                }
                 let handOff = SessionCommand.recordHandOff(
                     token: c.token,
                     messageId: messageId,

@@ -14,14 +14,46 @@ public struct OutboundMessage: Sendable {
     public var to: String
     /// The rendered message.
     public var message: Message
+    /// When the session expires (Unix epoch milliseconds): the code is useless after it, so a provider may drop
+    /// the message then (APNs' `apns-expiration`).
+    public var expiresAtMs: Int64
+    /// The message's URLs on otpd's HTTP side; nil when it has none (`http_listen` unset).
+    public var links: MessageLinks?
 
     /// Creates a message for a driver.
-    public init(messageId: String, tenant: String, session: String, to: String, message: Message) {
+    public init(
+        messageId: String,
+        tenant: String,
+        session: String,
+        to: String,
+        message: Message,
+        expiresAtMs: Int64 = 0,
+        links: MessageLinks? = nil
+    ) {
         self.messageId = messageId
         self.tenant = tenant
         self.session = session
         self.to = to
         self.message = message
+        self.expiresAtMs = expiresAtMs
+        self.links = links
+    }
+}
+
+/// A message's URLs on otpd's HTTP side, under `public_url`.
+public struct MessageLinks: Sendable, Hashable {
+    /// Where Twilio posts status callbacks (`{public_url}/receipts/twilio`).
+    public var statusCallback: String
+    /// The e-mail's open-tracking image (`{public_url}/o/<token>`).
+    public var openImage: String
+    /// The e-mail's "show the code" link (`{public_url}/c/<token>`).
+    public var showCode: String
+
+    /// The links of the message whose tracking token is `tracking`, under `publicURL` (no trailing slash).
+    public init(publicURL: String, tracking: String) {
+        statusCallback = publicURL + "/receipts/twilio"
+        openImage = publicURL + "/o/" + tracking
+        showCode = publicURL + "/c/" + tracking
     }
 }
 
@@ -74,42 +106,4 @@ public struct NullDriver: ChannelDriver {
     public var name: String { "null" }
     public init() {}
     public func send(_ message: OutboundMessage) async -> DriverResult { .accepted(providerRef: nil) }
-}
-
-/// The drivers a configuration asks for, one per channel.
-public enum ChannelDrivers {
-    /// Builds every channel's driver (`log` where none is configured); `log` lets tests capture what the log
-    /// driver prints; `file` names the configuration in errors.
-    public static func make(
-        _ channels: [DeliveryChannel: ChannelSettings],
-        file: String = "config",
-        log: LogDriver = LogDriver()
-    ) throws(ConfigurationError) -> [DeliveryChannel: any ChannelDriver] {
-        var drivers: [DeliveryChannel: any ChannelDriver] = [:]
-        for channel in DeliveryChannel.allCases {
-            let settings = channels[channel] ?? .log
-            let key = "channel.\(channel.rawValue)"
-            switch settings {
-            case .log: drivers[channel] = log
-            case .null: drivers[channel] = NullDriver()
-            case .webhook(let s):
-                do {
-                    drivers[channel] = try WebhookDriver(
-                        url: s.url,
-                        secret: s.secret,
-                        timeout: .milliseconds(s.call.timeoutMs)
-                    )
-                } catch {
-                    throw ConfigurationError(file: file, key: key + ".url", message: "\(error)")
-                }
-            case .twilio, .smtp:
-                throw ConfigurationError(
-                    file: file,
-                    key: key + ".driver",
-                    message: "driver '\(settings.driver)' is not available in this version (log, null, webhook)"
-                )
-            }
-        }
-        return drivers
-    }
 }

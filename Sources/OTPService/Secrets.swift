@@ -18,6 +18,7 @@ public struct Secrets: Sendable {
     private let digestKey: [UInt8]
     private let fingerprintKey: [UInt8]
     private let sealingKey: [UInt8]
+    private let trackingKey: [UInt8]
     /// The key of the event log's hash chains and stream heads.
     public let chainKey: ChainKey
 
@@ -32,6 +33,7 @@ public struct Secrets: Sendable {
         digestKey = derive("otpd/v1/digest")
         fingerprintKey = derive("otpd/v1/fingerprint")
         sealingKey = derive("otpd/v1/session-key")
+        trackingKey = derive("otpd/v1/tracking")
         chainKey = ChainKey(derive("otpd/v1/chain"))
     }
 
@@ -41,6 +43,13 @@ public struct Secrets: Sendable {
         return Hex.encode(
             Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: SymmetricKey(data: fingerprintKey)))
         )
+    }
+
+    /// The unguessable token of a message's tracking URLs (`/o/<token>`, `/c/<token>`): a keyed hash of its id,
+    /// 32 hex characters.
+    public func trackingToken(messageId: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(messageId.utf8), using: SymmetricKey(data: trackingKey))
+        return Hex.encode(Array(mac).prefix(16))
     }
 
     /// A fresh per-session data key, sealed under the server secret and bound to the stream.

@@ -54,12 +54,20 @@ public struct SessionStore: Sendable {
     public let outbox: Outbox
     /// The deadlines, written when a decision changes them.
     public let timers: Timers
+    /// The messages handed to providers (a session's rows go when it is erased).
+    public let messages: Messages
 
     /// Creates the store.
-    public init(secrets: Secrets, outbox: Outbox = Outbox(), timers: Timers = Timers()) {
+    public init(
+        secrets: Secrets,
+        outbox: Outbox = Outbox(),
+        timers: Timers = Timers(),
+        messages: Messages = Messages()
+    ) {
         self.secrets = secrets
         self.outbox = outbox
         self.timers = timers
+        self.messages = messages
     }
 
     /// Reads and folds a session with the database clock and its data key.
@@ -152,6 +160,7 @@ public struct SessionStore: Sendable {
         if events.contains(.erased) {
             // Crypto-shredding: without this key nothing it sealed (destinations, seed, fingerprint) can be read.
             try conn.query("DELETE FROM session_keys WHERE stream_id = \(stream.text)")
+            try messages.forget(stream, on: conn)
         }
         // Each event that starts a step queues its message, keyed by the event's version (the token).
         var next = state

@@ -8,10 +8,14 @@ public enum ChannelSettings: Sendable, Hashable {
     case null
     /// A signed JSON POST to the team's own gateway.
     case webhook(WebhookSettings)
-    /// Twilio's REST API (configured, not yet sent by this version).
+    /// Twilio's REST API (SMS and voice).
     case twilio(TwilioSettings)
-    /// An SMTP relay (configured, not yet sent by this version).
+    /// An SMTP relay (e-mail).
     case smtp(SMTPSettings)
+    /// Firebase Cloud Messaging's HTTP v1 API (push).
+    case fcm(FCMSettings)
+    /// Apple Push Notification service over HTTP/2 (push).
+    case apns(APNsSettings)
 
     /// The driver's name as the configuration writes it.
     public var driver: String {
@@ -21,6 +25,8 @@ public enum ChannelSettings: Sendable, Hashable {
         case .webhook: "webhook"
         case .twilio: "twilio"
         case .smtp: "smtp"
+        case .fcm: "fcm"
+        case .apns: "apns"
         }
     }
 
@@ -31,27 +37,32 @@ public enum ChannelSettings: Sendable, Hashable {
         case .webhook(let s): s.call
         case .twilio(let s): s.call
         case .smtp(let s): s.call
+        case .fcm(let s): s.call
+        case .apns(let s): s.call
         }
     }
 }
 
-/// How a driver calls its provider: the timeout of one call and the tries of a transient failure.
+/// How a driver calls its provider: the timeout of one call, the tries of a transient failure, and the extra
+/// trust roots of its TLS connections.
 public struct ProviderCall: Sendable, Hashable {
     /// One provider call's timeout.
     public var timeoutMs: Int64 = 5_000
     /// Tries of a transient failure before the step fails over.
     public var retries = 3
-    /// The defaults: 5 s, 3 tries.
+    /// A PEM file of extra trust roots (`ca_file`); nil: the system's roots only.
+    public var caFile: String?
+    /// The defaults: 5 s, 3 tries, the system's roots.
     public init() {}
 }
 
 /// The `webhook` driver's settings.
 public struct WebhookSettings: Sendable, Hashable {
-    /// Where each message is POSTed (`http://HOST[:PORT]/PATH`).
+    /// Where each message is POSTed (`http://` or `https://`).
     public var url: String
-    /// The HMAC key of the `X-OTPD-Signature` header; nil: unsigned.
+    /// The HMAC key of the `X-OTPD-Signature` header (and of receipts posted back); nil: unsigned.
     public var secret: String?
-    /// Timeout and retries.
+    /// Timeout, retries and trust roots.
     public var call = ProviderCall()
     /// Creates the settings.
     public init(url: String, secret: String? = nil) {
@@ -62,29 +73,114 @@ public struct WebhookSettings: Sendable, Hashable {
 
 /// The `twilio` driver's settings.
 public struct TwilioSettings: Sendable, Hashable {
-    /// The API's base URL.
-    public var url: String
-    /// Timeout and retries.
+    /// Who a message comes from: the same for every message of the channel.
+    public enum Sender: Sendable, Hashable {
+        /// `From`: an E.164 number or an alphanumeric sender id.
+        case from(String)
+        /// `MessagingServiceSid`: Twilio picks the number from the service's pool (SMS only).
+        case messagingService(String)
+    }
+    /// The account (`AC...`).
+    public var accountSID: String
+    /// The account's auth token: the basic-auth password and the key of callback signatures.
+    public var authToken: String
+    /// The sender.
+    public var sender: Sender
+    /// The API's base URL (`https://api.twilio.com`).
+    public var baseURL = "https://api.twilio.com"
+    /// Timeout, retries and trust roots.
     public var call = ProviderCall()
     /// Creates the settings.
-    public init(url: String) { self.url = url }
+    public init(accountSID: String, authToken: String, sender: Sender) {
+        self.accountSID = accountSID
+        self.authToken = authToken
+        self.sender = sender
+    }
 }
 
 /// The `smtp` driver's settings.
 public struct SMTPSettings: Sendable, Hashable {
+    /// How the connection is protected.
+    public enum Security: String, Sendable, Hashable {
+        /// Plain text, then STARTTLS; refuses to send when the server does not offer it (the default).
+        case starttls
+        /// TLS from the first byte (SMTPS, port 465).
+        case implicit
+        /// No TLS at all (a loopback relay); AUTH is then never sent.
+        case none
+    }
     /// The relay's host.
     public var host: String
-    /// The relay's port (nil: the submission default).
-    public var port: Int?
-    /// The sender, `Name <address>`.
+    /// The relay's port (default: 587 for STARTTLS and none, 465 for implicit TLS).
+    public var port: Int
+    /// The sender, `Name <address>`: the same for every message.
     public var from: String
-    /// Timeout and retries.
+    /// The AUTH user, if the relay needs one.
+    public var username: String?
+    /// The AUTH password.
+    public var password: String?
+    /// How the connection is protected.
+    public var security = Security.starttls
+    /// The EHLO name (default: the machine's host name).
+    public var helo: String
+    /// Timeout, retries and trust roots.
     public var call = ProviderCall()
     /// Creates the settings.
-    public init(host: String, port: Int? = nil, from: String) {
+    public init(host: String, port: Int, from: String, helo: String) {
         self.host = host
         self.port = port
         self.from = from
+        self.helo = helo
+    }
+}
+
+/// The `fcm` driver's settings.
+public struct FCMSettings: Sendable, Hashable {
+    /// The Firebase project.
+    public var projectID: String
+    /// The service account's e-mail (the JWT's issuer).
+    public var clientEmail: String
+    /// The service account's RSA private key, PEM.
+    public var privateKeyPEM: String
+    /// The key's id (the JWT's `kid`).
+    public var privateKeyID: String
+    /// Where the JWT is exchanged for an access token.
+    public var tokenURI: String
+    /// The FCM API's base URL (`https://fcm.googleapis.com`).
+    public var baseURL = "https://fcm.googleapis.com"
+    /// Timeout, retries and trust roots.
+    public var call = ProviderCall()
+    /// Creates the settings.
+    public init(projectID: String, clientEmail: String, privateKeyPEM: String, privateKeyID: String, tokenURI: String)
+    {
+        self.projectID = projectID
+        self.clientEmail = clientEmail
+        self.privateKeyPEM = privateKeyPEM
+        self.privateKeyID = privateKeyID
+        self.tokenURI = tokenURI
+    }
+}
+
+/// The `apns` driver's settings.
+public struct APNsSettings: Sendable, Hashable {
+    /// The Apple developer team (the token's issuer).
+    public var teamID: String
+    /// The key's id (the token's `kid`).
+    public var keyID: String
+    /// The .p8 key (a P-256 private key, PEM).
+    public var privateKeyPEM: String
+    /// The app's bundle id (`apns-topic`).
+    public var topic: String
+    /// The API's base URL (`https://api.push.apple.com`; `https://api.sandbox.push.apple.com` for development).
+    public var baseURL = "https://api.push.apple.com"
+    /// Timeout, retries and trust roots.
+    public var call = ProviderCall()
+    /// Creates the settings.
+    public init(teamID: String, keyID: String, privateKeyPEM: String, topic: String) {
+        self.teamID = teamID
+        self.keyID = keyID
+        self.privateKeyPEM = privateKeyPEM
+        self.topic = topic
     }
 }
 

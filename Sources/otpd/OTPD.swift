@@ -87,6 +87,9 @@ struct Serve: AsyncParsableCommand {
         appOptions.onListening = { address in
             FileHandle.standardOutput.write(Data("otpd listening on \(address)\n".utf8))
         }
+        appOptions.onHTTPListening = { address in
+            FileHandle.standardOutput.write(Data("otpd http listening on \(address)\n".utf8))
+        }
         let app: RunningApplication
         do {
             app = try await Application(configuration: c, options: appOptions, logger: Logger(label: "otpd")).start()

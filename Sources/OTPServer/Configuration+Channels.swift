@@ -1,0 +1,159 @@
+import Foundation
+import OTPDomain
+import OTPService
+import TOMLKit
+
+extension Reader {
+    /// One `[channel.X]` table: the driver, then exactly that driver's keys. Files it names (tokens, passwords,
+    /// keys) are read now, so a missing one stops the start with its key named.
+    func channelSettings(
+        _ t: TOMLTable,
+        _ ch: DeliveryChannel,
+        _ p: String
+    ) throws(ConfigurationError) -> ChannelSettings {
+        guard let driver = try string(t, "driver", "\(p).driver") else { throw fail("\(p).driver", "is required") }
+        let common: Set<String> = ["driver", "timeout", "retries", "ca_file"]
+        func call() throws(ConfigurationError) -> ProviderCall {
+            var call = ProviderCall()
+            if let ms = try duration(t, "timeout", "\(p).timeout") {
+                guard ms >= 100 else { throw fail("\(p).timeout", "must be at least 100ms") }
+                call.timeoutMs = ms
+            }
+            if let n = try int(t, "retries", "\(p).retries", 1...10) { call.retries = n }
+            call.caFile = try string(t, "ca_file", "\(p).ca_file")
+            return call
+        }
+        func optional(_ key: String) throws(ConfigurationError) -> String? {
+            guard let v = try string(t, key, "\(p).\(key)") else { return nil }
+            guard !v.isEmpty else { throw fail("\(p).\(key)", "must not be empty") }
+            return v
+        }
+        func required(_ key: String) throws(ConfigurationError) -> String {
+            guard let v = try optional(key) else { throw fail("\(p).\(key)", "is required for \(driver)") }
+            return v
+        }
+        /// A secret given inline (`key`) or in a file (`key_file`), exactly one of them.
+        func secret(_ key: String, required needed: Bool) throws(ConfigurationError) -> String? {
+            let inline = try optional(key)
+            let file = try optional(key + "_file")
+            if inline != nil && file != nil { throw fail("\(p).\(key)", "give \(key) or \(key)_file, not both") }
+            if let file { return try read(file, key: "\(p).\(key)_file", trimmed: true) }
+            if inline == nil && needed { throw fail("\(p).\(key)", "is required for \(driver) (or \(key)_file)") }
+            return inline
+        }
+        switch driver {
+        case "log", "null":
+            try onlyKeys(t, ["driver"], p)
+            return driver == "log" ? .log : .null
+        case "webhook":
+            try onlyKeys(t, common.union(["url", "secret"]), p)
+            var s = WebhookSettings(url: try required("url"), secret: try optional("secret"))
+            s.call = try call()
+            return .webhook(s)
+        case "twilio":
+            try onlyKeys(
+                t,
+                common.union(["account_sid", "auth_token", "auth_token_file", "from", "messaging_service_sid", "base_url"]),
+                p
+            )
+            let from = try optional("from")
+            let service = try optional("messaging_service_sid")
+            let sender: TwilioSettings.Sender
+            switch (from, service) {
+            case (let f?, nil): sender = .from(f)
+            case (nil, let m?): sender = .messagingService(m)
+            case (nil, nil): throw fail("\(p).from", "is required for twilio (or messaging_service_sid)")
+            case (.some, .some): throw fail("\(p).from", "give from or messaging_service_sid, not both")
+            }
+            let sid = try required("account_sid")
+            guard sid.hasPrefix("AC"), sid.count == 34,
+                sid.dropFirst(2).allSatisfy(\.isHexDigit)
+            else { throw fail("\(p).account_sid", "must be AC followed by 32 hex digits") }
+            var s = TwilioSettings(
+                accountSID: sid,
+                authToken: try secret("auth_token", required: true) ?? "",
+                sender: sender
+            )
+            if let base = try optional("base_url") { s.baseURL = base }
+            s.call = try call()
+            return .twilio(s)
+        case "smtp":
+            try onlyKeys(
+                t,
+                common.union(["host", "port", "from", "username", "password", "password_file", "tls", "helo"]),
+                p
+            )
+            var security = SMTPSettings.Security.starttls
+            if let v = try string(t, "tls", "\(p).tls") {
+                guard let parsed = SMTPSettings.Security(rawValue: v) else {
+                    throw fail("\(p).tls", "must be starttls, implicit or none")
+                }
+                security = parsed
+            }
+            let defaultPort = security == .implicit ? 465 : 587
+            let helo = try optional("helo") ?? ProcessInfo.processInfo.hostName
+            var s = SMTPSettings(
+                host: try required("host"),
+                port: try int(t, "port", "\(p).port", 1...65535) ?? defaultPort,
+                from: try required("from"),
+                helo: helo
+            )
+            s.security = security
+            s.username = try optional("username")
+            s.password = try secret("password", required: s.username != nil)
+            if s.password != nil && s.username == nil { throw fail("\(p).username", "is required with a password") }
+            if security == .none && s.username != nil {
+                throw fail("\(p).tls", "\"none\" never sends AUTH: a username needs starttls or implicit")
+            }
+            s.call = try call()
+            return .smtp(s)
+        case "fcm":
+            try onlyKeys(t, common.union(["project_id", "service_account_file", "base_url"]), p)
+            let path = try required("service_account_file")
+            let text = try read(path, key: "\(p).service_account_file", trimmed: false)
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+                throw fail("\(p).service_account_file", "'\(path)' is not a JSON object")
+            }
+            func field(_ name: String) throws(ConfigurationError) -> String {
+                guard let v = object[name] as? String, !v.isEmpty else {
+                    throw fail("\(p).service_account_file", "'\(path)' has no \(name)")
+                }
+                return v
+            }
+            var s = FCMSettings(
+                projectID: try required("project_id"),
+                clientEmail: try field("client_email"),
+                privateKeyPEM: try field("private_key"),
+                privateKeyID: try field("private_key_id"),
+                tokenURI: (object["token_uri"] as? String) ?? "https://oauth2.googleapis.com/token"
+            )
+            if let base = try optional("base_url") { s.baseURL = base }
+            s.call = try call()
+            return .fcm(s)
+        case "apns":
+            try onlyKeys(t, common.union(["team_id", "key_id", "key_file", "topic", "base_url"]), p)
+            let keyPath = try required("key_file")
+            var s = APNsSettings(
+                teamID: try required("team_id"),
+                keyID: try required("key_id"),
+                privateKeyPEM: try read(keyPath, key: "\(p).key_file", trimmed: false),
+                topic: try required("topic")
+            )
+            if let base = try optional("base_url") { s.baseURL = base }
+            s.call = try call()
+            return .apns(s)
+        default:
+            throw fail("\(p).driver", "unknown driver '\(driver)' (log, null, webhook, twilio, smtp, fcm, apns)")
+        }
+    }
+
+    /// A file's text, named by `key` when it cannot be read.
+    func read(_ path: String, key: String, trimmed: Bool) throws(ConfigurationError) -> String {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+        else { throw fail(key, "cannot read '\(path)'") }
+        guard data.count <= 1_000_000 else { throw fail(key, "'\(path)' is larger than 1 MB") }
+        let value = trimmed ? text.trimmingCharacters(in: .whitespacesAndNewlines) : text
+        guard !value.isEmpty else { throw fail(key, "'\(path)' is empty") }
+        return value
+    }
+}

@@ -1,0 +1,355 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import OTPDomain
+import OTPService
+import Postgres
+import ServiceLifecycle
+import Synchronization
+
+/// The HTTP side (Hummingbird): health, providers' receipts and the e-mail's tracking URLs.
+///
+/// A receipt that arrives here runs the same `RECEIPT` command as the RESP port, on the session and step its
+/// message belongs to, found through the `messages` table (by otpd's message id, the provider's reference or
+/// the tracking token; nothing is parsed out of an id). Bodies over 64 KiB are refused with 413.
+public final class HTTPSide: Service, Sendable {
+    /// The largest request body read.
+    public static let maxBody = 64 * 1024
+
+    /// What the endpoints need beyond the command path.
+    public struct Settings: Sendable {
+        /// Where to listen; port 0 picks a free one.
+        public var address: HostPort
+        /// The configured base URL; nil: `http://HOST:PORT` as bound.
+        public var publicURL: String?
+        /// The auth tokens of the Twilio channels: a callback must be signed with one of them.
+        public var twilioTokens: [String] = []
+        /// The webhook channels' secrets: a receipt must be signed with its message's channel's.
+        public var webhookSecrets: [DeliveryChannel: String] = [:]
+        /// The app's name, on the "show the code" page.
+        public var appName = "otpd"
+        /// Creates the settings.
+        public init(address: HostPort) { self.address = address }
+    }
+
+    let settings: Settings
+    let pool: PGPool
+    let sessions: SessionService
+    let messages: Messages
+    let logger: Logger
+    let onListening: @Sendable (HostPort) -> Void
+    private let bound = Mutex<String?>(nil)
+
+    /// Creates the HTTP side; `onListening` is called with the bound address once it accepts connections.
+    public init(
+        settings: Settings,
+        pool: PGPool,
+        sessions: SessionService,
+        messages: Messages,
+        logger: Logger,
+        onListening: @escaping @Sendable (HostPort) -> Void
+    ) {
+        self.settings = settings
+        self.pool = pool
+        self.sessions = sessions
+        self.messages = messages
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    /// The base URL callbacks and tracking links are built on: the configured one, else the bound address;
+    /// nil before the listener is bound (when no `public_url` is configured).
+    public var publicURL: String? {
+        settings.publicURL ?? bound.withLock { $0 }
+    }
+
+    /// Serves until graceful shutdown.
+    public func run() async throws {
+        let app = Hummingbird.Application(
+            router: router(),
+            configuration: .init(
+                address: .hostname(settings.address.host, port: settings.address.port),
+                serverName: "otpd"
+            ),
+            onServerRunning: { [self] (channel: any Channel) in
+                let port = channel.localAddress?.port ?? settings.address.port
+                let address = HostPort(host: settings.address.host, port: port)
+                let host = address.host.contains(":") ? "[\(address.host)]" : address.host
+                bound.withLock { $0 = "http://\(host):\(port)" }
+                onListening(address)
+            },
+            logger: logger
+        )
+        try await app.run()
+    }
+
+    /// The request context: Hummingbird's, with the 64 KiB body limit.
+    struct Context: RequestContext {
+        var coreContext: CoreRequestContextStorage
+        init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+        var maxUploadSize: Int { HTTPSide.maxBody }
+    }
+
+    func router() -> Router<Context> {
+        let router = Router(context: Context.self)
+        router.get("/healthz") { _, _ in await self.health() }
+        router.post("/receipts/twilio") { request, _ in await self.twilio(request) }
+        router.post("/receipts/webhook") { request, _ in await self.webhook(request) }
+        router.get("/o/{token}") { _, context in await self.opened(context.parameters.get("token"), image: true) }
+        router.get("/c/{token}") { _, context in await self.opened(context.parameters.get("token"), image: false) }
+        return router
+    }
+
+    // MARK: Endpoints
+
+    func health() async -> Response {
+        let answered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await self.pool.withConnection { conn in try conn.query("SELECT 1") }) != nil }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(1))
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        return answered ? Self.text(.ok, "ok\n") : Self.text(.serviceUnavailable, "database unavailable\n")
+    }
+
+    func twilio(_ request: Request) async -> Response {
+        let body: [UInt8]
+        switch await Self.body(request) {
+        case .failure(let response): return response
+        case .success(let b): body = b
+        }
+        let form = FormFields.decode(String(decoding: body, as: UTF8.self))
+        guard let signature = request.headers[HTTPField.Name("X-Twilio-Signature")!], let base = publicURL,
+            settings.twilioTokens.contains(where: {
+                TwilioSignature.matches(signature, url: base + request.uri.string, form: form, authToken: $0)
+            })
+        else { return Self.text(.forbidden, "signature missing or wrong\n") }
+        let fields = Dictionary(form, uniquingKeysWith: { first, _ in first })
+        let found: (channel: DeliveryChannel, ref: String, outcome: ReceiptOutcome?)
+        if let sid = fields["MessageSid"], let status = fields["MessageStatus"] {
+            found = (.sms, sid, TwilioSignature.messageOutcome(status))
+        } else if let sid = fields["CallSid"], let status = fields["CallStatus"] {
+            found = (.voice, sid, TwilioSignature.callOutcome(status))
+        } else {
+            return Self.text(.badRequest, "expected MessageSid and MessageStatus, or CallSid and CallStatus\n")
+        }
+        let detail = fields["ErrorCode"].map { "Twilio error " + String($0.prefix(8).filter(\.isNumber)) }
+        guard let outcome = found.outcome else { return Response(status: .noContent) }  // a status we do not record
+        let messages = self.messages
+        let row: Messages.Row?
+        do {
+            row = try await pool.withConnection { conn in
+                try messages.find(providerRef: found.ref, channel: found.channel, on: conn)
+            }
+        } catch {
+            return Self.text(.serviceUnavailable, "database unavailable\n")
+        }
+        // Unknown to us: 200, so Twilio does not retry it.
+        guard let row else { return Self.text(.ok, "unknown message\n") }
+        return await receipt(row, outcome: outcome, detail: detail)
+    }
+
+    func webhook(_ request: Request) async -> Response {
+        let body: [UInt8]
+        switch await Self.body(request) {
+        case .failure(let response): return response
+        case .success(let b): body = b
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
+            let messageId = object["message_id"] as? String, let outcomeText = object["outcome"] as? String
+        else { return Self.text(.badRequest, "expected JSON with message_id and outcome\n") }
+        let detail = object["detail"] as? String
+        let messages = self.messages
+        let row: Messages.Row?
+        do {
+            row = try await pool.withConnection { conn in try messages.find(messageId: messageId, on: conn) }
+        } catch {
+            return Self.text(.serviceUnavailable, "database unavailable\n")
+        }
+        guard let row else { return Self.text(.notFound, "unknown message id\n") }
+        guard let given = request.headers[HTTPField.Name("X-OTPD-Signature")!],
+            let secret = settings.webhookSecrets[row.channel],
+            Self.constantTimeEqual(given, Self.webhookSignature(body: body, secret: secret))
+        else { return Self.text(.forbidden, "signature missing or wrong\n") }
+        let command: SessionCommand
+        do { command = try Arguments.receipt(channel: row.channel.rawValue, outcome: outcomeText, detail: detail) } catch
+        {
+            return Self.text(.badRequest, "\(error)\n")
+        }
+        guard case .recordReceipt(_, let outcome, _, _) = command else { return Self.text(.badRequest, "\n") }
+        return await receipt(row, outcome: outcome, detail: detail)
+    }
+
+    /// The e-mail's open image or "show the code" page: the first fetch records `opened` for its step. The
+    /// answer does not depend on the token, so it tells nothing about one.
+    func opened(_ token: String?, image: Bool) async -> Response {
+        if let token, token.count == 32, token.allSatisfy(\.isHexDigit) {
+            let messages = self.messages
+            let row = try? await pool.withConnection { conn in try messages.find(tracking: token, on: conn) }
+            if let row, row.channel == .email {
+                _ = await receipt(row, outcome: .opened, detail: nil)
+            }
+        }
+        var headers = HTTPFields()
+        headers[.cacheControl] = "no-store"
+        if image {
+            headers[.contentType] = "image/gif"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Self.gif)))
+        }
+        headers[.contentType] = "text/html; charset=utf-8"
+        let app = HTML.escape(settings.appName)
+        let page = """
+            <!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">\
+            <title>\(app)</title></head><body style="font-family:sans-serif;max-width:32em;margin:3em auto">\
+            <h1>\(app)</h1><p>Your code is in the e-mail we sent you. Go back to \(app) and enter it there.</p>\
+            <p>Didn't ask for a code? You can ignore the e-mail.</p></body></html>
+            """
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: page)))
+    }
+
+    /// Runs RECEIPT on the message's session and step.
+    func receipt(_ row: Messages.Row, outcome: ReceiptOutcome, detail: String?) async -> Response {
+        let command = SessionCommand.recordReceipt(
+            channel: row.channel,
+            outcome: outcome,
+            detail: detail.map { String($0.prefix(256)) },
+            token: row.token
+        )
+        do {
+            _ = try await sessions.execute(command, on: row.stream)
+            return Response(status: .noContent)
+        } catch is Rejection {
+            return Response(status: .noContent)  // nothing to record (an erased session, say): nothing to retry
+        } catch {
+            logger.warning("http: receipt not recorded", metadata: ["stream": "\(row.stream)", "error": "\(error)"])
+            return Self.text(.serviceUnavailable, "not recorded; try again\n")
+        }
+    }
+
+    // MARK: Helpers
+
+    /// The body, at most 64 KiB (413 past it).
+    static func body(_ request: Request) async -> BodyOrRefusal {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBody {
+            return .failure(text(.contentTooLarge, "body larger than 64 KiB\n"))
+        }
+        do {
+            let buffer = try await request.body.collect(upTo: maxBody)
+            return .success(Array(buffer.readableBytesView))
+        } catch {
+            return .failure(text(.contentTooLarge, "body larger than 64 KiB\n"))
+        }
+    }
+
+    /// A request's body, or the answer refusing it.
+    enum BodyOrRefusal {
+        case success([UInt8])
+        case failure(Response)
+    }
+
+    static func text(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// `sha256=<hex HMAC-SHA256 of the body>`, as the webhook driver signs.
+    static func webhookSignature(body: [UInt8], secret: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8)))
+        return "sha256=" + Hex.encode(Array(mac))
+    }
+
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let (x, y) = (Array(a.utf8), Array(b.utf8))
+        guard x.count == y.count else { return false }
+        return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    /// A transparent 1x1 GIF.
+    static let gif: [UInt8] = [
+        0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF,
+        0xFF, 0x21, 0xF9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2C, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00,
+        0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3B,
+    ]
+}
+
+/// Twilio's request signature and status words.
+public enum TwilioSignature {
+    /// `base64(HMAC-SHA1(auth_token, url + each form key and value, sorted by key))`, as Twilio documents it.
+    public static func compute(url: String, form: [(String, String)], authToken: String) -> String {
+        var data = url
+        for (k, v) in form.sorted(by: { $0.0 == $1.0 ? $0.1 < $1.1 : $0.0 < $1.0 }) { data += k + v }
+        let mac = HMAC<Insecure.SHA1>.authenticationCode(
+            for: Array(data.utf8),
+            using: SymmetricKey(data: Array(authToken.utf8))
+        )
+        return Data(mac).base64EncodedString()
+    }
+
+    /// Whether `signature` is Twilio's for this request (compared in constant time).
+    public static func matches(_ signature: String, url: String, form: [(String, String)], authToken: String) -> Bool {
+        HTTPSide.constantTimeEqual(signature, compute(url: url, form: form, authToken: authToken))
+    }
+
+    /// A message status's receipt: `delivered`, `read` → delivered, opened; `undelivered`, `failed` → failed.
+    static func messageOutcome(_ status: String) -> ReceiptOutcome? {
+        switch status {
+        case "delivered": .delivered
+        case "read": .opened
+        case "undelivered", "failed": .failed
+        default: nil
+        }
+    }
+
+    /// A call status's receipt: `completed` → delivered; `busy`, `no-answer`, `failed`, `canceled` → failed.
+    static func callOutcome(_ status: String) -> ReceiptOutcome? {
+        switch status {
+        case "completed": .delivered
+        case "busy", "no-answer", "failed", "canceled": .failed
+        default: nil
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` bodies.
+enum FormFields {
+    /// The pairs in order (`+` is a space; bad percent escapes are kept as written).
+    static func decode(_ text: String) -> [(String, String)] {
+        text.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = unescape(parts[0])
+            let value = parts.count > 1 ? unescape(parts[1]) : ""
+            return (key, value)
+        }
+    }
+
+    static func unescape(_ s: Substring) -> String {
+        let spaced = s.replacingOccurrences(of: "+", with: " ")
+        return spaced.removingPercentEncoding ?? spaced
+    }
+}
+
+/// Escapes text for HTML.
+enum HTML {
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for ch in s {
+            switch ch {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
+}
