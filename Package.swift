@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.1.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.30.0"),
     ],
     targets: [
         // libpq, imported only by Postgres.
@@ -47,13 +48,16 @@ let package = Package(
             dependencies: ["Postgres"],
             swiftSettings: swiftSettings
         ),
-        // Test helpers for the service and server tests: a fake HTTP provider on loopback.
+        // Test helpers for the service and server tests: a fake HTTP provider on loopback (HTTP/1.1, HTTPS,
+        // HTTP/2), throwaway certificates, child processes.
         .target(
             name: "OTPTesting",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -192,6 +196,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ChannelsTests",
+            dependencies: [
+                "Channels", "OTPService", "OTPDomain", "OTPTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

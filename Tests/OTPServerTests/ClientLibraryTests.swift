@@ -1,4 +1,5 @@
 import Foundation
+import OTPTesting
 import Testing
 
 /// Redis client libraries other than redis-py, each in its own language, connecting with its own handshake and

@@ -1,6 +1,7 @@
 import OTPDomain
 import OTPServer
 import OTPService
+import OTPTesting
 import Testing
 
 @Suite struct ConfigurationTests {
@@ -31,6 +32,8 @@ import Testing
             host = "127.0.0.1"
             port = 2525
             from = "AcmeApp <no-reply@acme.example>"
+            tls = "none"
+            helo = "otpd.test"
 
             [[policy]]
             name = "default"
@@ -66,10 +69,9 @@ import Testing
         #expect(c.tenants[0].roles == [.service, .auditor, .analyst])
         #expect(c.channel(.sms).driver == "webhook")
         #expect(c.channel(.voice).driver == "log")
-        #expect(
-            c.channels[.email]
-                == .smtp(SMTPSettings(host: "127.0.0.1", port: 2525, from: "AcmeApp <no-reply@acme.example>"))
-        )
+        var smtp = SMTPSettings(host: "127.0.0.1", port: 2525, from: "AcmeApp <no-reply@acme.example>", helo: "otpd.test")
+        smtp.security = .none
+        #expect(c.channels[.email] == .smtp(smtp))
         #expect(c.policies.map(\.name) == ["default", "uk"])
         #expect(c.policies[0].steps[0] == Step(channel: .sms, timeoutMs: 15_000, until: .delivered))
         #expect(c.policies[0].steps[3] == Step(channel: .push, timeoutMs: nil, until: .delivered))

@@ -1,5 +1,6 @@
 import Foundation
 import OTPService
+import OTPTesting
 import Postgres
 import Testing
 

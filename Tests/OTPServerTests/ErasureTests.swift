@@ -2,6 +2,7 @@ import EventStore
 import Foundation
 import OTPDomain
 import OTPService
+import OTPTesting
 import Postgres
 import Testing
 

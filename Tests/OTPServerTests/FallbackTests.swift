@@ -1,4 +1,5 @@
 import Foundation
+import OTPTesting
 import Postgres
 import Testing
 

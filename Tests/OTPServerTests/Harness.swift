@@ -4,6 +4,7 @@ import Logging
 import OTPDomain
 import OTPServer
 import OTPService
+import OTPTesting
 import Postgres
 import PostgresTesting
 import ServiceLifecycle
@@ -147,51 +148,6 @@ func eventTypes(_ databaseURL: String) throws -> [String: [String]] {
         out[try row.decode("stream_id"), default: []].append(try row.decode("type"))
     }
     return out
-}
-
-/// The result of a client process.
-struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs a program to completion without blocking a cooperative thread.
-///
-/// Output goes to temporary files, not pipes: Foundation's pipe readability handlers are dispatch sources,
-/// and closing their descriptors while the sources wind down has crashed libdispatch's event loop here.
-func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult
-{
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
-    let base = NSTemporaryDirectory() + "otpd-test-\(UUID().uuidString)"
-    let files = (out: base + ".out", err: base + ".err", in: base + ".in")
-    defer { for f in [files.out, files.err, files.in] { try? FileManager.default.removeItem(atPath: f) } }
-    _ = FileManager.default.createFile(atPath: files.out, contents: nil)
-    _ = FileManager.default.createFile(atPath: files.err, contents: nil)
-    _ = FileManager.default.createFile(atPath: files.in, contents: Data((input ?? "").utf8))
-    guard let out = FileHandle(forWritingAtPath: files.out), let err = FileHandle(forWritingAtPath: files.err),
-        let inp = FileHandle(forReadingAtPath: files.in)
-    else { throw HarnessError("cannot create temporary files") }
-    defer {
-        try? out.close()
-        try? err.close()
-        try? inp.close()
-    }
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = inp
-    let status: Int32 = try await withCheckedThrowingContinuation { c in
-        p.terminationHandler = { proc in c.resume(returning: proc.terminationStatus) }
-        do { try p.run() } catch { c.resume(throwing: error) }
-    }
-    let o = (try? String(contentsOfFile: files.out, encoding: .utf8)) ?? ""
-    let e = (try? String(contentsOfFile: files.err, encoding: .utf8)) ?? ""
-    return ProcessResult(status: status, stdout: o, stderr: e)
 }
 
 /// redis-cli against the test server; returns its output lines.

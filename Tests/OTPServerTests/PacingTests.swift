@@ -4,6 +4,7 @@ import Logging
 import OTPDomain
 import OTPServer
 import OTPService
+import OTPTesting
 import Postgres
 import Testing
 

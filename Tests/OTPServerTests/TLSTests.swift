@@ -2,66 +2,10 @@ import Foundation
 import Logging
 import OTPServer
 import OTPService
+import OTPTesting
 import PostgresTesting
 import Synchronization
 import Testing
-
-/// A throwaway CA, a server certificate it signed for 127.0.0.1 and localhost, and a client certificate, made
-/// with the `openssl` CLI in a temporary directory.
-struct TLSFiles {
-    let directory: String
-    var ca: String { directory + "/ca.pem" }
-    var cert: String { directory + "/cert.pem" }
-    var key: String { directory + "/key.pem" }
-    var otherKey: String { directory + "/other-key.pem" }
-    var clientCert: String { directory + "/client.pem" }
-    var clientKey: String { directory + "/client-key.pem" }
-
-    /// The `[tls_*]` keys of a configuration that uses these files.
-    var config: String { "tls_cert = \"\(cert)\"\ntls_key = \"\(key)\"\n" }
-
-    static func make() async throws -> TLSFiles {
-        let dir = NSTemporaryDirectory() + "otpd-tls-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let files = TLSFiles(directory: dir)
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        try await openssl(
-            ["req", "-x509"] + ec + ["-keyout", dir + "/ca-key.pem", "-out", files.ca, "-days", "2"]
-                + ["-subj", "/CN=otpd test CA", "-addext", "basicConstraints=critical,CA:TRUE"]
-                + ["-addext", "keyUsage=critical,keyCertSign,cRLSign"]
-        )
-        for (name, cert, key, usage) in [
-            (
-                "localhost", files.cert, files.key,
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
-            ),
-            ("otpd test client", files.clientCert, files.clientKey, "extendedKeyUsage=clientAuth"),
-        ] {
-            let csr = dir + "/request.csr"
-            let ext = dir + "/request.ext"
-            try "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\(usage)\n"
-                .write(toFile: ext, atomically: true, encoding: .utf8)
-            try await openssl(["req", "-new"] + ec + ["-keyout", key, "-out", csr, "-subj", "/CN=\(name)"])
-            try await openssl(
-                ["x509", "-req", "-in", csr, "-CA", files.ca, "-CAkey", dir + "/ca-key.pem", "-set_serial", "2"]
-                    + ["-days", "2", "-out", cert, "-extfile", ext]
-            )
-        }
-        try await openssl([
-            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", files.otherKey,
-        ])
-        return files
-    }
-
-    private static func openssl(_ arguments: [String]) async throws {
-        let r = try await run(["openssl"] + arguments)
-        guard r.status == 0 else { throw HarnessError("openssl \(arguments.first ?? "") failed: \(r.stderr)") }
-    }
-
-    func remove() {
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-}
 
 /// Keeps every log record, at every level, for a test to inspect.
 final class LogRecords: Sendable {

@@ -1,3 +1,4 @@
+import Channels
 import Crypto
 import Foundation
 import NIOCore
@@ -40,6 +41,24 @@ import Testing
         }
     }
 
+    /// Sends one message through a fresh driver and client posting to `url`.
+    static func send(
+        _ m: OutboundMessage,
+        url: String,
+        secret: String? = nil,
+        timeout: Duration = .seconds(5),
+        caFile: String? = nil
+    ) async throws -> DriverResult {
+        var settings = WebhookSettings(url: url, secret: secret)
+        settings.call.timeoutMs = Int64(timeout / .milliseconds(1))
+        settings.call.caFile = caFile
+        let http = ProviderHTTP()
+        let driver = try WebhookDriver(settings, http: http)
+        let result = await driver.send(m)
+        await http.shutdown()
+        return result
+    }
+
     /// Sends one message through a fresh driver pointed at `provider`.
     private static func send(
         _ m: OutboundMessage,
@@ -48,8 +67,7 @@ import Testing
         secret: String? = nil,
         timeout: Duration = .seconds(5)
     ) async throws -> DriverResult {
-        let driver = try WebhookDriver(url: provider.baseURL + path, secret: secret, timeout: timeout)
-        return await driver.send(m)
+        try await send(m, url: provider.baseURL + path, secret: secret, timeout: timeout)
     }
 
     private static func hmacHex(_ body: [UInt8], key: String) -> String {
@@ -85,6 +103,7 @@ import Testing
             #expect(r.header("User-Agent") == "otpd")
             #expect(r.header("Host") == "127.0.0.1:\(provider.port)")
             #expect(r.header("Content-Length") == String(r.body.count))
+            #expect(r.version == "HTTP/1.1")
             #expect(r.header("X-OTPD-Signature") == nil)
             let json = try #require(r.json)
             #expect(Set(json.keys) == ["message_id", "tenant", "session", "channel", "to", "text", "locale"])
@@ -229,8 +248,7 @@ import Testing
             .bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(listener.localAddress?.port)
         try await listener.close()
-        let driver = try WebhookDriver(url: "http://127.0.0.1:\(port)/otp", secret: "k", timeout: .seconds(2))
-        let result = await driver.send(Self.outbound(.sms))
+        let result = try await Self.send(Self.outbound(.sms), url: "http://127.0.0.1:\(port)/otp", secret: "k")
         Self.expectTransient(result)
         #expect(result == .transientFailure("connection refused"))
     }
@@ -264,35 +282,67 @@ import Testing
     ])
     func malformedAnswerIsTransient(answer: String) async throws {
         let server = try await RawServer.start(answer: answer)
-        let driver = try WebhookDriver(url: "http://127.0.0.1:\(server.port)/otp", secret: nil, timeout: .seconds(2))
-        let result = await driver.send(Self.outbound(.sms))
+        let result = try await Self.send(
+            Self.outbound(.sms),
+            url: "http://127.0.0.1:\(server.port)/otp",
+            timeout: .seconds(2)
+        )
         try? await server.channel.close()
         Self.expectTransient(result)
     }
 
+    // MARK: HTTPS
+
+    @Test func httpsWithTheCAFileIsAcceptedAndWithoutItIsTransient() async throws {
+        let files = try await TLSFiles.make()
+        defer { files.remove() }
+        let provider = try await FakeProvider.start(.tls(cert: files.cert, key: files.key)) { _ in
+            (200, #"{"provider_ref":"tls-1"}"#, .zero)
+        }
+        defer { Task { await provider.stop() } }
+        #expect(provider.baseURL.hasPrefix("https://"))
+        let trusted = try await Self.send(Self.outbound(.sms), url: provider.baseURL + "/otp", caFile: files.ca)
+        #expect(trusted == .accepted(providerRef: "tls-1"))
+        #expect(provider.requests.count == 1)
+        // The system's roots do not include the test CA: the handshake fails, nothing is posted, and it is
+        // transient (retried, then escalated like a 5xx).
+        let untrusted = try await Self.send(Self.outbound(.sms), url: provider.baseURL + "/otp")
+        Self.expectTransient(untrusted)
+        #expect(untrusted == .transientFailure("TLS certificate not trusted"))
+        #expect(provider.requests.count == 1)
+    }
+
+    @Test func aMissingOrEmptyCAFileIsAConfigurationErrorNamingTheKey() throws {
+        var settings = WebhookSettings(url: "https://127.0.0.1:1/otp")
+        settings.call.caFile = "/nonexistent/ca.pem"
+        let http = ProviderHTTP()
+        defer { Task { await http.shutdown() } }
+        #expect {
+            _ = try WebhookDriver(settings, http: http, file: "otpd.toml", key: "channel.sms")
+        } throws: { error in
+            "\(error)".hasPrefix("otpd.toml: channel.sms.ca_file: cannot read")
+        }
+    }
+
     // MARK: URLs
 
-    @Test func parsesHTTPURLs() throws {
-        let a = try WebhookDriver(url: "http://hooks.example.com:8080/v1/otp?x=1", secret: nil, timeout: .seconds(1))
-        #expect(a.host == "hooks.example.com")
-        #expect(a.port == 8080)
-        #expect(a.path == "/v1/otp?x=1")
-        #expect(a.name == "webhook")
-        let b = try WebhookDriver(url: "HTTP://example.com", secret: nil, timeout: .seconds(1))
-        #expect(b.port == 80)
-        #expect(b.path == "/")
-        let c = try WebhookDriver(url: "http://[::1]:9000/h", secret: nil, timeout: .seconds(1))
-        #expect(c.host == "::1")
-        #expect(c.port == 9000)
+    @Test(arguments: [
+        "http://hooks.example.com:8080/v1/otp?x=1", "HTTPS://example.com", "http://[::1]:9000/h",
+        "https://gw.example.com/otp",
+    ])
+    func acceptsHTTPAndHTTPSURLs(url: String) throws {
+        try ProviderURL.check(url, file: "f", key: "channel.sms.url")
     }
 
     @Test(arguments: [
-        "https://example.com/otp", "ftp://example.com/otp", "example.com/otp",
-        "http://:80/otp", "http://example.com:0/", "http://example.com:99999/", "http://u:p@example.com/",
+        "ftp://example.com/otp", "example.com/otp", "http:///otp", "http://u:p@example.com/",
+        "http://example.com/#frag", "not a url",
     ])
-    func rejectsUnusableURLs(url: String) {
-        #expect(throws: WebhookURLError.self) {
-            _ = try WebhookDriver(url: url, secret: nil, timeout: .seconds(1))
+    func rejectsUnusableURLsNamingTheKey(url: String) {
+        #expect {
+            try ProviderURL.check(url, file: "f", key: "channel.sms.url")
+        } throws: { error in
+            "\(error)".hasPrefix("f: channel.sms.url: ")
         }
     }
 }
