@@ -213,6 +213,7 @@ let package = Package(
             name: "OTPServerTests",
             dependencies: [
                 "OTPServer", "OTPService", "OTPDomain", "OTPTesting", "Postgres", "PostgresTesting", "EventStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -65,6 +65,8 @@ let testSecret: [UInt8] = Array(repeating: 7, count: 32)
 
 final class TestServer: Sendable {
     let port: Int
+    /// The HTTP side's port, when the test asked for it (`http: true`).
+    let httpPort: Int?
     let databaseURL: String
     let log: CapturedLog
     let app: RunningApplication
@@ -82,6 +84,7 @@ final class TestServer: Sendable {
         writeTimeout: Duration = .seconds(30),
         authTimeout: Duration = .seconds(10),
         dispatcher: Dispatcher.Settings? = nil,
+        http: Bool = false,
         logger: Logger? = nil
     ) async throws -> TestServer {
         let url: String
@@ -92,7 +95,10 @@ final class TestServer: Sendable {
         c.databasePoolSize = 4
         let log = CapturedLog()
         let bound = Mutex<Int?>(nil)
+        let httpBound = Mutex<Int?>(nil)
+        if http { c.httpListen = HostPort(host: "127.0.0.1", port: 0) }
         var options = Application.Options()
+        options.onHTTPListening = { address in httpBound.withLock { $0 = address.port } }
         options.secrets = Secrets(secret: testSecret)
         options.logDriver = LogDriver(write: { log.append($0) })
         options.dispatcher = dispatcher ?? options.dispatcher
@@ -108,12 +114,20 @@ final class TestServer: Sendable {
         let app = try await Application(configuration: c, options: options, logger: logger).start()
         let task = Task { try await app.run() }
         let port = try await eventually("the server to listen") { bound.withLock { $0 } }
-        return TestServer(port: port, databaseURL: url, log: log, app: app, task: task)
+        let httpPort = http ? try await eventually("the HTTP side to listen") { httpBound.withLock { $0 } } : nil
+        return TestServer(port: port, httpPort: httpPort, databaseURL: url, log: log, app: app, task: task)
     }
 
-    private init(port: Int, databaseURL: String, log: CapturedLog, app: RunningApplication, task: Task<Void, any Error>)
-    {
+    private init(
+        port: Int,
+        httpPort: Int?,
+        databaseURL: String,
+        log: CapturedLog,
+        app: RunningApplication,
+        task: Task<Void, any Error>
+    ) {
         self.port = port
+        self.httpPort = httpPort
         self.databaseURL = databaseURL
         self.log = log
         self.app = app
