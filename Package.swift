@@ -150,6 +150,7 @@ let package = Package(
         .executableTarget(
             name: "otpctl",
             dependencies: [
+                "Channels",
                 "EventStore",
                 "OTPDomain",
                 "OTPServer",

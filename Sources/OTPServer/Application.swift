@@ -139,7 +139,7 @@ public struct Application: Sendable {
             settings: options.scheduler,
             logger: logger
         )
-        let janitor = Janitor(pool: pool, pacing: pacing, logger: logger)
+        let janitor = Janitor(pool: pool, pacing: pacing, messages: store.messages, logger: logger)
         let handler = CommandHandler(
             sessions: sessions,
             tenants: c.tenants,

@@ -12,7 +12,7 @@ struct OTPCtl: AsyncParsableCommand {
         commandName: "otpctl",
         abstract: "otpd's tool for operators and auditors: check the event log's hash chains, read a history, "
             + "lift an abuse block, erase a person's data.",
-        subcommands: [Verify.self, History.self, Unblock.self, Erase.self]
+        subcommands: [Verify.self, History.self, Unblock.self, Erase.self, SendTest.self]
     )
 }
 
