@@ -80,7 +80,9 @@ public struct APNsDriver: ChannelDriver {
         let b = Array(SHA256.hash(data: Array(messageId.utf8)).prefix(16))
         let hex = Hex.encode(b).uppercased()
         let i = hex.startIndex
-        func part(_ from: Int, _ to: Int) -> Substring { hex[hex.index(i, offsetBy: from)..<hex.index(i, offsetBy: to)] }
+        func part(_ from: Int, _ to: Int) -> Substring {
+            hex[hex.index(i, offsetBy: from)..<hex.index(i, offsetBy: to)]
+        }
         return "\(part(0, 8))-\(part(8, 12))-\(part(12, 16))-\(part(16, 20))-\(part(20, 32))"
     }
 

@@ -15,31 +15,18 @@ public enum ChannelDrivers {
         for channel in DeliveryChannel.allCases {
             let settings = channels[channel] ?? .log
             let key = "channel.\(channel.rawValue)"
-            func only(_ allowed: Set<DeliveryChannel>) throws(ConfigurationError) {
-                guard allowed.contains(channel) else {
-                    let names = allowed.map(\.rawValue).sorted().joined(separator: " and ")
-                    throw ConfigurationError(
-                        file: file,
-                        key: key + ".driver",
-                        message: "\(settings.driver) sends \(names) only"
-                    )
-                }
-            }
+            if let error = settings.refusal(for: channel, file: file, key: key) { throw error }
             switch settings {
             case .log: drivers[channel] = log
             case .null: drivers[channel] = NullDriver()
             case .webhook(let s): drivers[channel] = try WebhookDriver(s, http: http, file: file, key: key)
             case .twilio(let s):
-                try only([.sms, .voice])
                 drivers[channel] = try TwilioDriver(s, channel: channel, http: http, file: file, key: key)
             case .smtp(let s):
-                try only([.email])
                 drivers[channel] = try SMTPDriver(s, file: file, key: key)
             case .fcm(let s):
-                try only([.push])
                 drivers[channel] = try FCMDriver(s, http: http, file: file, key: key)
             case .apns(let s):
-                try only([.push])
                 drivers[channel] = try APNsDriver(s, http: http, file: file, key: key)
             }
         }

@@ -27,6 +27,9 @@ public final class ProviderHTTP: Service, Sendable {
         configuration.decompression = .disabled
         configuration.httpVersion = .automatic
         configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        // Above the dispatcher's lanes (16 messages in flight per channel): the pool must not be what queues a
+        // channel's sends behind a provider that hangs.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
         client = HTTPClient(eventLoopGroup: group, configuration: configuration)
     }
 

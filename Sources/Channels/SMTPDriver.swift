@@ -7,8 +7,7 @@ public struct SMTPDriver: ChannelDriver {
     public var name: String { "smtp" }
 
     /// Creates the driver.
-    public init(_ settings: SMTPSettings, file: String = "config", key: String = "channel") throws(ConfigurationError)
-    {
+    public init(_ settings: SMTPSettings, file: String = "config", key: String = "channel") throws(ConfigurationError) {
         throw ConfigurationError(file: file, key: key + ".driver", message: "smtp is not available yet")
     }
 

@@ -53,7 +53,9 @@ extension Reader {
         case "twilio":
             try onlyKeys(
                 t,
-                common.union(["account_sid", "auth_token", "auth_token_file", "from", "messaging_service_sid", "base_url"]),
+                common.union([
+                    "account_sid", "auth_token", "auth_token_file", "from", "messaging_service_sid", "base_url",
+                ]),
                 p
             )
             let from = try optional("from")

@@ -164,7 +164,12 @@ struct Reader {
             guard c.httpListen != nil else { throw fail("public_url", "needs http_listen") }
             guard let u = URLComponents(string: v), u.scheme == "http" || u.scheme == "https", u.host != nil,
                 u.query == nil, u.fragment == nil
-            else { throw fail("public_url", "must be an http:// or https:// URL without query, such as \"https://otp.acme.example\"") }
+            else {
+                throw fail(
+                    "public_url",
+                    "must be an http:// or https:// URL without query, such as \"https://otp.acme.example\""
+                )
+            }
             c.publicURL = v.hasSuffix("/") ? String(v.dropLast()) : v
         }
 
@@ -202,7 +207,9 @@ struct Reader {
                 let p = "channel.\(key)"
                 let ch = try channel(key, p)
                 guard let tt = ct[key]?.table else { throw fail(p, "must be a table") }
-                c.channels[ch] = try channelSettings(tt, ch, p)
+                let settings = try channelSettings(tt, ch, p)
+                if let error = settings.refusal(for: ch, file: file, key: p) { throw error }
+                c.channels[ch] = settings
             }
         }
 

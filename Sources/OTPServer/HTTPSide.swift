@@ -179,8 +179,9 @@ public final class HTTPSide: Service, Sendable {
             Self.constantTimeEqual(given, Self.webhookSignature(body: body, secret: secret))
         else { return Self.text(.forbidden, "signature missing or wrong\n") }
         let command: SessionCommand
-        do { command = try Arguments.receipt(channel: row.channel.rawValue, outcome: outcomeText, detail: detail) } catch
-        {
+        do {
+            command = try Arguments.receipt(channel: row.channel.rawValue, outcome: outcomeText, detail: detail)
+        } catch {
             return Self.text(.badRequest, "\(error)\n")
         }
         guard case .recordReceipt(_, let outcome, _, _) = command else { return Self.text(.badRequest, "\n") }

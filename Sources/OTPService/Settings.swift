@@ -30,6 +30,16 @@ public enum ChannelSettings: Sendable, Hashable {
         }
     }
 
+    /// The channels the driver can send.
+    public var channels: Set<DeliveryChannel> {
+        switch self {
+        case .log, .null, .webhook: Set(DeliveryChannel.allCases)
+        case .twilio: [.sms, .voice]
+        case .smtp: [.email]
+        case .fcm, .apns: [.push]
+        }
+    }
+
     /// How a provider is called: nil for the drivers that call none.
     public var call: ProviderCall? {
         switch self {
@@ -151,8 +161,7 @@ public struct FCMSettings: Sendable, Hashable {
     /// Timeout, retries and trust roots.
     public var call = ProviderCall()
     /// Creates the settings.
-    public init(projectID: String, clientEmail: String, privateKeyPEM: String, privateKeyID: String, tokenURI: String)
-    {
+    public init(projectID: String, clientEmail: String, privateKeyPEM: String, privateKeyID: String, tokenURI: String) {
         self.projectID = projectID
         self.clientEmail = clientEmail
         self.privateKeyPEM = privateKeyPEM
@@ -221,5 +230,15 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         if let key { return "\(file): \(key): \(message)" }
         return "\(file): \(message)"
+    }
+}
+
+extension ChannelSettings {
+    /// The error for a driver put on a channel it cannot send (`smtp` on sms, say), naming `key.driver`.
+    public func refusal(for channel: DeliveryChannel, file: String, key: String) -> ConfigurationError? {
+        guard !channels.contains(channel) else { return nil }
+        let names = channels.map(\.rawValue).sorted().joined(separator: " and ")
+        let what = names == "email" ? "e-mail" : names
+        return ConfigurationError(file: file, key: key + ".driver", message: "\(driver) sends \(what) only")
     }
 }

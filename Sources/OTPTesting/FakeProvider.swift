@@ -212,7 +212,11 @@ private final class Exchange: ChannelInboundHandler, @unchecked Sendable {
                     if !keepAlive { headers.add(name: "Connection", value: "close") }
                     let status = HTTPResponseStatus(statusCode: answer.status)
                     context.write(
-                        NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: responseVersion, status: status, headers: headers))),
+                        NIOAny(
+                            HTTPServerResponsePart.head(
+                                HTTPResponseHead(version: responseVersion, status: status, headers: headers)
+                            )
+                        ),
                         promise: nil
                     )
                     if bytes.readableBytes > 0 {

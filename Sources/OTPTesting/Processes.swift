@@ -14,8 +14,11 @@ public struct ProcessResult: Sendable {
 ///
 /// Output goes to temporary files, not pipes: Foundation's pipe readability handlers are dispatch sources,
 /// and closing their descriptors while the sources wind down has crashed libdispatch's event loop here.
-public func run(_ arguments: [String], input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult
-{
+public func run(
+    _ arguments: [String],
+    input: String? = nil,
+    environment: [String: String] = [:]
+) async throws -> ProcessResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = arguments

@@ -65,4 +65,3 @@ public struct TLSFiles: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
-

@@ -50,7 +50,10 @@ struct SendTest: AsyncParsableCommand {
         await http.shutdown()
         switch result {
         case .accepted(let ref):
-            print("accepted in \(took.formatted(.units(allowed: [.milliseconds])))" + (ref.map { ", provider reference \($0)" } ?? ""))
+            print(
+                "accepted in \(took.formatted(.units(allowed: [.milliseconds])))"
+                    + (ref.map { ", provider reference \($0)" } ?? "")
+            )
         case .permanentFailure(let reason):
             print("refused for good: \(reason)")
             throw ExitCode(1)

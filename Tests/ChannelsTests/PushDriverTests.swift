@@ -34,7 +34,11 @@ struct PushKeys {
 }
 
 /// Verifies a JWT with PyJWT (not our code): returns its header and claims as JSON, or throws.
-func verifyJWT(_ jwt: String, publicKey: String, algorithm: String) async throws -> (
+func verifyJWT(
+    _ jwt: String,
+    publicKey: String,
+    algorithm: String
+) async throws -> (
     header: [String: Any], claims: [String: Any]
 ) {
     let script = """
@@ -149,7 +153,9 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
             #expect(await driver.send(pushMessage(to: "d3")) == .transientFailure("FCM UNAUTHENTICATED, HTTP 401"))
             #expect(await driver.send(pushMessage(to: "d4")) == .accepted(providerRef: "n"))
             let auth = provider.requests.filter { $0.path != "/token" }.map { $0.header("Authorization") ?? "" }
-            #expect(auth == ["Bearer ya29.token-1", "Bearer ya29.token-1", "Bearer ya29.token-1", "Bearer ya29.token-2"])
+            #expect(
+                auth == ["Bearer ya29.token-1", "Bearer ya29.token-1", "Bearer ya29.token-1", "Bearer ya29.token-2"]
+            )
         }
     }
 

@@ -69,7 +69,12 @@ import Testing
         #expect(c.tenants[0].roles == [.service, .auditor, .analyst])
         #expect(c.channel(.sms).driver == "webhook")
         #expect(c.channel(.voice).driver == "log")
-        var smtp = SMTPSettings(host: "127.0.0.1", port: 2525, from: "AcmeApp <no-reply@acme.example>", helo: "otpd.test")
+        var smtp = SMTPSettings(
+            host: "127.0.0.1",
+            port: 2525,
+            from: "AcmeApp <no-reply@acme.example>",
+            helo: "otpd.test"
+        )
         smtp.security = .none
         #expect(c.channels[.email] == .smtp(smtp))
         #expect(c.policies.map(\.name) == ["default", "uk"])

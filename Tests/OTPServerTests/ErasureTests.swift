@@ -15,7 +15,7 @@ import Testing
             config: """
                 [[policy]]
                 name = "default"
-                steps = [ { channel = "sms", timeout = "1s" }, { channel = "email" } ]
+                steps = [ { channel = "sms", timeout = "3s" }, { channel = "email" } ]
                 """
         )
         defer { Task { await server.stop() } }
@@ -43,11 +43,11 @@ import Testing
         let replay = pairs(try await redisCLI(server.port, ["REPLAY", "e1"]))
         #expect(replay["chain"] == "ok" && replay["matches"] == "1", "\(replay)")
 
-        // Nothing more is sent: the SMS step's 1 s timeout passes without a fallback e-mail; RESEND neither.
+        // Nothing more is sent: the SMS step's 3 s timeout passes without a fallback e-mail; RESEND neither.
         let messages = server.log.codes(session: "e1").count
         let resent = pairs(try await redisCLI(server.port, ["RESEND", "e1"]))
         #expect(resent["attempts_left"] != nil, "\(resent)")  // the STATUS map
-        try await Task.sleep(for: .seconds(2))
+        try await Task.sleep(for: .seconds(4))
         #expect(server.log.codes(session: "e1").count == messages)
         #expect(pairs(try await redisCLI(server.port, ["STATUS", "e1"]))["version"] == version)
         // Erasing again records nothing; VERIFY still answers.

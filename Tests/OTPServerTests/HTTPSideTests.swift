@@ -202,7 +202,9 @@ func formBody(_ params: [(String, String)]) -> [UInt8] {
         let receipt = ["message_id": messageId, "outcome": "delivered", "detail": "carrier DLR 000"]
         #expect(try await post(receipt, signedWith: secret).status == 204)
         #expect(try await post(receipt, signedWith: secret).status == 204)  // repeated: accepted, nothing more
-        #expect(try await redisCLI(server.port, ["RECEIPT", "wh-resp", "sms", "delivered", "carrier DLR 000"]) == ["OK"])
+        #expect(
+            try await redisCLI(server.port, ["RECEIPT", "wh-resp", "sms", "delivered", "carrier DLR 000"]) == ["OK"]
+        )
 
         let overHTTP = try await events(server, "wh-http")
         let overRESP = try await events(server, "wh-resp")
