@@ -54,6 +54,12 @@ func verifyJWT(
     return (header, claims)
 }
 
+/// How a fake provider answers a request: status and body.
+typealias Answer = @Sendable (RecordedRequest) -> (Int, String)
+
+/// Every request answered 200 with no body.
+private let ok: Answer = { _ in (200, "") }
+
 private let renderer = MessageRenderer(settings: MessageSettings(appName: "AcmeApp"))
 private let code = "482913"
 
@@ -107,10 +113,8 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
     }
 
     @Test func theAssertionIsAnRS256JWTAndTheSendIsFCMsV1Shape() async throws {
-        try await Self.withFakeGoogle(send: { _ in (200, #"{"name":"projects/acme-app/messages/0:123"}"#) }) {
-            driver,
-            provider,
-            keys in
+        let send: Answer = { _ in (200, #"{"name":"projects/acme-app/messages/0:123"}"#) }
+        try await Self.withFakeGoogle(send: send) { driver, provider, keys in
             let result = await driver.send(pushMessage(to: "device-token-abc"))
             #expect(result == .accepted(providerRef: "projects/acme-app/messages/0:123"))
             let requests = provider.requests
@@ -142,10 +146,11 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
 
     @Test func theAccessTokenIsCachedAndRenewedAfterA401() async throws {
         let refuseNext = Atomic<Bool>(false)
-        try await Self.withFakeGoogle(send: { _ in
+        let send: Answer = { _ in
             refuseNext.exchange(false, ordering: .relaxed)
                 ? (401, #"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#) : (200, #"{"name":"n"}"#)
-        }) { driver, provider, _ in
+        }
+        try await Self.withFakeGoogle(send: send) { driver, provider, _ in
             #expect(await driver.send(pushMessage(to: "d1")) == .accepted(providerRef: "n"))
             #expect(await driver.send(pushMessage(to: "d2")) == .accepted(providerRef: "n"))
             #expect(provider.requests.filter { $0.path == "/token" }.count == 1)
@@ -168,7 +173,8 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
             {"error":{"code":\(status),"message":"Requested entity was not found.","status":"X",\
             "details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"\(errorCode)"}]}}
             """
-        try await Self.withFakeGoogle(send: { _ in (status, body) }) { driver, _, _ in
+        let send: Answer = { _ in (status, body) }
+        try await Self.withFakeGoogle(send: send) { driver, _, _ in
             let reason = "FCM \(errorCode), HTTP \(status)"
             let result = await driver.send(pushMessage(to: "d1"))
             #expect(result == (transient ? .transientFailure(reason) : .permanentFailure(reason)))
@@ -233,7 +239,7 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
     }
 
     @Test func aPushIsAnHTTP2PostWithAnES256ProviderTokenAndAPNsHeaders() async throws {
-        try await Self.withFakeAPNs(answer: { _ in (200, "") }) { driver, provider, keys in
+        try await Self.withFakeAPNs(answer: ok) { driver, provider, keys in
             let result = await driver.send(pushMessage(to: Self.device, id: "m_abc"))
             guard case .accepted = result else {
                 Issue.record("not accepted: \(result)")
@@ -268,7 +274,8 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
 
     @Test func theProviderTokenIsReusedForFortyMinutesThenRenewed() async throws {
         let now = Mutex<Double>(1_800_000_000)
-        try await Self.withFakeAPNs(answer: { _ in (200, "") }, clock: { now.withLock { $0 } }) { driver, provider, _ in
+        let clock: @Sendable () -> Double = { now.withLock { $0 } }
+        try await Self.withFakeAPNs(answer: ok, clock: clock) { driver, provider, _ in
             _ = await driver.send(pushMessage(to: Self.device))
             now.withLock { $0 += 39 * 60 }
             _ = await driver.send(pushMessage(to: Self.device))
@@ -286,7 +293,8 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
             (410, #"{"reason":"Unregistered","timestamp":1700000000000}"#), (400, #"{"reason":"BadDeviceToken"}"#),
             (403, #"{"reason":"ExpiredProviderToken"}"#), (503, #"{"reason":"ServiceUnavailable"}"#), (200, ""),
         ])
-        try await Self.withFakeAPNs(answer: { _ in answers.withLock { $0.removeFirst() } }) { driver, provider, _ in
+        let next: Answer = { _ in answers.withLock { $0.removeFirst() } }
+        try await Self.withFakeAPNs(answer: next) { driver, provider, _ in
             #expect(await driver.send(pushMessage(to: Self.device)) == .permanentFailure("APNs Unregistered, HTTP 410"))
             #expect(
                 await driver.send(pushMessage(to: Self.device)) == .permanentFailure("APNs BadDeviceToken, HTTP 400")
@@ -309,7 +317,7 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
     }
 
     @Test func aDeviceTokenThatIsNotHexIsRefusedWithoutACall() async throws {
-        try await Self.withFakeAPNs(answer: { _ in (200, "") }) { driver, provider, _ in
+        try await Self.withFakeAPNs(answer: ok) { driver, provider, _ in
             let result = await driver.send(pushMessage(to: "../../3/device/x"))
             #expect(result == .permanentFailure("APNs BadDeviceToken (not a hex device token)"))
             #expect(provider.requests.isEmpty)
