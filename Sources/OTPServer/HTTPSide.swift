@@ -205,12 +205,17 @@ public final class HTTPSide: Service, Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Self.gif)))
         }
         headers[.contentType] = "text/html; charset=utf-8"
+        headers[.contentSecurityPolicy] = "default-src 'none'; script-src 'sha256-\(Self.showScriptHash)'; style-src 'unsafe-inline'"
+        headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
         let app = HTML.escape(settings.appName)
+        // The code travels in the link's fragment (`/c/<token>#123456`), which browsers never send: the page reads
+        // it, so the code is in no request, log or answer, and the answer is the same for every token.
         let page = """
             <!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">\
             <title>\(app)</title></head><body style="font-family:sans-serif;max-width:32em;margin:3em auto">\
-            <h1>\(app)</h1><p>Your code is in the e-mail we sent you. Go back to \(app) and enter it there.</p>\
-            <p>Didn't ask for a code? You can ignore the e-mail.</p></body></html>
+            <h1>\(app)</h1><p>Your code:</p><p id="code" style="font-size:40px;font-weight:bold;letter-spacing:6px">\
+            </p><p>Enter it in \(app). Didn't ask for a code? You can ignore the e-mail.</p>\
+            <script>\(Self.showScript)</script></body></html>
             """
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: page)))
     }
@@ -272,6 +277,14 @@ public final class HTTPSide: Service, Sendable {
         guard x.count == y.count else { return false }
         return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
+
+    /// The show-the-code page's script: the fragment's digits into the page, nothing else.
+    static let showScript =
+        "var c=decodeURIComponent(location.hash.slice(1));"
+        + "document.getElementById('code').textContent=/^[0-9]{4,10}$/.test(c)?c:'(see the e-mail)';"
+
+    /// The script's SHA-256 in base64, for the page's Content-Security-Policy.
+    static let showScriptHash = Data(SHA256.hash(data: Array(showScript.utf8))).base64EncodedString()
 
     /// A transparent 1x1 GIF.
     static let gif: [UInt8] = [
