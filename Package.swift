@@ -110,6 +110,7 @@ let package = Package(
             name: "Channels",
             dependencies: [
                 "OTPService",
+                "SMTP",
                 "OTPDomain",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"),

@@ -395,6 +395,76 @@ import Testing
         }
     }
 
+    @Test func otpdStartsWithEveryDriverConfiguredAndServesItsHTTPSide() async throws {
+        guard Self.built("otpd") != nil else { return }
+        let url = try await TestDatabase.make(label: "drivers")
+        let dataDir = "/var/tmp/otpd-drivers-\(UUID().uuidString.prefix(8))"
+        defer { Self.cleanUp(dataDir) }
+        try FileManager.default.createDirectory(atPath: dataDir + "-keys", withIntermediateDirectories: true)
+        let p8 = dataDir + "-keys/AuthKey.p8"
+        let rsa = dataDir + "-keys/rsa.pem"
+        for args in [
+            ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", p8],
+            ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa],
+        ] {
+            #expect(try await run(["openssl"] + args).status == 0)
+        }
+        let serviceAccount: [String: String] = [
+            "type": "service_account", "client_email": "otpd@acme.iam.gserviceaccount.com",
+            "private_key": try String(contentsOfFile: rsa, encoding: .utf8), "private_key_id": "k1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        ]
+        let accountFile = dataDir + "-keys/account.json"
+        try JSONSerialization.data(withJSONObject: serviceAccount).write(to: URL(fileURLWithPath: accountFile))
+        let common = """
+            http_listen = "127.0.0.1:0"
+            app_name = "AcmeApp"
+
+            [channel.sms]
+            driver = "twilio"
+            account_sid = "AC0123456789abcdef0123456789abcdef"
+            auth_token = "token"
+            from = "+15017122661"
+
+            [channel.voice]
+            driver = "twilio"
+            account_sid = "AC0123456789abcdef0123456789abcdef"
+            auth_token = "token"
+            from = "+15017122661"
+
+            [channel.email]
+            driver = "smtp"
+            host = "127.0.0.1"
+            port = 2525
+            from = "AcmeApp <no-reply@acme.example>"
+            tls = "none"
+
+            """
+        let pushes = [
+            "[channel.push]\ndriver = \"apns\"\nteam_id = \"T\"\nkey_id = \"K\"\nkey_file = \"\(p8)\"\ntopic = \"com.acme\"\n",
+            "[channel.push]\ndriver = \"fcm\"\nproject_id = \"acme\"\nservice_account_file = \"\(accountFile)\"\n",
+        ]
+        for push in pushes {
+            let (p, port, lines) = try await launch(url, config: common + push, dataDir: dataDir)
+            defer { if p.isRunning { p.terminate() } }
+            let line = try await eventually(timeout: .seconds(30), "the HTTP listening line") {
+                lines.all.first { $0.hasPrefix("otpd http listening on 127.0.0.1:") }
+            }
+            let httpPort = try #require(Int(line.split(separator: ":").last ?? ""))
+            #expect(httpPort > 0)
+            #expect(try await redisCLI(port, ["PING"]) == ["PONG"])
+            let health = try await run(["curl", "-s", "http://127.0.0.1:\(httpPort)/healthz"])
+            #expect(health.stdout == "ok\n")
+            // No driver prints codes: the development warning is absent.
+            #expect(!lines.all.contains { $0.contains("log driver") })
+            let status: Int32 = try await withCheckedThrowingContinuation { c in
+                p.terminationHandler = { c.resume(returning: $0.terminationStatus) }
+                kill(p.processIdentifier, SIGTERM)
+            }
+            #expect(status == 0)
+        }
+    }
+
     @Test func aBadConfigurationStopsTheStartWithTheKey() async throws {
         guard Self.built("otpd") != nil else { return }
         let file = "/var/tmp/otpd-bad-\(UUID().uuidString.prefix(8)).toml"
