@@ -60,6 +60,7 @@ public struct Application: Sendable {
     /// Runs the prelude and builds the services, ready to run.
     public func start() async throws -> RunningApplication {
         let c = configuration
+        let templateWarnings = try c.checkTemplates()
         let drivers = try ChannelDrivers.make(c.channels, file: c.file, log: options.logDriver)
         // Before the database: a bad certificate stops the start without starting an embedded cluster.
         let tls = try await NIOThreadPool.singleton.runIfActive { try c.makeTLSContext() }
@@ -86,9 +87,7 @@ public struct Application: Sendable {
             codes: codes,
             drivers: drivers,
             calls: c.channels.compactMapValues(\.call),
-            renderer: MessageRenderer(
-                settings: MessageSettings(appName: c.appName, appDomain: c.appDomain, androidAppHash: c.androidAppHash)
-            ),
+            renderer: MessageRenderer(settings: c.messageSettings, templates: c.templateBook),
             settings: options.dispatcher,
             logger: logger
         )
@@ -124,7 +123,8 @@ public struct Application: Sendable {
             sessions: sessions,
             pacing: pacing,
             appliedMigrations: database.appliedMigrations,
-            generatedSecret: generated
+            generatedSecret: generated,
+            templateWarnings: templateWarnings
         )
     }
 
@@ -201,6 +201,8 @@ public final class RunningApplication: Sendable {
     public let appliedMigrations: [String]
     /// Whether the prelude created a new secret in the data directory.
     public let generatedSecret: Bool
+    /// The template linter's warnings (`templates.sms.de: text: 2 SMS segments ...`), for the start to print.
+    public let templateWarnings: [String]
 
     init(
         group: ServiceGroup,
@@ -208,7 +210,8 @@ public final class RunningApplication: Sendable {
         sessions: SessionService,
         pacing: Pacing,
         appliedMigrations: [String],
-        generatedSecret: Bool
+        generatedSecret: Bool,
+        templateWarnings: [String] = []
     ) {
         self.group = group
         self.pool = pool
@@ -216,6 +219,7 @@ public final class RunningApplication: Sendable {
         self.pacing = pacing
         self.appliedMigrations = appliedMigrations
         self.generatedSecret = generatedSecret
+        self.templateWarnings = templateWarnings
     }
 
     /// Runs every service until graceful shutdown (a signal, or `triggerGracefulShutdown`). Call it once.

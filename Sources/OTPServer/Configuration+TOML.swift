@@ -169,7 +169,7 @@ private struct Reader {
                 "listen", "database_url", "database_pool_size", "data_dir", "app_name", "app_domain",
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
-                "tls_client_ca", "max_connections",
+                "tls_client_ca", "max_connections", "templates",
             ],
             ""
         )
@@ -202,6 +202,7 @@ private struct Reader {
         c.tlsClientCA = try string(t, "tls_client_ca", "tls_client_ca")
         if c.tlsClientCA != nil && c.tlsCert == nil { throw fail("tls_client_ca", "needs tls_cert and tls_key") }
         if let n = try int(t, "max_connections", "max_connections", 1...1_000_000) { c.maxConnections = n }
+        c.templates = try Configuration.ownTemplates(t["templates"], file: file)
 
         for (i, tt) in try tables(t, "tenant", "tenant").enumerated() {
             let p = "tenant[\(i)]"
