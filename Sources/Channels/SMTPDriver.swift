@@ -19,8 +19,7 @@ public struct SMTPDriver: ChannelDriver {
     let from: SMTPAddress
 
     /// Creates the driver; the sender, the trust roots and the host are checked now, naming `key` on error.
-    public init(_ settings: SMTPSettings, file: String = "config", key: String = "channel") throws(ConfigurationError)
-    {
+    public init(_ settings: SMTPSettings, file: String = "config", key: String = "channel") throws(ConfigurationError) {
         func fail(_ subkey: String, _ message: String) -> ConfigurationError {
             ConfigurationError(file: file, key: "\(key).\(subkey)", message: message)
         }

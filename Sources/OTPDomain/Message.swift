@@ -35,91 +35,97 @@ public struct MessageSettings: Sendable, Hashable {
     }
 }
 
-/// Renders codes into messages phones can autofill, from the built-in templates.
+/// Renders codes into messages phones can autofill, from the templates of a `TemplateBook`.
 public struct MessageRenderer: Sendable {
     /// The locales with built-in templates.
-    public static let locales = ["en"]
+    public static let locales = TemplateBook.builtInLocales
 
     /// The settings in force.
     public var settings: MessageSettings
+    /// The templates: the built-in ones and the operator's own.
+    public var templates: TemplateBook
 
     /// Creates a renderer.
-    public init(settings: MessageSettings) { self.settings = settings }
-
-    /// The closest configured locale for a BCP 47 tag (its language, else English).
-    public static func closestLocale(_ tag: String) -> String {
-        let language = tag.split(separator: "-").first.map { $0.lowercased() } ?? "en"
-        return locales.contains(language) ? language : "en"
+    public init(settings: MessageSettings, templates: TemplateBook = .builtIn) {
+        self.settings = settings
+        self.templates = templates
     }
 
-    /// Renders the message of a channel.
-    public func render(channel: DeliveryChannel, code: String, app: String?, locale: String) -> Message {
+    /// The closest built-in locale for a BCP 47 tag (the tag, then its shorter prefixes, else English).
+    public static func closestLocale(_ tag: String) -> String {
+        TemplateBook.builtIn.closestLocale(tag, channel: .sms)
+    }
+
+    /// Renders the message of a channel from the template closest to `locale`; `ttlSeconds` (the session's
+    /// TTL) gives `{minutes}`. The message's `locale` is the template's.
+    public func render(
+        channel: DeliveryChannel,
+        code: String,
+        app: String?,
+        locale: String,
+        ttlSeconds: Int = 600
+    ) -> Message {
         let app = app ?? settings.appName
-        let used = Self.closestLocale(locale)
+        let (used, t) = templates.template(channel, locale: locale)
+        let minutes = String((max(ttlSeconds, 0) + 59) / 60)
+        func fill(_ template: String, code codeText: String = code, escaped: Bool = false) -> String {
+            TemplateText.substitute(template) { name in
+                switch Placeholder(rawValue: name) {
+                case .app: escaped ? TemplateText.escapeHTML(app) : app
+                case .code: codeText
+                case .minutes: minutes
+                case nil: nil
+                }
+            }
+        }
         switch channel {
         case .sms:
-            var lines = ["\(app): your code is \(code). Don't share it."]
-            var trailer: [String] = []
-            if let hash = settings.androidAppHash { trailer.append(hash) }
-            if let domain = settings.appDomain { trailer.append("@\(domain) #\(code)") }
-            if !trailer.isEmpty { lines.append("") }
-            lines += trailer
-            return Message(channel: .sms, locale: used, text: lines.joined(separator: "\n"))
+            return Message(channel: .sms, locale: used, text: smsText(body: fill(t.text), code: code))
         case .email:
-            let subject = "\(code) is your \(app) code"
-            let text =
-                "Your \(app) code is \(code).\n\nIt expires soon. If you did not ask for it, ignore this e-mail.\n"
-            let safeApp = Self.escapeHTML(app)
-            let html = """
-                <!doctype html><html><body style="font-family:sans-serif">\
-                <p>Your \(safeApp) code is</p>\
-                <p style="font-size:32px;font-weight:bold;letter-spacing:4px">\(code)</p>\
-                <p>It expires soon. If you did not ask for it, ignore this e-mail.</p></body></html>
-                """
-            return Message(channel: .email, locale: used, text: text, subject: subject, html: html)
+            return Message(
+                channel: .email,
+                locale: used,
+                text: fill(t.text),
+                subject: t.subject.map { fill($0) },
+                html: t.html.map { fill($0, escaped: true) }
+            )
         case .voice:
-            let spoken = code.map(String.init).joined(separator: ", ")
-            let text = "Your \(app) code is \(spoken). Again: \(spoken)."
-            let say = "<say-as interpret-as=\"digits\">\(code)</say-as>"
-            let ssml =
-                "<speak>Your \(Self.escapeHTML(app)) code is <break time=\"500ms\"/>\(say)"
-                + "<break time=\"1s\"/>Again: \(say)</speak>"
-            return Message(channel: .voice, locale: used, text: text, ssml: ssml)
+            let separator = ["ja", "zh"].contains(TemplateBook.language(of: used)) ? "、" : ", "
+            let spoken = code.map(String.init).joined(separator: separator)
+            let ssml = t.ssml ?? TemplateText.ssml(fromVoiceText: t.text)
+            return Message(
+                channel: .voice,
+                locale: used,
+                text: fill(t.text, code: spoken),
+                ssml: fill(ssml, code: "<say-as interpret-as=\"digits\">\(code)</say-as>", escaped: true)
+            )
         case .push:
             return Message(
                 channel: .push,
                 locale: used,
-                text: "Your \(app) code is \(code).",
-                title: "\(app) sign-in code",
+                text: fill(t.text),
+                title: t.title.map { fill($0) },
                 dataCode: code
             )
         }
     }
 
-    /// Escapes the five HTML special characters.
-    static func escapeHTML(_ s: String) -> String {
-        var out = ""
-        for ch in s {
-            switch ch {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(ch)
-            }
-        }
-        return out
+    /// An SMS: the body, then (when configured) a blank line, the Android app hash line and, last, the
+    /// origin-bound line `@<app_domain> #<code>`.
+    func smsText(body: String, code: String) -> String {
+        var scalars = body.unicodeScalars[...]
+        while let last = scalars.last, last.properties.isWhitespace { scalars = scalars.dropLast() }
+        var lines = [String(String.UnicodeScalarView(scalars))]
+        var trailer: [String] = []
+        if let hash = settings.androidAppHash { trailer.append(hash) }
+        if let domain = settings.appDomain { trailer.append("@\(domain) #\(code)") }
+        if !trailer.isEmpty { lines.append("") }
+        lines += trailer
+        return lines.joined(separator: "\n")
     }
 
-    /// Whether a text fits one SMS segment: 160 GSM-7 characters, else 70 UCS-2 characters.
+    /// Whether a text fits one SMS segment: 160 GSM-7 septets, else 70 UCS-2 units.
     public static func fitsOneSegment(_ text: String) -> Bool {
-        let gsm = text.unicodeScalars.allSatisfy { gsm7.contains($0) }
-        return gsm ? text.unicodeScalars.count <= 160 : text.utf16.count <= 70
+        SMSMeasure(text).segments == 1
     }
-
-    private static let gsm7: Set<Unicode.Scalar> = Set(
-        ("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
-            + "¿abcdefghijklmnopqrstuvwxyzäöñüà").unicodeScalars
-    )
 }

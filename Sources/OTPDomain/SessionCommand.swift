@@ -12,8 +12,9 @@ public enum SessionCommand: Sendable, Hashable {
     case recordReceipt(channel: DeliveryChannel, outcome: ReceiptOutcome, detail: String?, token: Int? = nil)
     /// Stop the session.
     case cancel
-    /// The dispatcher handed the message of the step started at version `token` to a provider.
-    case recordHandOff(token: Int, messageId: String, provider: String, providerRef: String?)
+    /// The dispatcher handed the message of the step started at version `token` to a provider; `locale` is the
+    /// locale of the template it was rendered from.
+    case recordHandOff(token: Int, messageId: String, provider: String, providerRef: String?, locale: String? = nil)
     /// The provider refused the message of the step started at version `token`.
     case recordProviderFailure(token: Int, reason: String, permanent: Bool)
     /// The wait of the step whose message was sent at version `token` has passed.

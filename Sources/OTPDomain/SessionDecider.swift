@@ -125,8 +125,15 @@ public enum SessionDecider {
         case .recordReceipt(let channel, let outcome, let detail, let token):
             try recordReceipt(channel, outcome, detail: detail, token: token, state: s, context: context)
         case .cancel: try cancel(state: s, context: context)
-        case .recordHandOff(let token, let messageId, let provider, let providerRef):
-            try recordHandOff(token, messageId: messageId, provider: provider, providerRef: providerRef, state: s)
+        case .recordHandOff(let token, let messageId, let provider, let providerRef, let locale):
+            try recordHandOff(
+                token,
+                messageId: messageId,
+                provider: provider,
+                providerRef: providerRef,
+                locale: locale,
+                state: s
+            )
         case .recordProviderFailure(let token, let reason, let permanent):
             try recordProviderFailure(token, reason: reason, permanent: permanent, state: s, context: context)
         case .timeOutStep(let token): try timeOutStep(token, state: s, context: context)
@@ -313,6 +320,7 @@ public enum SessionDecider {
         messageId: String,
         provider: String,
         providerRef: String?,
+        locale: String?,
         state s: SessionState
     ) throws(Rejection) -> Decision {
         let (_, current) = try existing(s)
@@ -333,7 +341,8 @@ public enum SessionDecider {
                     messageId: messageId,
                     provider: provider,
                     providerRef: providerRef,
-                    token: token
+                    token: token,
+                    locale: locale
                 )
             )
         ])

@@ -118,6 +118,9 @@ public enum SessionEvent: Sendable, Hashable {
         /// The version of the event that started the step (its outbox token); nil in events recorded before
         /// otpd recorded it, which are matched to their start by step number.
         public var token: Int?
+        /// The locale of the template the message was rendered from (`pt` for a request's `pt-BR` without a
+        /// `pt-BR` template); nil in events recorded before otpd recorded it.
+        public var locale: String?
         /// Creates the event's data.
         public init(
             step: Int,
@@ -125,7 +128,8 @@ public enum SessionEvent: Sendable, Hashable {
             messageId: String,
             provider: String,
             providerRef: String?,
-            token: Int? = nil
+            token: Int? = nil,
+            locale: String? = nil
         ) {
             self.step = step
             self.channel = channel
@@ -133,6 +137,7 @@ public enum SessionEvent: Sendable, Hashable {
             self.provider = provider
             self.providerRef = providerRef
             self.token = token
+            self.locale = locale
         }
     }
 

@@ -64,6 +64,7 @@ public struct Application: Sendable {
     /// Runs the prelude and builds the services, ready to run.
     public func start() async throws -> RunningApplication {
         let c = configuration
+        let templateWarnings = try c.checkTemplates()
         let http = ProviderHTTP()
         let drivers: [DeliveryChannel: any ChannelDriver]
         do { drivers = try ChannelDrivers.make(c.channels, http: http, file: c.file, log: options.logDriver) } catch {
@@ -123,9 +124,7 @@ public struct Application: Sendable {
             codes: codes,
             drivers: drivers,
             calls: c.channels.compactMapValues(\.call),
-            renderer: MessageRenderer(
-                settings: MessageSettings(appName: c.appName, appDomain: c.appDomain, androidAppHash: c.androidAppHash)
-            ),
+            renderer: MessageRenderer(settings: c.messageSettings, templates: c.templateBook),
             messages: store.messages,
             tracking: secrets.trackingToken,
             publicURL: { httpSide?.publicURL },
@@ -168,7 +167,8 @@ public struct Application: Sendable {
             sessions: sessions,
             pacing: pacing,
             appliedMigrations: database.appliedMigrations,
-            generatedSecret: generated
+            generatedSecret: generated,
+            templateWarnings: templateWarnings
         )
     }
 
@@ -245,6 +245,8 @@ public final class RunningApplication: Sendable {
     public let appliedMigrations: [String]
     /// Whether the prelude created a new secret in the data directory.
     public let generatedSecret: Bool
+    /// The template linter's warnings (`templates.sms.de: text: 2 SMS segments ...`), for the start to print.
+    public let templateWarnings: [String]
 
     init(
         group: ServiceGroup,
@@ -252,7 +254,8 @@ public final class RunningApplication: Sendable {
         sessions: SessionService,
         pacing: Pacing,
         appliedMigrations: [String],
-        generatedSecret: Bool
+        generatedSecret: Bool,
+        templateWarnings: [String] = []
     ) {
         self.group = group
         self.pool = pool
@@ -260,6 +263,7 @@ public final class RunningApplication: Sendable {
         self.pacing = pacing
         self.appliedMigrations = appliedMigrations
         self.generatedSecret = generatedSecret
+        self.templateWarnings = templateWarnings
     }
 
     /// Runs every service until graceful shutdown (a signal, or `triggerGracefulShutdown`). Call it once.

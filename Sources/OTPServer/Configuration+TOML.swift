@@ -123,7 +123,7 @@ struct Reader {
                 "listen", "database_url", "database_pool_size", "data_dir", "app_name", "app_domain",
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
-                "tls_client_ca", "max_connections", "http_listen", "public_url",
+                "tls_client_ca", "max_connections", "http_listen", "public_url", "templates",
             ],
             ""
         )
@@ -172,6 +172,7 @@ struct Reader {
             }
             c.publicURL = v.hasSuffix("/") ? String(v.dropLast()) : v
         }
+        c.templates = try Configuration.ownTemplates(t["templates"], file: file)
 
         for (i, tt) in try tables(t, "tenant", "tenant").enumerated() {
             let p = "tenant[\(i)]"

@@ -18,6 +18,8 @@ public struct Configuration: Sendable {
     public var appDomain: String?
     /// The Android SMS Retriever hash line in SMS.
     public var androidAppHash: String?
+    /// The operator's own message templates (`[templates.<channel>.<locale>]`) by channel and locale tag.
+    public var templates: [DeliveryChannel: [String: OwnTemplate]] = [:]
     /// The tenants and their credentials; empty: single-tenant mode, no AUTH.
     public var tenants: [TenantCredential] = []
     /// Each configured channel's driver (`log` where absent).

@@ -205,7 +205,8 @@ public final class HTTPSide: Service, Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Self.gif)))
         }
         headers[.contentType] = "text/html; charset=utf-8"
-        headers[.contentSecurityPolicy] = "default-src 'none'; script-src 'sha256-\(Self.showScriptHash)'; style-src 'unsafe-inline'"
+        headers[.contentSecurityPolicy] =
+            "default-src 'none'; script-src 'sha256-\(Self.showScriptHash)'; style-src 'unsafe-inline'"
         headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
         let app = HTML.escape(settings.appName)
         // The code travels in the link's fragment (`/c/<token>#123456`), which browsers never send: the page reads

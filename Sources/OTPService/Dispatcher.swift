@@ -156,7 +156,13 @@ public final class Dispatcher: Service {
                 return  // withdrawn meanwhile (cancelled, verified, erased), or the lease ran out: send nothing
             }
             let code = codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
-            let message = renderer.render(channel: c.channel, code: code, app: issued.app, locale: issued.locale)
+            let message = renderer.render(
+                channel: c.channel,
+                code: code,
+                app: issued.app,
+                locale: issued.locale,
+                ttlSeconds: Int((issued.ttlMs + 999) / 1000)
+            )
             let driver = drivers[c.channel] ?? LogDriver()
             let result = await driver.send(
                 OutboundMessage(
@@ -179,7 +185,8 @@ public final class Dispatcher: Service {
                     token: c.token,
                     messageId: messageId,
                     provider: driver.name,
-                    providerRef: ref
+                    providerRef: ref,
+                    locale: message.locale
                 )
                 try await record(handOff, c, loaded: loaded, also: complete)
             case .permanentFailure(let reason):

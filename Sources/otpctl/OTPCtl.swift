@@ -11,9 +11,51 @@ struct OTPCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "otpctl",
         abstract: "otpd's tool for operators and auditors: check the event log's hash chains, read a history, "
-            + "lift an abuse block, erase a person's data.",
-        subcommands: [Verify.self, History.self, Unblock.self, Erase.self, SendTest.self]
+            + "lift an abuse block, erase a person's data, lint the message templates, compute the Android app hash, "
+            + "send a test message through a channel's driver.",
+        subcommands: [Verify.self, History.self, Unblock.self, Erase.self, Lint.self, AppHash.self, SendTest.self]
     )
+}
+
+/// Lints every message template (built-in and own) as otpd's start does, without a database; exits 1 when a
+/// template has an error (otpd would not start), 2 when the configuration cannot be read.
+struct Lint: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every message template per channel and locale: encoding, SMS segments and bytes with a "
+            + "10-digit code, {code}, placeholders, the origin-bound line."
+    )
+    @Option(help: "otpd's TOML configuration (env OTPD_CONFIG); absent: the defaults.") var config: String?
+
+    func run() throws {
+        var c = Configuration()
+        if let file = config ?? ProcessInfo.processInfo.environment["OTPD_CONFIG"] {
+            do { c = try Configuration.load(file: file) } catch {
+                FileHandle.standardError.write(Data("otpctl: configuration error: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        let report = c.lintTemplates()
+        for line in report.lines { print(line) }
+        if report.errorCount > 0 { throw ExitCode(1) }
+    }
+}
+
+/// Prints the Android SMS Retriever app hash of a package and its signing certificate, for `android_app_hash`.
+struct AppHash: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "app-hash",
+        abstract: "Compute the Android SMS Retriever app hash (android_app_hash) from the package name and the "
+            + "signing certificate (PEM or DER, as keytool -exportcert writes it)."
+    )
+    @Option(help: "The app's package name, such as com.example.app.") var package: String
+    @Option(name: .customLong("keystore-cert"), help: "The signing certificate: PEM or DER.") var keystoreCert: String
+
+    func run() throws {
+        do { print(try AndroidAppHash.compute(package: package, certificateFile: keystoreCert)) } catch {
+            FileHandle.standardError.write(Data("otpctl: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
 }
 
 /// Erases every session of one destination (a person's right to erasure), as `ERASE` does for one session.

@@ -390,7 +390,7 @@ import Testing
     }
 
     @Test func emailSubjectStartsWithTheCode() {
-        let m = renderer.render(channel: .email, code: "123456", app: "Other", locale: "fr")
+        let m = renderer.render(channel: .email, code: "123456", app: "Other", locale: "zh-Hant")
         #expect(m.subject == "123456 is your Other code")
         #expect(m.html?.contains("123456") == true)
         #expect(m.locale == "en")
