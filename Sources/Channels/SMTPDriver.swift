@@ -17,6 +17,8 @@ public struct SMTPDriver: ChannelDriver {
 
     let client: SMTPClient
     let from: SMTPAddress
+    /// The bound on one whole conversation (the channel's `timeout`), as for the HTTP drivers.
+    let deadline: Duration
 
     /// Creates the driver; the sender, the trust roots and the host are checked now, naming `key` on error.
     public init(_ settings: SMTPSettings, file: String = "config", key: String = "channel") throws(ConfigurationError) {
@@ -40,7 +42,9 @@ public struct SMTPDriver: ChannelDriver {
             case .implicit: .implicit
             case .none: .none
             }
+        // The channel's timeout bounds the whole conversation; each stage gets at most that much too.
         let stage = Duration.milliseconds(settings.call.timeoutMs)
+        deadline = stage
         client = SMTPClient(
             configuration: SMTPConfiguration(
                 host: settings.host,
@@ -50,7 +54,7 @@ public struct SMTPDriver: ChannelDriver {
                 password: settings.password,
                 helo: settings.helo,
                 trustRoots: roots,
-                timeouts: SMTPTimeouts(connect: stage, greeting: stage, command: stage, dataEnd: stage * 2)
+                timeouts: SMTPTimeouts(connect: stage, greeting: stage, command: stage, dataEnd: stage)
             )
         )
     }
@@ -87,12 +91,24 @@ public struct SMTPDriver: ChannelDriver {
         return digits.count >= 4 ? String(digits) : nil
     }
 
-    /// Sends the message once and classifies the outcome.
+    /// Sends the message once, within the channel's timeout, and classifies the outcome.
     public func send(_ message: OutboundMessage) async -> DriverResult {
-        switch await client.send(mail(for: message)) {
-        case .accepted(let queueID): .accepted(providerRef: queueID.isEmpty ? nil : queueID)
-        case .transient(let reason): .transientFailure(reason)
-        case .permanent(let reason): .permanentFailure(reason)
+        let (client, mail, deadline) = (self.client, mail(for: message), self.deadline)
+        return await withTaskGroup(of: DriverResult?.self) { group in
+            group.addTask {
+                switch await client.send(mail) {
+                case .accepted(let queueID): .accepted(providerRef: queueID.isEmpty ? nil : queueID)
+                case .transient(let reason): .transientFailure(reason)
+                case .permanent(let reason): .permanentFailure(reason)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: deadline)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()  // the conversation closes its connection when cancelled
+            return first ?? .transientFailure("timeout")
         }
     }
 }

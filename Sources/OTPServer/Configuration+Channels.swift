@@ -108,6 +108,7 @@ extension Reader {
                 throw fail("\(p).tls", "\"none\" never sends AUTH: a username needs starttls or implicit")
             }
             s.call = try call()
+            if t["timeout"] == nil { s.call.timeoutMs = SMTPSettings.defaultTimeoutMs }
             return .smtp(s)
         case "fcm":
             try onlyKeys(t, common.union(["project_id", "service_account_file", "base_url"]), p)

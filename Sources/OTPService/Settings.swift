@@ -119,6 +119,8 @@ public struct SMTPSettings: Sendable, Hashable {
         /// No TLS at all (a loopback relay); AUTH is then never sent.
         case none
     }
+    /// The default bound on one whole conversation (greeting to the answer after the message): 15 s.
+    public static let defaultTimeoutMs: Int64 = 15_000
     /// The relay's host.
     public var host: String
     /// The relay's port (default: 587 for STARTTLS and none, 465 for implicit TLS).

@@ -76,6 +76,7 @@ import Testing
             helo: "otpd.test"
         )
         smtp.security = .none
+        smtp.call.timeoutMs = 15_000
         #expect(c.channels[.email] == .smtp(smtp))
         #expect(c.policies.map(\.name) == ["default", "uk"])
         #expect(c.policies[0].steps[0] == Step(channel: .sms, timeoutMs: 15_000, until: .delivered))
