@@ -112,3 +112,52 @@ extension ProviderFallbackTests {
         #expect(pairs(try await redisCLI(server.port, ["STATUS", "late1"]))["channel"] == "sms")
     }
 }
+
+/// Each provider driver's transient failures are retried `retries` times, then the step fails over.
+@Suite struct DriverRetryTests {
+    @Test func twilioAnswering503IsTriedRetriesTimesThenTheSessionFallsBackToVoice() async throws {
+        let twilio = try await FakeProvider.start { r in
+            r.path.hasSuffix("/Calls.json")
+                ? (201, #"{"sid":"CA00000000000000000000000000000009"}"#, .zero)
+                : (503, #"{"code":20500,"message":"Internal Server Error","status":503}"#, .zero)
+        }
+        let sid = "AC" + String(repeating: "1", count: 32)
+        let channel = { (name: String) in
+            """
+            [channel.\(name)]
+            driver = "twilio"
+            account_sid = "\(sid)"
+            auth_token = "t"
+            from = "+15017122661"
+            base_url = "\(twilio.baseURL)"
+            retries = 2
+
+            """
+        }
+        let server = try await TestServer.start(
+            label: "twilio_retry",
+            config: channel("sms") + channel("voice") + """
+                [[policy]]
+                name = "default"
+                steps = [ { channel = "sms", timeout = "30s" }, { channel = "voice", timeout = "30s" } ]
+                """
+        )
+        defer {
+            Task {
+                await server.stop()
+                await twilio.stop()
+            }
+        }
+        _ = try await redisCLI(server.port, ["ISSUE", "tr1", "sms:+15551234567", "voice:+15551234567"])
+        let types = try await eventually(timeout: .seconds(20), "the call placed") { () -> [String]? in
+            let t = try await events(server, "tr1").map(\.type)
+            return t.last == "sent" && t.contains("escalated") ? t : nil
+        }
+        #expect(types == ["issued", "delivery_failed", "escalated", "sent"])
+        let failed = try #require(try await events(server, "tr1").first { $0.type == "delivery_failed" })
+        #expect(failed.data["reason"] as? String == "Twilio error 20500, HTTP 503")
+        #expect(failed.data["permanent"] as? Bool == false)
+        let paths = twilio.requests.map { $0.path.hasSuffix("Messages.json") ? "sms" : "call" }
+        #expect(paths == ["sms", "sms", "call"])  // two tries of the SMS, then the call at once
+    }
+}
