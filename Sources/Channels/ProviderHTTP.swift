@@ -30,6 +30,9 @@ public final class ProviderHTTP: Service, Sendable {
         // Above the dispatcher's lanes (16 messages in flight per channel): the pool must not be what queues a
         // channel's sends behind a provider that hangs.
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
+        // A refused or failed connection fails the call at once: the dispatcher retries with its own backoff and
+        // then falls back to the next channel, instead of the pool retrying until the call's deadline.
+        configuration.connectionPool.retryConnectionEstablishment = false
         client = HTTPClient(eventLoopGroup: group, configuration: configuration)
     }
 
