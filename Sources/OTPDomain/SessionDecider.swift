@@ -39,7 +39,7 @@ public enum SessionDecider {
             }
         case .delivered(let r), .opened(let r):
             let outcome: ReceiptOutcome = if case .opened = event { .opened } else { .delivered }
-            if let start = s.latestStart(of: r.channel) {
+            if let start = s.start(token: r.token, channel: r.channel) {
                 s.receiptKeys.insert(receiptKey(start, outcome))
             }
             if !r.late {
@@ -48,7 +48,7 @@ public enum SessionDecider {
                 if outcome == .opened { s.opened = true }
             }
         case .deliveryFailed(let f):
-            if let start = s.latestStart(of: f.channel) {
+            if let start = s.start(token: f.token, channel: f.channel) {
                 s.receiptKeys.insert(receiptKey(start, .failed))
             }
         case .timedOut:
@@ -268,13 +268,18 @@ public enum SessionDecider {
     ) throws(Rejection) -> Decision {
         let (issued, _) = try existing(s)
         let now = context.now
-        let named = token.map { t in s.started.first { $0.version == t && $0.channel == channel } }
-        guard let start = named ?? s.latestStart(of: channel) else {
+        guard let start = s.start(token: token, channel: channel) else {
             throw .badArgument("no message was sent on channel \(channel.rawValue) for this session")
         }
         if s.receiptKeys.contains(receiptKey(start, outcome)) { return Decision(events: []) }
         let late = start.version != s.stepStartedVersion
-        let receipt = SessionEvent.Receipt(step: start.step, channel: channel, detail: detail, late: late)
+        let receipt = SessionEvent.Receipt(
+            step: start.step,
+            channel: channel,
+            detail: detail,
+            late: late,
+            token: start.version
+        )
         // A late delivery for the step just left on a timeout, before the next message went out: no second send.
         var withdrawal: [SessionEvent] = []
         if late, s.status == .pending, s.sentVersion == nil, s.started.count >= 2,
@@ -298,7 +303,8 @@ public enum SessionDecider {
                         channel: channel,
                         reason: detail ?? "failed receipt",
                         permanent: true,
-                        late: late
+                        late: late,
+                        token: start.version
                     )
                 )
             ]
@@ -359,7 +365,14 @@ public enum SessionDecider {
         guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
         var events: [SessionEvent] = [
             .deliveryFailed(
-                .init(step: s.step, channel: current.channel, reason: reason, permanent: permanent, late: false)
+                .init(
+                    step: s.step,
+                    channel: current.channel,
+                    reason: reason,
+                    permanent: permanent,
+                    late: false,
+                    token: token
+                )
             )
         ]
         if s.status.isActive && s.status != .exhausted && !s.erased && context.now < s.expiresAt {

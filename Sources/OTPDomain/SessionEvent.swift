@@ -153,13 +153,24 @@ public enum SessionEvent: Sendable, Hashable {
         public var permanent: Bool
         /// Whether it concerns a step the session had already left.
         public var late: Bool
+        /// The version of the event that started the message's step (its token); nil in events recorded before
+        /// otpd recorded it, which are matched to the channel's latest start.
+        public var token: Int?
         /// Creates the event's data.
-        public init(step: Int, channel: DeliveryChannel, reason: String, permanent: Bool, late: Bool) {
+        public init(
+            step: Int,
+            channel: DeliveryChannel,
+            reason: String,
+            permanent: Bool,
+            late: Bool,
+            token: Int? = nil
+        ) {
             self.step = step
             self.channel = channel
             self.reason = reason
             self.permanent = permanent
             self.late = late
+            self.token = token
         }
     }
 
@@ -173,12 +184,16 @@ public enum SessionEvent: Sendable, Hashable {
         public var detail: String?
         /// Whether it came after the session left that step.
         public var late: Bool
+        /// The version of the event that started the message's step (its token); nil in events recorded before
+        /// otpd recorded it, which are matched to the channel's latest start.
+        public var token: Int?
         /// Creates the event's data.
-        public init(step: Int, channel: DeliveryChannel, detail: String?, late: Bool) {
+        public init(step: Int, channel: DeliveryChannel, detail: String?, late: Bool, token: Int? = nil) {
             self.step = step
             self.channel = channel
             self.detail = detail
             self.late = late
+            self.token = token
         }
     }
 

@@ -157,7 +157,7 @@ import Testing
     @Test func deliveredReceiptOnCurrentStepMarksDelivered() throws {
         let g = try sentSession()
         let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 200)
-        #expect(d.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: false))])
+        #expect(d.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: false, token: 1))])
         let after = g.and(d.events, at: 200)
         #expect(after.state.status == .delivered)
         #expect(after.state.deliveredAt == 200)
@@ -175,7 +175,7 @@ import Testing
         let d = try g.when(.recordReceipt(channel: .sms, outcome: .failed, detail: "30003"), at: 200)
         #expect(
             d.events == [
-                .deliveryFailed(.init(step: 1, channel: .sms, reason: "30003", permanent: true, late: false)),
+                .deliveryFailed(.init(step: 1, channel: .sms, reason: "30003", permanent: true, late: false, token: 1)),
                 .escalated(.init(from: 1, to: 2, fromChannel: .sms, toChannel: .email, reason: .failure)),
             ]
         )
@@ -190,7 +190,7 @@ import Testing
         let r = try g.when(.resend, at: 200)
         g = g.and(r.events, at: 200)
         let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 300)
-        #expect(d.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: true))])
+        #expect(d.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: true, token: 1))])
         let after = g.and(d.events, at: 300)
         #expect(after.state.step == 2)
         #expect(after.state.status == .pending)

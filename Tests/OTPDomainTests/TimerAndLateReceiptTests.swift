@@ -88,7 +88,7 @@ import Testing
         let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 15_200)
         #expect(
             d.events == [
-                .delivered(.init(step: 1, channel: .sms, detail: nil, late: true)),
+                .delivered(.init(step: 1, channel: .sms, detail: nil, late: true, token: 1)),
                 .escalationWithdrawn(.init(from: 2, to: 1, channel: .sms, outcome: .delivered)),
             ]
         )
@@ -107,7 +107,7 @@ import Testing
         let h = try g.when(.recordHandOff(token: 4, messageId: "m2", provider: "log", providerRef: nil), at: 15_150)
         g = g.and(h.events, at: 15_150)
         let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 15_200)
-        #expect(d.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: true))])
+        #expect(d.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: true, token: 1))])
     }
 
     @Test func aResendIsNotWithdrawnByALateReceipt() throws {
@@ -165,7 +165,7 @@ import Testing
     @Test func aLateReceiptThatDoesNotSatisfyTheStepsUntilWithdrawsNothing() throws {
         let g = try emailTimedOut()
         let d = try g.when(.recordReceipt(channel: .email, outcome: .delivered, detail: nil), at: 1_200, plan: plan)
-        #expect(d.events == [.delivered(.init(step: 1, channel: .email, detail: nil, late: true))])
+        #expect(d.events == [.delivered(.init(step: 1, channel: .email, detail: nil, late: true, token: 1))])
         let after = g.and(d.events, at: 1_200)
         #expect(after.state.step == 2)
         #expect(after.state.awaitsHandOff(token: 4, now: 0))  // the SMS still goes out
@@ -217,5 +217,61 @@ import Testing
         let after = far.and(sent.events, at: late)
         #expect(after.state.timers.first(where: { $0.name == "step" })?.dueAt == .max)
         #expect(try after.when(.timeOutStep(token: 2), at: .max).events.isEmpty)
+    }
+}
+
+/// Receipts that name their message (through its step's token) land on that message, even when one channel
+/// was sent twice (RESEND on the last step).
+@Suite struct ReceiptsNamingTheirMessageTests {
+    static let smsOnly = Plan(
+        policy: "default",
+        variant: nil,
+        steps: [Step(channel: .sms, timeoutMs: 60_000, until: .delivered)]
+    )
+
+    /// Sent at 100 (token 1), resent at 40 000 (token 3), the second SMS handed off at 40 100.
+    static func resent() throws -> Given {
+        var g = try sentSession(plan: smsOnly)
+        let resend = try g.when(.resend, at: 40_000, plan: smsOnly)
+        #expect(resend.events.count == 1)
+        g = g.and(resend.events, at: 40_000)
+        let handOff = try g.when(
+            .recordHandOff(token: 3, messageId: "m3", provider: "log", providerRef: nil),
+            at: 40_100,
+            plan: smsOnly
+        )
+        return g.and(handOff.events, at: 40_100)
+    }
+
+    @Test func aLateReceiptForTheFirstSMSDoesNotSwallowTheSecondOnes() throws {
+        var g = try Self.resent()
+        let first = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil, token: 1), at: 41_000)
+        #expect(first.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: true, token: 1))])
+        g = g.and(first.events, at: 41_000)
+        #expect(g.state.status == .sent)  // a late receipt does not deliver the current message
+
+        let second = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil, token: 3), at: 42_000)
+        #expect(second.events == [.delivered(.init(step: 1, channel: .sms, detail: nil, late: false, token: 3))])
+        g = g.and(second.events, at: 42_000)
+        #expect(g.state.status == .delivered)
+
+        // Each message's receipt is recorded once.
+        for token in [1, 3] {
+            let again = try g.when(
+                .recordReceipt(channel: .sms, outcome: .delivered, detail: nil, token: token),
+                at: 43_000
+            )
+            #expect(again.events.isEmpty)
+        }
+    }
+
+    @Test func aReceiptNamingNoMessageOfItsChannelIsABadArgument() throws {
+        let g = try Self.resent()
+        #expect(throws: Rejection.self) {
+            try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil, token: 2), at: 41_000)
+        }
+        #expect(throws: Rejection.self) {
+            try g.when(.recordReceipt(channel: .email, outcome: .delivered, detail: nil, token: 1), at: 41_000)
+        }
     }
 }
