@@ -153,7 +153,7 @@ struct SMTPStateMachine: Sendable {
         case .greeting:
             guard reply.code == 220 else {
                 if reply.code / 100 == 4 || reply.code / 100 == 5 { return refused(reply, stage) }
-                return quit(.transient("unexpected greeting " + reply.summary(at: stage.name)))
+                return quit(.transient("unexpected greeting SMTP \(reply.code)"))
             }
             return send("EHLO \(helo)", .ehlo)
         case .ehlo:
