@@ -10,9 +10,12 @@ import Foundation
 /// Outcome strings name the stage and codes only (see `SMTPOutcome`).
 struct SMTPStateMachine: Sendable {
     /// The AUTH user and password.
-    struct Credentials: Sendable, Equatable {
+    struct Credentials: Sendable, Equatable, CustomStringConvertible, CustomReflectable {
         var username: String
         var password: String
+
+        var description: String { "Credentials(username: \(username), password: ***)" }
+        var customMirror: Mirror { Mirror(self, children: ["username": username, "password": "***"]) }
     }
 
     /// What the handler waits for after a write, which picks the timeout.
