@@ -79,9 +79,6 @@ struct SMTPReplyDecoder: Sendable {
     /// A decoder with nothing pending.
     init() {}
 
-    /// Whether part of a reply (some lines, not the last) has been read.
-    var isPartial: Bool { !lines.isEmpty }
-
     /// The next complete reply, consuming its bytes; nil when `buffer` holds no complete one yet.
     mutating func next(from buffer: inout ReceivedBytes) throws(SMTPReplyError) -> SMTPReply? {
         while let line = try buffer.nextLine(limit: Self.maxLineLength) {
