@@ -155,9 +155,10 @@ public enum MIMEMessage {
         )
     }
 
-    /// A field name: printable ASCII without `:`.
+    /// A field name: printable ASCII without `:`, at most 76 characters (so its line stays short).
     static func isFieldName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.allSatisfy { $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }
+        !name.isEmpty && name.utf8.count <= 76
+            && name.utf8.allSatisfy { $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }
     }
 
     /// `<id@domain>`: characters outside a dot-atom become `_`; an unusable domain becomes `localhost`.

@@ -99,8 +99,11 @@ public struct SMTPClient: Sendable {
                 return .permanent("AUTH user or password contains NUL; nothing sent")
             }
         }
-        if c.security != .none && tlsContext == nil {
-            return .permanent("TLS configuration failed; nothing sent")
+        if c.security != .none {
+            guard tlsContext != nil else { return .permanent("TLS configuration failed; nothing sent") }
+            if let name = Self.sniName(c.serverName ?? c.host), !SMTPSyntax.isValidHelo(name) {
+                return .permanent("bad server name for TLS; nothing sent")
+            }
         }
         return nil
     }

@@ -108,9 +108,12 @@ public struct SMTPConfiguration: Sendable {
         }
     }
 
-    /// This machine's host name when it is a usable EHLO name, else `localhost`.
+    /// This machine's host name (`gethostname`, no resolver lookup) when it is a usable EHLO name, else
+    /// `localhost`.
     public static var defaultHelo: String {
-        let name = ProcessInfo.processInfo.hostName
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return SMTPSyntax.isValidHelo(name) ? name : "localhost"
     }
 
@@ -122,5 +125,26 @@ public struct SMTPConfiguration: Sendable {
         // Our close waits for the server's close_notify at most this long; the outcome is known by then.
         tls.shutdownTimeout = .seconds(2)
         return tls
+    }
+}
+
+extension SMTPConfiguration: CustomStringConvertible, CustomReflectable {
+    /// The configuration with the password redacted, safe for logs.
+    public var description: String {
+        "SMTPConfiguration(host: \(host), port: \(port), security: \(security.rawValue), "
+            + "username: \(username ?? "nil"), password: \(password == nil ? "nil" : "***"), helo: \(helo), "
+            + "trustRoots: \(trustRoots?.count ?? 0), serverName: \(serverName ?? "nil"), timeouts: \(timeouts))"
+    }
+
+    /// A mirror without the password, so `dump` cannot print it either.
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "host": host, "port": port, "security": security, "username": username as Any,
+                "password": password == nil ? "nil" : "***", "helo": helo, "serverName": serverName as Any,
+                "timeouts": timeouts,
+            ]
+        )
     }
 }

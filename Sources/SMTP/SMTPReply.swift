@@ -25,15 +25,20 @@ struct SMTPReply: Sendable, Equatable {
     }
 
     /// The queue id in a 250 after the final dot, in a form Postfix (`queued as 4F3A21C0`) or Exim (`id=1abc-...`)
-    /// use, restricted to letters, digits, `.`, `-` and `_` (at most 64): an address can never pass.
+    /// use: a whole token of letters, digits, `.`, `-` and `_` (at most 64), so no part of an address can pass.
     var queueId: String {
         for line in lines {
             for marker in ["queued as ", "id="] {
                 guard let range = line.range(of: marker, options: .caseInsensitive) else { continue }
-                let token = line[range.upperBound...].prefix {
+                let rest = line[range.upperBound...]
+                let token = rest.prefix {
                     $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_")
                 }
-                if !token.isEmpty && token.count <= 64 { return String(token) }
+                // Whole tokens only: `queued as user@example.com` must not yield `user`.
+                let next = rest.dropFirst(token.count).first
+                if !token.isEmpty && token.count <= 64 && (next == nil || next == " " || next == "\t") {
+                    return String(token)
+                }
             }
         }
         return ""
@@ -73,9 +78,6 @@ struct SMTPReplyDecoder: Sendable {
 
     /// A decoder with nothing pending.
     init() {}
-
-    /// Whether part of a reply (some lines, not the last) has been read.
-    var isPartial: Bool { !lines.isEmpty }
 
     /// The next complete reply, consuming its bytes; nil when `buffer` holds no complete one yet.
     mutating func next(from buffer: inout ReceivedBytes) throws(SMTPReplyError) -> SMTPReply? {

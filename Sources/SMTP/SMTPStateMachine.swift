@@ -10,9 +10,12 @@ import Foundation
 /// Outcome strings name the stage and codes only (see `SMTPOutcome`).
 struct SMTPStateMachine: Sendable {
     /// The AUTH user and password.
-    struct Credentials: Sendable, Equatable {
+    struct Credentials: Sendable, Equatable, CustomStringConvertible, CustomReflectable {
         var username: String
         var password: String
+
+        var description: String { "Credentials(username: \(username), password: ***)" }
+        var customMirror: Mirror { Mirror(self, children: ["username": username, "password": "***"]) }
     }
 
     /// What the handler waits for after a write, which picks the timeout.
@@ -153,7 +156,7 @@ struct SMTPStateMachine: Sendable {
         case .greeting:
             guard reply.code == 220 else {
                 if reply.code / 100 == 4 || reply.code / 100 == 5 { return refused(reply, stage) }
-                return quit(.transient("unexpected greeting " + reply.summary(at: stage.name)))
+                return quit(.transient("unexpected greeting SMTP \(reply.code)"))
             }
             return send("EHLO \(helo)", .ehlo)
         case .ehlo:
