@@ -21,8 +21,9 @@ public struct TLSFiles: Sendable {
     /// The `[tls_*]` keys of a configuration that uses these files.
     public var config: String { "tls_cert = \"\(cert)\"\ntls_key = \"\(key)\"\n" }
 
-    /// Makes a fresh set in a temporary directory.
-    public static func make() async throws -> TLSFiles {
+    /// Makes a fresh set in a temporary directory; `ipAddress: false` leaves 127.0.0.1 out of the server
+    /// certificate's names (it then names localhost only).
+    public static func make(ipAddress: Bool = true) async throws -> TLSFiles {
         let dir = NSTemporaryDirectory() + "otpd-tls-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let files = TLSFiles(directory: dir)
@@ -35,7 +36,7 @@ public struct TLSFiles: Sendable {
         for (name, cert, key, usage) in [
             (
                 "localhost", files.cert, files.key,
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
+                "subjectAltName=\(ipAddress ? "IP:127.0.0.1," : "")DNS:localhost\nextendedKeyUsage=serverAuth"
             ),
             ("otpd test client", files.clientCert, files.clientKey, "extendedKeyUsage=clientAuth"),
         ] {

@@ -1,5 +1,6 @@
 import Foundation
 import NIOSSL
+import OTPTesting
 import SMTP
 import Testing
 
@@ -13,7 +14,7 @@ import Testing
         _ server: MailServer,
         security: SMTPSecurity = .starttls,
         password: String? = nil,
-        trust certificates: TestCertificates?,
+        trust certificates: TLSFiles?,
         serverName: String? = nil,
         auth: Bool = true
     ) throws -> SMTPConfiguration {
@@ -41,7 +42,7 @@ import Testing
     }
 
     @Test func starttlsAndAuthPlainDeliverBothPartsTheMessageIdAndTheEnvelope() async throws {
-        let certificates = try await TestCertificates.make()
+        let certificates = try await TLSFiles.make()
         defer { certificates.remove() }
         let server = try await MailServer.start(certificates: certificates)
         defer { server.stop() }
@@ -82,7 +83,7 @@ import Testing
     }
 
     @Test func loginIsUsedWhenTheServerOffersNoPlain() async throws {
-        let certificates = try await TestCertificates.make()
+        let certificates = try await TLSFiles.make()
         defer { certificates.remove() }
         let server = try await MailServer.start(["--exclude-mechanism", "PLAIN"], certificates: certificates)
         defer { server.stop() }
@@ -93,7 +94,7 @@ import Testing
     }
 
     @Test func aWrongPasswordIsPermanentAndNothingIsDelivered() async throws {
-        let certificates = try await TestCertificates.make()
+        let certificates = try await TLSFiles.make()
         defer { certificates.remove() }
         let server = try await MailServer.start(certificates: certificates)
         defer { server.stop() }
@@ -106,7 +107,7 @@ import Testing
     }
 
     @Test func anUntrustedCertificateIsTransientAndNothingFollowsStarttls() async throws {
-        let certificates = try await TestCertificates.make()
+        let certificates = try await TLSFiles.make()
         defer { certificates.remove() }
         let server = try await MailServer.start(certificates: certificates)
         defer { server.stop() }
@@ -119,7 +120,7 @@ import Testing
 
     @Test func theCertificateMustNameTheServerOrItsAddress() async throws {
         // Only DNS:localhost in the certificate: connecting to 127.0.0.1 needs the name.
-        let certificates = try await TestCertificates.make(withIPAddress: false)
+        let certificates = try await TLSFiles.make(ipAddress: false)
         defer { certificates.remove() }
         let server = try await MailServer.start(certificates: certificates)
         defer { server.stop() }
@@ -156,7 +157,7 @@ import Testing
     }
 
     @Test func implicitTLSDelivers() async throws {
-        let certificates = try await TestCertificates.make()
+        let certificates = try await TLSFiles.make()
         defer { certificates.remove() }
         let server = try await MailServer.start(["--implicit"], certificates: certificates)
         defer { server.stop() }
