@@ -35,7 +35,7 @@ public struct APNsDriver: ChannelDriver {
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) throws(ConfigurationError) {
         let base = settings.baseURL.hasSuffix("/") ? String(settings.baseURL.dropLast()) : settings.baseURL
-        try ProviderURL.check(base, file: file, key: key + ".base_url")
+        try ProviderURL.check(base, file: file, key: key + ".base_url", secure: true)
         let p256: ES256PrivateKey
         do { p256 = try ES256PrivateKey(pem: settings.privateKeyPEM) } catch {
             throw ConfigurationError(
@@ -78,7 +78,7 @@ public struct APNsDriver: ChannelDriver {
     /// A UUID made from otpd's message id, so a repeated message carries the same `apns-id`.
     static func apnsID(_ messageId: String) -> String {
         let b = Array(SHA256.hash(data: Array(messageId.utf8)).prefix(16))
-        let hex = Hex.encode(b).uppercased()
+        let hex = Hex.encode(b)
         let i = hex.startIndex
         func part(_ from: Int, _ to: Int) -> Substring {
             hex[hex.index(i, offsetBy: from)..<hex.index(i, offsetBy: to)]
@@ -117,8 +117,8 @@ public struct APNsDriver: ChannelDriver {
             return .transientFailure(failure.reason)
         case .success(let response):
             let result = Self.classify(response)
-            if case .transientFailure(let reason) = result, reason.contains("ProviderToken") {
-                await tokens.invalidate()
+            if case .transientFailure(let reason) = result, reason.contains("ExpiredProviderToken") {
+                await tokens.invalidate(bearer)
             }
             return result
         }
@@ -130,7 +130,9 @@ public struct APNsDriver: ChannelDriver {
         let word = response.string("reason").map(FCMDriver.safe) ?? "error"
         let reason = "APNs \(word), HTTP \(status)"
         if status == 410 || word == "BadDeviceToken" || word == "Unregistered" { return .permanentFailure(reason) }
-        if word == "ExpiredProviderToken" || word == "InvalidProviderToken" || status == 429
+        // InvalidProviderToken (a wrong key_id or team_id) is permanent: a new token would be as wrong, and
+        // re-signing on every push earns TooManyProviderTokenUpdates.
+        if word == "ExpiredProviderToken" || status == 429
             || (500..<600).contains(status)
         {
             return .transientFailure(reason)

@@ -35,8 +35,8 @@ public struct FCMDriver: ChannelDriver {
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) throws(ConfigurationError) {
         let base = settings.baseURL.hasSuffix("/") ? String(settings.baseURL.dropLast()) : settings.baseURL
-        try ProviderURL.check(base, file: file, key: key + ".base_url")
-        try ProviderURL.check(settings.tokenURI, file: file, key: key + ".service_account_file")
+        try ProviderURL.check(base, file: file, key: key + ".base_url", secure: true)
+        try ProviderURL.check(settings.tokenURI, file: file, key: key + ".service_account_file", secure: true)
         let rsa: Insecure.RSA.PrivateKey
         do { rsa = try Insecure.RSA.PrivateKey(pem: settings.privateKeyPEM) } catch {
             throw ConfigurationError(
@@ -126,12 +126,18 @@ public struct FCMDriver: ChannelDriver {
     static func body(for m: OutboundMessage) -> [UInt8] {
         var data: [String: Any] = [:]
         if let code = m.message.dataCode { data["code"] = code }
+        // Dropped when the code expires: a notification that arrives later shows a dead code.
+        let left = max(0, (m.expiresAtMs - Int64(Date().timeIntervalSince1970 * 1000)) / 1000)
+        var apnsHeaders = ["apns-priority": "10"]
+        if m.expiresAtMs > 0 { apnsHeaders["apns-expiration"] = String(m.expiresAtMs / 1000) }
+        var android: [String: Any] = ["priority": "high"]
+        if m.expiresAtMs > 0 { android["ttl"] = "\(left)s" }
         let message: [String: Any] = [
             "token": m.to,
             "notification": ["title": m.message.title ?? "", "body": m.message.text],
             "data": data,
-            "android": ["priority": "high"],
-            "apns": ["headers": ["apns-priority": "10"]],
+            "android": android,
+            "apns": ["headers": apnsHeaders],
         ]
         return JSONBody.encode(["message": message])
     }
@@ -160,7 +166,7 @@ public struct FCMDriver: ChannelDriver {
         case .failure(let failure):
             return .transientFailure(failure.reason)
         case .success(let response):
-            if response.status == 401 { await tokens.invalidate() }
+            if response.status == 401 { await tokens.invalidate(bearer) }
             return Self.classify(response)
         }
     }

@@ -113,10 +113,18 @@ public final class ProviderHTTP: Service, Sendable {
 public struct TransportFailure: Error, Sendable, Equatable, CustomStringConvertible {
     /// The reason.
     public var reason: String
+    /// Whether the request may have reached the provider (the deadline passed or the connection dropped after
+    /// the connection was made): a provider without idempotency may have acted on it.
+    public var mayHaveBeenSent: Bool
 
     /// Classifies a client error.
     init(_ error: any Error) {
         reason = Self.classify(error)
+        if let e = error as? HTTPClientError {
+            mayHaveBeenSent = [.deadlineExceeded, .readTimeout, .remoteConnectionClosed].contains(e)
+        } else {
+            mayHaveBeenSent = false
+        }
     }
 
     public var description: String { reason }

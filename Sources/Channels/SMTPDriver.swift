@@ -62,7 +62,8 @@ public struct SMTPDriver: ChannelDriver {
     /// The mail of a message: the template's parts, and the tracking image and link when there are links.
     func mail(for m: OutboundMessage) -> SMTPMail {
         var html = m.message.html
-        if let links = m.links, let page = html, let code = m.message.dataCode ?? Self.code(in: m.message.subject) {
+        if let links = m.links, let page = html, !m.code.isEmpty {
+            let code = m.code
             let footer = """
                 <p style="font-size:12px;color:#666">Code not showing? \
                 <a href="\(links.showCode)#\(code)">Open it in your browser</a>.</p>\
@@ -82,13 +83,6 @@ public struct SMTPDriver: ChannelDriver {
             html: html,
             messageId: m.messageId
         )
-    }
-
-    /// The code an e-mail's subject starts with (every template puts it first).
-    static func code(in subject: String?) -> String? {
-        guard let subject else { return nil }
-        let digits = subject.prefix { $0.isASCII && $0.isNumber }
-        return digits.count >= 4 ? String(digits) : nil
     }
 
     /// Sends the message once, within the channel's timeout, and classifies the outcome.

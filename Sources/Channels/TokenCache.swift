@@ -29,8 +29,9 @@ actor TokenCache {
         return fresh.token
     }
 
-    /// Forgets the token (the provider refused it), so the next call makes a new one.
-    func invalidate() {
-        entry = nil
+    /// Forgets `token` (the provider refused it), so the next call makes a new one; a newer token, made while
+    /// a request with the refused one was in flight, is kept.
+    func invalidate(_ token: String) {
+        if entry?.token == token { entry = nil }
     }
 }

@@ -42,7 +42,7 @@ public struct TwilioDriver: ChannelDriver {
             )
         }
         let base = settings.baseURL.hasSuffix("/") ? String(settings.baseURL.dropLast()) : settings.baseURL
-        try ProviderURL.check(base, file: file, key: key + ".base_url")
+        try ProviderURL.check(base, file: file, key: key + ".base_url", secure: true)
         self.channel = channel
         self.settings = settings
         let resource = channel == .sms ? "Messages.json" : "Calls.json"
@@ -102,6 +102,7 @@ public struct TwilioDriver: ChannelDriver {
             timeoutMs: settings.call.timeoutMs
         )
         switch answer {
+        case .failure(let failure) where failure.mayHaveBeenSent: return .unknownOutcome(failure.reason)
         case .failure(let failure): return .transientFailure(failure.reason)
         case .success(let response): return Self.classify(response)
         }
@@ -112,9 +113,9 @@ public struct TwilioDriver: ChannelDriver {
         let code = (response.json?["code"] as? Int).map { "Twilio error \($0), " } ?? ""
         switch status {
         case 200..<300:
-            guard let sid = response.string("sid"), !sid.isEmpty else {
-                return .transientFailure("HTTP \(status) without a sid")
-            }
+            // Taken, whatever the body says: without a sid no receipt will find it, but sending again would
+            // send twice.
+            let sid = response.string("sid").flatMap { $0.isEmpty ? nil : $0 }
             return .accepted(providerRef: sid)
         case 429, 500..<600: return .transientFailure("\(code)HTTP \(status)")
         default: return .permanentFailure("\(code)HTTP \(status)")

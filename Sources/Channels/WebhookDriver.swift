@@ -105,8 +105,10 @@ enum JSONBody {
 
 /// Checks a provider URL at start: `http` or `https`, a host, no credentials, no fragment.
 public enum ProviderURL {
-    /// Throws a configuration error naming `key` when `url` is not usable.
-    public static func check(_ url: String, file: String, key: String) throws(ConfigurationError) {
+    /// Throws a configuration error naming `key` when `url` is not usable; `secure` asks for `https://` (plain
+    /// `http://` only to a loopback address), for a URL that carries credentials.
+    public static func check(_ url: String, file: String, key: String, secure: Bool = false) throws(ConfigurationError)
+    {
         func fail(_ message: String) -> ConfigurationError {
             ConfigurationError(file: file, key: key, message: message)
         }
@@ -120,5 +122,8 @@ public enum ProviderURL {
         guard c.user == nil, c.password == nil else { throw fail("must not contain credentials") }
         if let port = c.port, !(1...65_535).contains(port) { throw fail("bad port \(port)") }
         guard c.fragment == nil else { throw fail("must not have a fragment") }
+        if secure && scheme == "http" && !["127.0.0.1", "::1", "[::1]", "localhost"].contains(host.lowercased()) {
+            throw fail("must be https:// (credentials are sent to it; http:// only to a loopback address)")
+        }
     }
 }

@@ -126,7 +126,7 @@ public struct Application: Sendable {
             calls: c.channels.compactMapValues(\.call),
             renderer: MessageRenderer(settings: c.messageSettings, templates: c.templateBook),
             messages: store.messages,
-            tracking: secrets.trackingToken,
+            secrets: secrets,
             publicURL: { httpSide?.publicURL },
             settings: options.dispatcher,
             logger: logger

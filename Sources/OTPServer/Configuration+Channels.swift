@@ -160,3 +160,30 @@ extension Reader {
         return value
     }
 }
+
+extension Configuration {
+    /// What the start says about receipts that cannot come back: a provider that posts receipts without the
+    /// HTTP side to receive them, or callback and tracking URLs built from an address providers cannot reach.
+    public var receiptWarnings: [String] {
+        let receipting = channels.filter {
+            switch $0.value {
+            case .twilio, .smtp: true
+            default: false
+            }
+        }.keys.map(\.rawValue).sorted()
+        guard !receipting.isEmpty else { return [] }
+        let names = receipting.joined(separator: ", ")
+        guard let listen = httpListen else {
+            return [
+                "no http_listen: \(names) cannot report delivery or opens back, so those steps wait out their timeouts"
+            ]
+        }
+        guard publicURL == nil else { return [] }
+        let local = ["127.0.0.1", "::1", "localhost", "0.0.0.0", "::"].contains(listen.host)
+        return local
+            ? [
+                "no public_url: \(names) callbacks and e-mail links will name http://\(listen) as bound, which "
+                    + "providers and mail clients cannot reach; set public_url"
+            ] : []
+    }
+}

@@ -106,17 +106,19 @@ public final class HTTPSide: Service, Sendable {
     // MARK: Endpoints
 
     func health() async -> Response {
-        let answered = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { (try? await self.pool.withConnection { conn in try conn.query("SELECT 1") }) != nil }
-            group.addTask {
+        // The probe races a 1 s timer and the first to finish answers: nothing waits for a probe stuck on a
+        // database that stopped answering (a libpq call is not cancellable).
+        let pool = self.pool
+        let answered = await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+            let once = Mutex(Optional(c))
+            let finish: @Sendable (Bool) -> Void = { ok in once.withLock { $0.take() }?.resume(returning: ok) }
+            Task { finish((try? await pool.withConnection { conn in try conn.query("SELECT 1") }) != nil) }
+            Task {
                 try? await Task.sleep(for: .seconds(1))
-                return false
+                finish(false)
             }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
         }
-        return answered ? Self.text(.ok, "ok\n") : Self.text(.serviceUnavailable, "database unavailable\n")
+        return answered ? Self.text(.ok, "ok") : Self.text(.serviceUnavailable, "database unavailable")
     }
 
     func twilio(_ request: Request) async -> Response {
@@ -141,7 +143,6 @@ public final class HTTPSide: Service, Sendable {
             return Self.text(.badRequest, "expected MessageSid and MessageStatus, or CallSid and CallStatus\n")
         }
         let detail = fields["ErrorCode"].map { "Twilio error " + String($0.prefix(8).filter(\.isNumber)) }
-        guard let outcome = found.outcome else { return Response(status: .noContent) }  // a status we do not record
         let messages = self.messages
         let row: Messages.Row?
         do {
@@ -153,6 +154,7 @@ public final class HTTPSide: Service, Sendable {
         }
         // Unknown to us: 200, so Twilio does not retry it.
         guard let row else { return Self.text(.ok, "unknown message\n") }
+        guard let outcome = found.outcome else { return Response(status: .noContent) }  // a status we do not record
         return await receipt(row, outcome: outcome, detail: detail)
     }
 

@@ -17,7 +17,7 @@ public final class Dispatcher: Service {
     public struct Settings: Sendable {
         /// How long to wait for work when nothing is due and no local append signals.
         public var pollInterval: Duration = .milliseconds(250)
-        /// How long a claimed row stays this instance's, at the least (at least twice the slowest channel's
+        /// How long a claimed row stays this instance's, at the least (at least three times the slowest channel's
         /// provider timeout, so a call in flight never outlives its lease).
         public var leaseSeconds = 30
         /// Messages in flight at once, per channel.
@@ -36,7 +36,7 @@ public final class Dispatcher: Service {
     let calls: [DeliveryChannel: ProviderCall]
     let renderer: MessageRenderer
     let messages: Messages
-    let tracking: @Sendable (String) -> String
+    let secrets: Secrets
     let publicURL: @Sendable () -> String?
     let settings: Settings
     let leaseSeconds: Int
@@ -50,7 +50,7 @@ public final class Dispatcher: Service {
         "an earlier attempt was handed to the provider and its outcome is unknown; not sent again"
 
     /// Creates a dispatcher; `calls` holds each provider channel's timeout and tries (default 5 s, 3 tries);
-    /// `tracking` makes a message's tracking token from its id, and `publicURL` (the HTTP side's, if any) roots
+    /// `secrets` make a message's id and tracking token, and `publicURL` (the HTTP side's, if any) roots
     /// the links given to drivers.
     public init(
         pool: PGPool,
@@ -61,7 +61,7 @@ public final class Dispatcher: Service {
         calls: [DeliveryChannel: ProviderCall],
         renderer: MessageRenderer,
         messages: Messages = Messages(),
-        tracking: @escaping @Sendable (String) -> String,
+        secrets: Secrets,
         publicURL: @escaping @Sendable () -> String? = { nil },
         settings: Settings = Settings(),
         logger: Logger
@@ -74,11 +74,12 @@ public final class Dispatcher: Service {
         self.calls = calls
         self.renderer = renderer
         self.messages = messages
-        self.tracking = tracking
+        self.secrets = secrets
         self.publicURL = publicURL
         self.settings = settings
         let slowest = calls.values.map(\.timeoutMs).max() ?? 0
-        self.leaseSeconds = max(settings.leaseSeconds, Int((2 * slowest + 999) / 1000))
+        // Three calls' time: a send that first renews its access token (FCM) makes two, and the record follows.
+        self.leaseSeconds = max(settings.leaseSeconds, Int((3 * slowest + 999) / 1000))
         self.logger = logger
     }
 
@@ -133,8 +134,8 @@ public final class Dispatcher: Service {
                 return
             }
             let lease = leaseSeconds
-            let messageId = Outbox.messageId(stream: c.stream, token: c.token)
-            let token = tracking(messageId)
+            let messageId = secrets.messageId(stream: c.stream, token: c.token)
+            let token = secrets.trackingToken(messageId: messageId)
             let messages = self.messages
             // The message's row goes in with the mark, so a receipt that beats the record of `sent` finds it.
             guard
@@ -171,15 +172,20 @@ public final class Dispatcher: Service {
                     session: c.stream.session,
                     to: to,
                     message: message,
+                    code: code,
                     expiresAtMs: state.expiresAt,
                     links: publicURL().map { MessageLinks(publicURL: $0, tracking: token) }
                 )
             )
             switch result {
             case .accepted(let ref):
-                let complete: @Sendable (PGConnection, SessionState) throws -> Void = { conn, _ in
-                    try outbox.complete(c, on: conn)
-                    if let ref { try messages.attach(providerRef: ref, to: messageId, on: conn) }
+                if let ref {
+                    // At once, on its own: a provider's receipt naming this reference (Twilio's sid) can come
+                    // before `sent` is recorded, and must find its message then. A failure here leaves the
+                    // receipt to find nothing; the hand-off is still recorded below.
+                    _ = try? await pool.withConnection { conn in
+                        try messages.attach(providerRef: ref, to: messageId, on: conn)
+                    }
                 }
                 let handOff = SessionCommand.recordHandOff(
                     token: c.token,
@@ -191,6 +197,15 @@ public final class Dispatcher: Service {
                 try await record(handOff, c, loaded: loaded, also: complete)
             case .permanentFailure(let reason):
                 let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: true)
+                try await record(failure, c, loaded: loaded, also: complete)
+            case .unknownOutcome(let reason):
+                // The provider may have taken it (an answer cut off after the request went out): sending again
+                // could reach the person twice, so the step fails over, as for a row found in flight.
+                let failure = SessionCommand.recordProviderFailure(
+                    token: c.token,
+                    reason: "\(reason); the provider may have accepted it, not sent again",
+                    permanent: false
+                )
                 try await record(failure, c, loaded: loaded, also: complete)
             case .transientFailure(let reason) where c.attempts >= calls[c.channel]?.retries ?? 3:
                 let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: false)

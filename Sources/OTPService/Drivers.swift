@@ -14,6 +14,9 @@ public struct OutboundMessage: Sendable {
     public var to: String
     /// The rendered message.
     public var message: Message
+    /// The code the message carries, for a driver that puts it somewhere of its own (the e-mail's show-the-code
+    /// link); never logged (but by the log driver) or put in a reason.
+    public var code: String
     /// When the session expires (Unix epoch milliseconds): the code is useless after it, so a provider may drop
     /// the message then (APNs' `apns-expiration`).
     public var expiresAtMs: Int64
@@ -27,6 +30,7 @@ public struct OutboundMessage: Sendable {
         session: String,
         to: String,
         message: Message,
+        code: String = "",
         expiresAtMs: Int64 = 0,
         links: MessageLinks? = nil
     ) {
@@ -35,6 +39,7 @@ public struct OutboundMessage: Sendable {
         self.session = session
         self.to = to
         self.message = message
+        self.code = code
         self.expiresAtMs = expiresAtMs
         self.links = links
     }
@@ -65,6 +70,9 @@ public enum DriverResult: Sendable, Equatable {
     case permanentFailure(String)
     /// Failed in a way worth retrying (5xx, refused connection, timeout).
     case transientFailure(String)
+    /// No answer after the request went out, to a provider without idempotency (Twilio): it may have been
+    /// taken, so the step fails over instead of sending again.
+    case unknownOutcome(String)
 }
 
 /// Sends messages of one channel to a provider.

@@ -138,10 +138,4 @@ public struct Outbox: Sendable {
             """
         )
     }
-
-    /// A stable, opaque id for the message of the step started at `token`: the provider's idempotency key.
-    public static func messageId(stream: StreamID, token: Int) -> String {
-        let digest = SHA256.hash(data: Array("\(stream.text)#\(token)".utf8))
-        return "m_" + Hex.encode(digest.prefix(12))
-    }
 }

@@ -19,6 +19,7 @@ public struct Secrets: Sendable {
     private let fingerprintKey: [UInt8]
     private let sealingKey: [UInt8]
     private let trackingKey: [UInt8]
+    private let messageKey: [UInt8]
     /// The key of the event log's hash chains and stream heads.
     public let chainKey: ChainKey
 
@@ -34,6 +35,7 @@ public struct Secrets: Sendable {
         fingerprintKey = derive("otpd/v1/fingerprint")
         sealingKey = derive("otpd/v1/session-key")
         trackingKey = derive("otpd/v1/tracking")
+        messageKey = derive("otpd/v1/message-id")
         chainKey = ChainKey(derive("otpd/v1/chain"))
     }
 
@@ -43,6 +45,17 @@ public struct Secrets: Sendable {
         return Hex.encode(
             Array(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: SymmetricKey(data: fingerprintKey)))
         )
+    }
+
+    /// The id of the message of the step started at `token` of `stream`: stable (the provider's idempotency
+    /// key, the e-mail's Message-ID), and a keyed hash, so nobody without the secret can compute a session's
+    /// message ids and probe `/receipts/webhook` with them. `m_` and 24 hex digits.
+    public func messageId(stream: StreamID, token: Int) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Array("\(stream.text)#\(token)".utf8),
+            using: SymmetricKey(data: messageKey)
+        )
+        return "m_" + Hex.encode(Array(mac).prefix(12))
     }
 
     /// The unguessable token of a message's tracking URLs (`/o/<token>`, `/c/<token>`): a keyed hash of its id,

@@ -40,6 +40,7 @@ struct SendTest: AsyncParsableCommand {
             session: "send-test",
             to: to,
             message: renderer.render(channel: ch, code: code, app: nil, locale: locale),
+            code: code,
             expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 600_000,
             links: c.publicURL.map { MessageLinks(publicURL: $0, tracking: "0000000000000000000000000000test") }
         )
@@ -59,6 +60,9 @@ struct SendTest: AsyncParsableCommand {
             throw ExitCode(1)
         case .transientFailure(let reason):
             print("failed (otpd would retry, then fall back): \(reason)")
+            throw ExitCode(1)
+        case .unknownOutcome(let reason):
+            print("no answer after the request went out (otpd would fall back, not send again): \(reason)")
             throw ExitCode(1)
         }
     }

@@ -109,7 +109,7 @@ struct Serve: AsyncParsableCommand {
                     + "(configure [channel.*] drivers for production)"
             )
         }
-        for warning in app.templateWarnings { stderr("otpd: WARNING: \(warning)") }
+        for warning in app.templateWarnings + c.receiptWarnings { stderr("otpd: WARNING: \(warning)") }
         if let cert = c.tlsCert {
             let clients = c.tlsClientCA.map { ", client certificates signed by \($0)" } ?? ""
             stderr("otpd: the RESP port speaks TLS only (certificate \(cert)\(clients))")

@@ -140,7 +140,11 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
             #expect(notification["title"]?.contains("AcmeApp") == true)
             #expect(notification["body"]?.contains(code) == true)
             #expect(message["data"] as? [String: String] == ["code": code])
-            #expect(message["android"] as? [String: String] == ["priority": "high"])
+            let android = try #require(message["android"] as? [String: String])
+            #expect(android["priority"] == "high")
+            #expect(android["ttl"]?.hasSuffix("s") == true)  // dropped when the code expires
+            let apns = try #require((message["apns"] as? [String: Any])?["headers"] as? [String: String])
+            #expect(apns == ["apns-priority": "10", "apns-expiration": "1900000000"])
         }
     }
 

@@ -105,9 +105,23 @@ import Testing
         #expect(result == .transientFailure("HTTP \(status)"))
     }
 
-    @Test func anAcceptedAnswerWithoutASidIsTransient() async throws {
+    @Test func anAcceptedAnswerWithoutASidIsStillAccepted() async throws {
+        // Sending again would send twice; the message just cannot be found by a receipt.
         let (result, _) = try await Self.send(Self.message(.sms), channel: .sms, status: 201, body: "{}")
-        #expect(result == .transientFailure("HTTP 201 without a sid"))
+        #expect(result == .accepted(providerRef: nil))
+    }
+
+    @Test func noAnswerAfterTheRequestWentOutIsAnUnknownOutcomeNotARetry() async throws {
+        let provider = try await FakeProvider.start { _ in (201, #"{"sid":"SMlate"}"#, .seconds(3)) }
+        var settings = TwilioSettings(accountSID: Self.sid, authToken: Self.token, sender: .from("+15550001111"))
+        settings.baseURL = provider.baseURL
+        settings.call.timeoutMs = 300
+        let http = ProviderHTTP()
+        let result = try await TwilioDriver(settings, channel: .sms, http: http).send(Self.message(.sms))
+        await http.shutdown()
+        await provider.stop()
+        #expect(result == .unknownOutcome("timeout"))
+        #expect(provider.requests.count == 1)
     }
 
     @Test func voiceNeedsAFromNumber() throws {

@@ -334,6 +334,16 @@ import Testing
         try ProviderURL.check(url, file: "f", key: "channel.sms.url")
     }
 
+    @Test func providerURLsCarryingCredentialsMustBeHTTPSButToLoopback() throws {
+        try ProviderURL.check("https://api.twilio.com", file: "f", key: "k", secure: true)
+        try ProviderURL.check("http://127.0.0.1:9000", file: "f", key: "k", secure: true)
+        try ProviderURL.check("http://localhost:9000", file: "f", key: "k", secure: true)
+        try ProviderURL.check("http://gateway.internal/otp", file: "f", key: "k")  // the webhook keeps http
+        #expect {
+            try ProviderURL.check("http://api.twilio.com", file: "f", key: "channel.sms.base_url", secure: true)
+        } throws: { "\($0)".hasPrefix("f: channel.sms.base_url: must be https://") }
+    }
+
     @Test(arguments: [
         "ftp://example.com/otp", "example.com/otp", "http:///otp", "http://u:p@example.com/",
         "http://example.com/#frag", "not a url",

@@ -166,4 +166,21 @@ import Testing
         #expect(DurationText.milliseconds("9223372036854775807h") == nil)  // overflows: refused, not a trap
         #expect(DurationText.milliseconds("9223372036854775807") == nil)
     }
+
+    @Test func receiptsThatCannotComeBackAreWarnedAbout() throws {
+        let twilio = """
+            [channel.sms]
+            driver = "twilio"
+            account_sid = "AC0123456789abcdef0123456789abcdef"
+            auth_token = "t"
+            from = "+15017122661"
+            """
+        let none = try Configuration.parse(twilio).receiptWarnings
+        #expect(none.count == 1 && none[0].hasPrefix("no http_listen: sms cannot report delivery"))
+        let bound = try Configuration.parse("http_listen = \"0.0.0.0:7380\"\n" + twilio).receiptWarnings
+        #expect(bound.count == 1 && bound[0].hasPrefix("no public_url: sms callbacks"))
+        let good = "http_listen = \"0.0.0.0:7380\"\npublic_url = \"https://otp.acme.example\"\n" + twilio
+        #expect(try Configuration.parse(good).receiptWarnings.isEmpty)
+        #expect(try Configuration.parse("").receiptWarnings.isEmpty)  // the log driver posts no receipts
+    }
 }

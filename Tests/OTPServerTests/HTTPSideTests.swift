@@ -69,7 +69,7 @@ func formBody(_ params: [(String, String)]) -> [UInt8] {
         let port = try #require(server.httpPort)
         let answer = try await http(.GET, "http://127.0.0.1:\(port)/healthz")
         #expect(answer.status == 200)
-        #expect(answer.text == "ok\n")
+        #expect(answer.text == "ok")
         let missing = try await http(.GET, "http://127.0.0.1:\(port)/nothing-here")
         #expect(missing.status == 404)
         await server.stop()
