@@ -1,3 +1,4 @@
+import EventStore
 import Logging
 import OTPDomain
 import Postgres
@@ -207,14 +208,23 @@ public final class Dispatcher: Service {
                     permanent: false
                 )
                 try await record(failure, c, loaded: loaded, also: complete)
-            case .transientFailure(let reason) where c.attempts >= calls[c.channel]?.retries ?? 3:
-                let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: false)
-                try await record(failure, c, loaded: loaded, also: complete)
-            case .transientFailure:
-                // Exponential backoff with jitter: 200 ms, 400 ms, 800 ms ... (± 50 %).
+            case .transientFailure(let reason):
+                // Exponential backoff with jitter: 200 ms, 400 ms, 800 ms ... (± 50 %), while tries are left and
+                // the step's time lasts; then the step fails at once instead of waiting out its timeout.
                 let base = 200 << min(c.attempts - 1, 8)
                 let delay = base / 2 + Int.random(in: 0...base)
-                try await pool.withConnection { conn in try outbox.retry(c, afterMs: delay, on: conn) }
+                if c.attempts >= calls[c.channel]?.retries ?? 3
+                    || Self.stepTimeIsUp(c, loaded: loaded, issued: issued, afterMs: delay)
+                {
+                    let failure = SessionCommand.recordProviderFailure(
+                        token: c.token,
+                        reason: reason,
+                        permanent: false
+                    )
+                    try await record(failure, c, loaded: loaded, also: complete)
+                } else {
+                    try await pool.withConnection { conn in try outbox.retry(c, afterMs: delay, on: conn) }
+                }
             }
         } catch let u as UnreadableSession {
             // Retrying cannot help until someone repairs or removes the session: park the message, say so once.
@@ -229,6 +239,27 @@ public final class Dispatcher: Service {
                 metadata: ["stream": "\(c.stream)", "token": "\(c.token)", "error": "\(error)"]
             )
         }
+    }
+
+    /// Whether the step's time would be up by the next try, `afterMs` from now: its timeout, counted from the
+    /// event that started it (its message has not gone out, so its wait has not begun); a last step without a
+    /// timeout has no such bound.
+    static func stepTimeIsUp(
+        _ c: Outbox.Claim,
+        loaded: LoadedSession,
+        issued: SessionEvent.Issued,
+        afterMs: Int
+    ) -> Bool {
+        guard let started = loaded.state.started.first(where: { $0.version == c.token }),
+            let startedAt = loaded.records.first(where: { $0.version == c.token })?.at,
+            started.step >= 1, started.step <= issued.plan.steps.count
+        else { return false }
+        let isLast = started.step == issued.plan.steps.count
+        guard
+            let timeout = issued.plan.steps[started.step - 1].timeoutMs
+                ?? (isLast ? nil : PolicyBook.defaultStepTimeoutMs)
+        else { return false }
+        return loaded.now + Int64(afterMs) >= startedAt + timeout
     }
 
     /// Records an outcome, trying again with backoff while the database fails (never sending again): a blip or

@@ -163,8 +163,9 @@ let fastPolicy = """
         let slow = """
             [[policy]]
             name = "default"
-            steps = [ { channel = "sms", timeout = "2s" }, { channel = "email" } ]
+            steps = [ { channel = "sms", timeout = "6s" }, { channel = "email" } ]
             """
+        // 6 s: the first instance must stop before the step's deadline, also on a loaded machine.
         let first = try await TestServer.start(label: "restart", config: slow)
         _ = try await redisCLI(first.port, ["ISSUE", "k1", "sms:+15551234567", "email:a@example.com"])
         try await first.waitUntilSent("k1")
@@ -177,7 +178,7 @@ let fastPolicy = """
 
         let second = try await TestServer.start(label: "restart", config: slow, databaseURL: first.databaseURL)
         defer { Task { await second.stop() } }
-        let types = try await eventually(timeout: .seconds(15), "the escalation after restart") { () -> [String]? in
+        let types = try await eventually(timeout: .seconds(30), "the escalation after restart") { () -> [String]? in
             let t = try eventTypes(second.databaseURL)["default/k1"] ?? []
             return t.filter { $0 == "sent" }.count == 2 ? t : nil
         }

@@ -161,3 +161,38 @@ extension ProviderFallbackTests {
         #expect(paths == ["sms", "sms", "call"])  // two tries of the SMS, then the call at once
     }
 }
+
+/// A transient failure is retried while tries are left and the step's time lasts, whichever ends first.
+@Suite struct StepTimeBoundsRetriesTests {
+    @Test func aProviderThatKeepsFailingIsGivenUpWhenTheStepsTimeIsUpNotAfterEveryTry() async throws {
+        let gateway = try await FakeProvider.start { _ in (503, "busy", .milliseconds(150)) }
+        let server = try await TestServer.start(
+            label: "step_time",
+            config: """
+                [channel.sms]
+                driver = "webhook"
+                url = "\(gateway.baseURL)/sms"
+                retries = 10
+
+                [[policy]]
+                name = "default"
+                steps = [ { channel = "sms", timeout = "1500ms" }, { channel = "email", timeout = "60s" } ]
+                """
+        )
+        defer {
+            Task {
+                await server.stop()
+                await gateway.stop()
+            }
+        }
+        _ = try await redisCLI(server.port, ["ISSUE", "st1", "sms:+15551234567", "email:a@example.com"])
+        let types = try await eventually(timeout: .seconds(20), "the fallback to e-mail") { () -> [String]? in
+            let t = try await events(server, "st1").map(\.type)
+            return t.contains("escalated") ? t : nil
+        }
+        #expect(Array(types.prefix(3)) == ["issued", "delivery_failed", "escalated"])
+        // 10 tries with backoff (0.2 + 0.4 + ... s) and 150 ms answers would take minutes; 1.5 s allows a few.
+        let tries = gateway.requests.count
+        #expect(tries >= 2 && tries < 10, "\(tries) tries")
+    }
+}
