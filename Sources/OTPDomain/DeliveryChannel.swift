@@ -129,6 +129,43 @@ public enum Validation {
         }
     }
 
+    /// A receipt's detail as it may be recorded: gateways' and carriers' texts often quote the phone number or
+    /// address they failed on, and events hold no destination in clear, so every run of 7 or more digits
+    /// (with the `+`, spaces, dots and dashes between them) and every word with an `@` becomes `…`.
+    public static func redactedDetail(_ s: String) -> String {
+        let out = s.split(separator: " ", omittingEmptySubsequences: false)
+            .map { $0.contains("@") ? "…" : String($0) }.joined(separator: " ")
+        // Digit runs, allowing the separators a written number has.
+        var result = ""
+        var run = ""
+        var digits = 0
+        func flush() {
+            if digits >= 7 {
+                result += "…"
+                result += run.reversed().prefix { !$0.isNumber }.reversed()  // the separators after it
+            } else {
+                result += run
+            }
+            run = ""
+            digits = 0
+        }
+        for ch in out {
+            if ch.isASCII && ch.isNumber {
+                run.append(ch)
+                digits += 1
+            } else if !run.isEmpty && (ch == " " || ch == "-" || ch == "." || ch == "(" || ch == ")") {
+                run.append(ch)
+            } else if run.isEmpty && ch == "+" {
+                run.append(ch)
+            } else {
+                flush()
+                result.append(ch)
+            }
+        }
+        flush()
+        return result
+    }
+
     /// The text with anything but printable ASCII replaced and cut to 64 characters, safe to echo in errors.
     public static func printable(_ s: some StringProtocol) -> String {
         String(

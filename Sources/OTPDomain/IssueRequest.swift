@@ -187,6 +187,6 @@ public enum Arguments {
             throw .badArgument("outcome must be delivered, failed or opened")
         }
         if let detail, detail.utf8.count > 256 { throw .badArgument("detail must be at most 256 bytes") }
-        return .recordReceipt(channel: c, outcome: o, detail: detail)
+        return .recordReceipt(channel: c, outcome: o, detail: detail.map(Validation.redactedDetail))
     }
 }

@@ -12,6 +12,7 @@ extension Reader {
         _ p: String
     ) throws(ConfigurationError) -> ChannelSettings {
         guard let driver = try string(t, "driver", "\(p).driver") else { throw fail("\(p).driver", "is required") }
+        if let refusal = ChannelSettings.refusal(driver: driver, for: ch, file: file, key: p) { throw refusal }
         let common: Set<String> = ["driver", "timeout", "retries", "ca_file"]
         func call() throws(ConfigurationError) -> ProviderCall {
             var call = ProviderCall()
@@ -66,6 +67,25 @@ extension Reader {
             case (nil, let m?): sender = .messagingService(m)
             case (nil, nil): throw fail("\(p).from", "is required for twilio (or messaging_service_sid)")
             case (.some, .some): throw fail("\(p).from", "give from or messaging_service_sid, not both")
+            }
+            switch sender {
+            case .from(let f):
+                let alphanumeric =
+                    (1...11).contains(f.count) && f.contains(where: \.isLetter)
+                    && f.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == " ") }
+                guard Validation.isE164(f) || (alphanumeric && ch == .sms) else {
+                    throw fail(
+                        "\(p).from",
+                        ch == .sms
+                            ? "must be an E.164 number such as \"+15017122661\" or an alphanumeric sender id of 1 to "
+                                + "11 letters and digits"
+                            : "must be an E.164 number such as \"+15017122661\" (a call comes from a number)"
+                    )
+                }
+            case .messagingService(let m):
+                guard m.hasPrefix("MG"), m.count == 34, m.dropFirst(2).allSatisfy(\.isHexDigit) else {
+                    throw fail("\(p).messaging_service_sid", "must be MG followed by 32 hex digits")
+                }
             }
             let sid = try required("account_sid")
             guard sid.hasPrefix("AC"), sid.count == 34,
@@ -136,9 +156,16 @@ extension Reader {
         case "apns":
             try onlyKeys(t, common.union(["team_id", "key_id", "key_file", "topic", "base_url"]), p)
             let keyPath = try required("key_file")
+            func appleID(_ key: String) throws(ConfigurationError) -> String {
+                let v = try required(key)
+                guard v.count == 10, v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
+                    throw fail("\(p).\(key)", "must be the 10-character id from Apple's developer account")
+                }
+                return v
+            }
             var s = APNsSettings(
-                teamID: try required("team_id"),
-                keyID: try required("key_id"),
+                teamID: try appleID("team_id"),
+                keyID: try appleID("key_id"),
                 privateKeyPEM: try read(keyPath, key: "\(p).key_file", trimmed: false),
                 topic: try required("topic")
             )

@@ -208,9 +208,7 @@ struct Reader {
                 let p = "channel.\(key)"
                 let ch = try channel(key, p)
                 guard let tt = ct[key]?.table else { throw fail(p, "must be a table") }
-                let settings = try channelSettings(tt, ch, p)
-                if let error = settings.refusal(for: ch, file: file, key: p) { throw error }
-                c.channels[ch] = settings
+                c.channels[ch] = try channelSettings(tt, ch, p)
             }
         }
 

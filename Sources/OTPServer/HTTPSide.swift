@@ -186,8 +186,10 @@ public final class HTTPSide: Service, Sendable {
         } catch {
             return Self.text(.badRequest, "\(error)\n")
         }
-        guard case .recordReceipt(_, let outcome, _, _) = command else { return Self.text(.badRequest, "\n") }
-        return await receipt(row, outcome: outcome, detail: detail)
+        guard case .recordReceipt(_, let outcome, let checked, _) = command else {
+            return Self.text(.badRequest, "\n")
+        }
+        return await receipt(row, outcome: outcome, detail: checked)
     }
 
     /// The e-mail's open image or "show the code" page: the first fetch records `opened` for its step. The

@@ -31,12 +31,16 @@ public enum ChannelSettings: Sendable, Hashable {
     }
 
     /// The channels the driver can send.
-    public var channels: Set<DeliveryChannel> {
-        switch self {
-        case .log, .null, .webhook: Set(DeliveryChannel.allCases)
-        case .twilio: [.sms, .voice]
-        case .smtp: [.email]
-        case .fcm, .apns: [.push]
+    public var channels: Set<DeliveryChannel> { Self.channels(driver: driver) ?? [] }
+
+    /// The channels the driver named `driver` can send; nil for an unknown driver.
+    public static func channels(driver: String) -> Set<DeliveryChannel>? {
+        switch driver {
+        case "log", "null", "webhook": Set(DeliveryChannel.allCases)
+        case "twilio": [.sms, .voice]
+        case "smtp": [.email]
+        case "fcm", "apns": [.push]
+        default: nil
         }
     }
 
@@ -238,7 +242,17 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
 extension ChannelSettings {
     /// The error for a driver put on a channel it cannot send (`smtp` on sms, say), naming `key.driver`.
     public func refusal(for channel: DeliveryChannel, file: String, key: String) -> ConfigurationError? {
-        guard !channels.contains(channel) else { return nil }
+        Self.refusal(driver: driver, for: channel, file: file, key: key)
+    }
+
+    /// The same check by the driver's name, before its settings are read.
+    public static func refusal(
+        driver: String,
+        for channel: DeliveryChannel,
+        file: String,
+        key: String
+    ) -> ConfigurationError? {
+        guard let channels = channels(driver: driver), !channels.contains(channel) else { return nil }
         let names = channels.map(\.rawValue).sorted().joined(separator: " and ")
         let what = names == "email" ? "e-mail" : names
         return ConfigurationError(file: file, key: key + ".driver", message: "\(driver) sends \(what) only")

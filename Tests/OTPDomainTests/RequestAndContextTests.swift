@@ -84,3 +84,17 @@ import Testing
         #expect(d.events.isEmpty)
     }
 }
+
+@Suite struct ReceiptDetailTests {
+    @Test(arguments: [
+        ("carrier DLR 000", "carrier DLR 000"),
+        ("undeliverable to +1 555-555-0123 (blocked)", "undeliverable to … (blocked)"),
+        ("no mailbox ann@example.com here", "no mailbox … here"),
+        ("Twilio error 30003", "Twilio error 30003"),
+        ("id 15551234567", "id …"),
+    ])
+    func aReceiptsDetailKeepsNoPhoneNumberOrAddress(detail: String, recorded: String) throws {
+        let command = try Arguments.receipt(channel: "sms", outcome: "failed", detail: detail)
+        #expect(command == .recordReceipt(channel: .sms, outcome: .failed, detail: recorded))
+    }
+}

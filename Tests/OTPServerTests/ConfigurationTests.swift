@@ -183,4 +183,48 @@ import Testing
         #expect(try Configuration.parse(good).receiptWarnings.isEmpty)
         #expect(try Configuration.parse("").receiptWarnings.isEmpty)  // the log driver posts no receipts
     }
+
+    @Test(arguments: [
+        (
+            "[channel.sms]\ndriver = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\nauth_token = \"t\"\nfrom = \"5017122661\"",
+            "otpd.toml: channel.sms.from: must be an E.164 number"
+        ),
+        (
+            "[channel.voice]\ndriver = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\nauth_token = \"t\"\nfrom = \"AcmeApp\"",
+            "otpd.toml: channel.voice.from: must be an E.164 number such as \"+15017122661\" (a call"
+        ),
+        (
+            "[channel.sms]\ndriver = \"twilio\"\naccount_sid = \"AC123\"\nauth_token = \"t\"\nfrom = \"AcmeApp\"",
+            "otpd.toml: channel.sms.account_sid: must be AC followed by 32 hex digits"
+        ),
+        (
+            "[channel.sms]\ndriver = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\nauth_token_file = \"/nonexistent\"\nfrom = \"AcmeApp\"",
+            "otpd.toml: channel.sms.auth_token_file: cannot read '/nonexistent'"
+        ),
+        (
+            "[channel.push]\ndriver = \"apns\"\nteam_id = \"T\"\nkey_id = \"KEY1234567\"\nkey_file = \"k\"\ntopic = \"t\"",
+            "otpd.toml: channel.push.team_id: must be the 10-character id"
+        ),
+        (
+            "[channel.push]\ndriver = \"fcm\"\nproject_id = \"p\"\nservice_account_file = \"/nonexistent.json\"",
+            "otpd.toml: channel.push.service_account_file: cannot read '/nonexistent.json'"
+        ),
+        (
+            "[channel.email]\ndriver = \"smtp\"\nhost = \"h\"\nfrom = \"f@x.example\"\ntls = \"none\"\nusername = \"u\"\npassword = \"p\"",
+            "otpd.toml: channel.email.tls: \"none\" never sends AUTH"
+        ),
+        (
+            "[channel.email]\ndriver = \"smtp\"\nhost = \"h\"\nfrom = \"f@x.example\"\ntls = \"sometimes\"",
+            "otpd.toml: channel.email.tls: must be starttls, implicit or none"
+        ),
+        ("[channel.push]\ndriver = \"twilio\"", "otpd.toml: channel.push.driver: twilio sends sms and voice only"),
+    ])
+    func aProviderKeyThatIsMissingOrMalformedStopsTheStartNamingIt(text: String, message: String) {
+        do {
+            _ = try Configuration.parse(text, file: "otpd.toml")
+            Issue.record("parsed: \(text)")
+        } catch {
+            #expect("\(error)".hasPrefix(message), "\(error)")
+        }
+    }
 }

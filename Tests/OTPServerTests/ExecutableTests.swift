@@ -441,7 +441,7 @@ import Testing
 
             """
         let pushes = [
-            "[channel.push]\ndriver = \"apns\"\nteam_id = \"T\"\nkey_id = \"K\"\nkey_file = \"\(p8)\"\ntopic = \"com.acme\"\n",
+            "[channel.push]\ndriver = \"apns\"\nteam_id = \"ABCDE12345\"\nkey_id = \"KEY1234567\"\nkey_file = \"\(p8)\"\ntopic = \"com.acme\"\n",
             "[channel.push]\ndriver = \"fcm\"\nproject_id = \"acme\"\nservice_account_file = \"\(accountFile)\"\n",
         ]
         for push in pushes {
