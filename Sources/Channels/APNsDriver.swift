@@ -34,8 +34,7 @@ public struct APNsDriver: ChannelDriver {
         key: String = "channel",
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) throws(ConfigurationError) {
-        let base = settings.baseURL.hasSuffix("/") ? String(settings.baseURL.dropLast()) : settings.baseURL
-        try ProviderURL.check(base, file: file, key: key + ".base_url", secure: true)
+        let base = try ProviderURL.base(settings.baseURL, file: file, key: key + ".base_url")
         let p256: ES256PrivateKey
         do { p256 = try ES256PrivateKey(pem: settings.privateKeyPEM) } catch {
             throw ConfigurationError(

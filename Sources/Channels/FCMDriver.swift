@@ -34,8 +34,7 @@ public struct FCMDriver: ChannelDriver {
         key: String = "channel",
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) throws(ConfigurationError) {
-        let base = settings.baseURL.hasSuffix("/") ? String(settings.baseURL.dropLast()) : settings.baseURL
-        try ProviderURL.check(base, file: file, key: key + ".base_url", secure: true)
+        let base = try ProviderURL.base(settings.baseURL, file: file, key: key + ".base_url")
         try ProviderURL.check(settings.tokenURI, file: file, key: key + ".service_account_file", secure: true)
         let rsa: Insecure.RSA.PrivateKey
         do { rsa = try Insecure.RSA.PrivateKey(pem: settings.privateKeyPEM) } catch {

@@ -41,8 +41,7 @@ public struct TwilioDriver: ChannelDriver {
                 message: "a call needs a `from` number; a messaging service sends SMS only"
             )
         }
-        let base = settings.baseURL.hasSuffix("/") ? String(settings.baseURL.dropLast()) : settings.baseURL
-        try ProviderURL.check(base, file: file, key: key + ".base_url", secure: true)
+        let base = try ProviderURL.base(settings.baseURL, file: file, key: key + ".base_url")
         self.channel = channel
         self.settings = settings
         let resource = channel == .sms ? "Messages.json" : "Calls.json"
@@ -74,7 +73,7 @@ public struct TwilioDriver: ChannelDriver {
     /// The call's TwiML: a breath, the script (the code digit by digit, twice), in the template's language.
     static func twiml(_ message: Message) -> String {
         let language = sayLanguages[message.locale] ?? "en-US"
-        let sentences = message.text.split(separator: "\n").map { XML.escape(String($0)) }
+        let sentences = message.text.split(separator: "\n").map { TemplateText.escapeHTML(String($0)) }
         let says = sentences.map { "<Say language=\"\(language)\">\($0)</Say>" }
             .joined(separator: "<Pause length=\"1\"/>")
         return "<Response><Pause length=\"1\"/>\(says)</Response>"
@@ -144,23 +143,5 @@ enum Form {
     /// `k=v&k=v`, in the order given.
     static func encode(_ fields: [(String, String)]) -> String {
         fields.map { escape($0.0) + "=" + escape($0.1) }.joined(separator: "&")
-    }
-}
-
-/// Escapes text for XML content and attributes.
-enum XML {
-    static func escape(_ s: String) -> String {
-        var out = ""
-        for ch in s {
-            switch ch {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            default: out.append(ch)
-            }
-        }
-        return out
     }
 }

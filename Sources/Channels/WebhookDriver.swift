@@ -105,6 +105,13 @@ enum JSONBody {
 
 /// Checks a provider URL at start: `http` or `https`, a host, no credentials, no fragment.
 public enum ProviderURL {
+    /// A provider's base URL that receives credentials, checked (`secure`) and without a trailing `/`.
+    public static func base(_ url: String, file: String, key: String) throws(ConfigurationError) -> String {
+        let base = url.hasSuffix("/") ? String(url.dropLast()) : url
+        try check(base, file: file, key: key, secure: true)
+        return base
+    }
+
     /// Throws a configuration error naming `key` when `url` is not usable; `secure` asks for `https://` (plain
     /// `http://` only to a loopback address), for a URL that carries credentials.
     public static func check(_ url: String, file: String, key: String, secure: Bool = false) throws(ConfigurationError)

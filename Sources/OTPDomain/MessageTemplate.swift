@@ -94,7 +94,7 @@ public struct OwnTemplate: Sendable, Hashable {
 }
 
 /// Placeholder syntax: `{name}` with a name of 1 to 32 letters, digits or `_`.
-enum TemplateText {
+public enum TemplateText {
     /// Replaces each placeholder `value` knows, in one pass: what it inserts is never scanned again (a code or
     /// an app name holding `{code}` stays as it is). Placeholders it does not know stay as written.
     static func substitute(_ template: String, _ value: (String) -> String?) -> String {
@@ -139,8 +139,8 @@ enum TemplateText {
         return nil
     }
 
-    /// Escapes the five HTML (and XML) special characters.
-    static func escapeHTML(_ s: String) -> String {
+    /// Escapes the five HTML (and XML) special characters: for e-mail HTML, SSML, TwiML and otpd's own pages.
+    public static func escapeHTML(_ s: String) -> String {
         var out = ""
         for ch in s {
             switch ch {

@@ -212,7 +212,7 @@ public final class HTTPSide: Service, Sendable {
         headers[.contentSecurityPolicy] =
             "default-src 'none'; script-src 'sha256-\(Self.showScriptHash)'; style-src 'unsafe-inline'"
         headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
-        let app = HTML.escape(settings.appName)
+        let app = TemplateText.escapeHTML(settings.appName)
         // The code travels in the link's fragment (`/c/<token>#123456`), which browsers never send: the page reads
         // it, so the code is in no request, log or answer, and the answer is the same for every token.
         let page = """
@@ -352,23 +352,5 @@ enum FormFields {
     static func unescape(_ s: Substring) -> String {
         let spaced = s.replacingOccurrences(of: "+", with: " ")
         return spaced.removingPercentEncoding ?? spaced
-    }
-}
-
-/// Escapes text for HTML.
-enum HTML {
-    static func escape(_ s: String) -> String {
-        var out = ""
-        for ch in s {
-            switch ch {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(ch)
-            }
-        }
-        return out
     }
 }
