@@ -26,6 +26,9 @@ public struct SMTPDriver: ChannelDriver {
             ConfigurationError(file: file, key: "\(key).\(subkey)", message: message)
         }
         do { from = try SMTPAddress.parse(settings.from) } catch { throw fail("from", error.message) }
+        if let helo = settings.helo, !SMTPSyntax.isValidHelo(helo) {
+            throw fail("helo", "must be a host name: printable ASCII without spaces, at most 255 characters")
+        }
         guard !settings.host.isEmpty, !settings.host.contains(where: { $0 == " " || $0 == "/" }) else {
             throw fail("host", "'\(settings.host)' is not a host name or address")
         }
@@ -52,7 +55,7 @@ public struct SMTPDriver: ChannelDriver {
                 security: security,
                 username: settings.username,
                 password: settings.password,
-                helo: settings.helo,
+                helo: settings.helo ?? SMTPConfiguration.defaultHelo,
                 trustRoots: roots,
                 timeouts: SMTPTimeouts(connect: stage, greeting: stage, command: stage, dataEnd: stage)
             )

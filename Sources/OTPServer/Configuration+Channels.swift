@@ -113,7 +113,7 @@ extension Reader {
                 security = parsed
             }
             let defaultPort = security == .implicit ? 465 : 587
-            let helo = try optional("helo") ?? ProcessInfo.processInfo.hostName
+            let helo = try optional("helo")
             var s = SMTPSettings(
                 host: try required("host"),
                 port: try int(t, "port", "\(p).port", 1...65535) ?? defaultPort,
@@ -205,12 +205,24 @@ extension Configuration {
                 "no http_listen: \(names) cannot report delivery or opens back, so those steps wait out their timeouts"
             ]
         }
-        guard publicURL == nil else { return [] }
+        var warnings: [String] = []
+        if case .smtp = channel(.email) {
+            // Opens are seen through the HTML part's image and link: a template without one reports none.
+            let book = templateBook
+            for locale in book.locales(of: .email) where book.templates[.email]?[locale]?.html == nil {
+                warnings.append(
+                    "templates.email.\(locale) has no html: its e-mails report no opens, so an e-mail step "
+                        + "waiting until opened waits out its timeout"
+                )
+            }
+        }
         let local = ["127.0.0.1", "::1", "localhost", "0.0.0.0", "::"].contains(listen.host)
-        return local
-            ? [
+        if publicURL == nil && local {
+            warnings.append(
                 "no public_url: \(names) callbacks and e-mail links will name http://\(listen) as bound, which "
                     + "providers and mail clients cannot reach; set public_url"
-            ] : []
+            )
+        }
+        return warnings
     }
 }

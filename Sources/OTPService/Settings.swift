@@ -137,12 +137,12 @@ public struct SMTPSettings: Sendable, Hashable {
     public var password: String?
     /// How the connection is protected.
     public var security = Security.starttls
-    /// The EHLO name (default: the machine's host name).
-    public var helo: String
+    /// The EHLO name; nil: the machine's host name (or `localhost` when that is not a usable name).
+    public var helo: String?
     /// Timeout, retries and trust roots.
     public var call = ProviderCall()
     /// Creates the settings.
-    public init(host: String, port: Int, from: String, helo: String) {
+    public init(host: String, port: Int, from: String, helo: String? = nil) {
         self.host = host
         self.port = port
         self.from = from

@@ -124,7 +124,8 @@ public struct SMTPMail: Sendable {
 }
 
 /// The syntax checks shared by the renderer, the client and the state machine.
-enum SMTPSyntax {
+/// The syntax checks of addresses and names, before anything is sent.
+public enum SMTPSyntax {
     /// `atext` of RFC 5322: letters, digits and ``!#$%&'*+-/=?^_`{|}~``.
     static func isAtext(_ b: UInt8) -> Bool {
         switch b {
@@ -170,7 +171,7 @@ enum SMTPSyntax {
     }
 
     /// An EHLO argument: printable ASCII without spaces, at most 255 octets.
-    static func isValidHelo(_ name: String) -> Bool {
+    public static func isValidHelo(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
         return !bytes.isEmpty && bytes.count <= 255 && bytes.allSatisfy { $0 > 32 && $0 < 127 }
     }

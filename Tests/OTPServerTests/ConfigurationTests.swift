@@ -182,6 +182,20 @@ import Testing
         let good = "http_listen = \"0.0.0.0:7380\"\npublic_url = \"https://otp.acme.example\"\n" + twilio
         #expect(try Configuration.parse(good).receiptWarnings.isEmpty)
         #expect(try Configuration.parse("").receiptWarnings.isEmpty)  // the log driver posts no receipts
+        let textOnly = """
+            http_listen = "10.0.0.5:7380"
+
+            [channel.email]
+            driver = "smtp"
+            host = "127.0.0.1"
+            from = "a@acme.example"
+            tls = "none"
+
+            [templates.email.de]
+            text = "Ihr Code: {code}"
+            """
+        let warnings = try Configuration.parse(textOnly).receiptWarnings
+        #expect(warnings.count == 1 && warnings[0].hasPrefix("templates.email.de has no html"), "\(warnings)")
     }
 
     @Test(arguments: [
