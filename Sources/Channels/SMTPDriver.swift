@@ -17,8 +17,6 @@ public struct SMTPDriver: ChannelDriver {
 
     let client: SMTPClient
     let from: SMTPAddress
-    /// The bound on one whole conversation (the channel's `timeout`), as for the HTTP drivers.
-    let deadline: Duration
 
     /// Creates the driver; the sender, the trust roots and the host are checked now, naming `key` on error.
     public init(_ settings: SMTPSettings, file: String = "config", key: String = "channel") throws(ConfigurationError) {
@@ -45,9 +43,9 @@ public struct SMTPDriver: ChannelDriver {
             case .implicit: .implicit
             case .none: .none
             }
-        // The channel's timeout bounds the whole conversation; each stage gets at most that much too.
+        // The channel's timeout bounds the whole conversation (after connecting), as a call's for the HTTP
+        // drivers; each stage gets at most that much too.
         let stage = Duration.milliseconds(settings.call.timeoutMs)
-        deadline = stage
         client = SMTPClient(
             configuration: SMTPConfiguration(
                 host: settings.host,
@@ -57,7 +55,13 @@ public struct SMTPDriver: ChannelDriver {
                 password: settings.password,
                 helo: settings.helo ?? SMTPConfiguration.defaultHelo,
                 trustRoots: roots,
-                timeouts: SMTPTimeouts(connect: stage, greeting: stage, command: stage, dataEnd: stage)
+                timeouts: SMTPTimeouts(
+                    connect: stage,
+                    greeting: stage,
+                    command: stage,
+                    dataEnd: stage,
+                    total: stage
+                )
             )
         )
     }
@@ -90,22 +94,11 @@ public struct SMTPDriver: ChannelDriver {
 
     /// Sends the message once, within the channel's timeout, and classifies the outcome.
     public func send(_ message: OutboundMessage) async -> DriverResult {
-        let (client, mail, deadline) = (self.client, mail(for: message), self.deadline)
-        return await withTaskGroup(of: DriverResult?.self) { group in
-            group.addTask {
-                switch await client.send(mail) {
-                case .accepted(let queueID): .accepted(providerRef: queueID.isEmpty ? nil : queueID)
-                case .transient(let reason): .transientFailure(reason)
-                case .permanent(let reason): .permanentFailure(reason)
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(for: deadline)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()  // the conversation closes its connection when cancelled
-            return first ?? .transientFailure("timeout")
+        switch await client.send(mail(for: message)) {
+        case .accepted(let queueID): .accepted(providerRef: queueID.isEmpty ? nil : queueID)
+        case .transient(let reason): .transientFailure(reason)
+        case .permanent(let reason): .permanentFailure(reason)
+        case .unknown(let reason): .unknownOutcome(reason)
         }
     }
 }

@@ -26,6 +26,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
     private var received = ReceivedBytes()
     private var decoder = SMTPReplyDecoder()
     private var deadline: Scheduled<Void>?
+    private var overall: Scheduled<Void>?
     private var started = false
     private var finished = false
 
@@ -100,6 +101,15 @@ final class SMTPClientHandler: ChannelInboundHandler {
         guard !started else { return }
         started = true
         arm(context, timeouts.greeting)
+        if let total = timeouts.total {
+            // The conversation's bound: when it passes, the stage it is in decides (unknown after the message).
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            overall = context.eventLoop.scheduleTask(in: TimeAmount(total)) {
+                let (handler, context) = bound.value
+                handler.overall = nil
+                handler.perform(context, handler.machine.timedOut())
+            }
+        }
     }
 
     private func perform(_ context: ChannelHandlerContext, _ action: SMTPStateMachine.Action) {
@@ -125,6 +135,8 @@ final class SMTPClientHandler: ChannelInboundHandler {
         case .close(let outcome):
             finished = true
             disarm()
+            overall?.cancel()
+            overall = nil
             received.removeAll()
             promise.succeed(outcome)
             context.close(promise: nil)

@@ -32,6 +32,8 @@ public struct SMTPTimeouts: Sendable, Equatable {
     public var dataEnd: Duration
     /// The reply to `QUIT`; after it the connection is closed regardless.
     public var quit: Duration
+    /// The whole conversation, from the connection to the answer after the message; nil: only the stages'.
+    public var total: Duration?
 
     /// Creates the bounds; each has a default.
     public init(
@@ -39,13 +41,15 @@ public struct SMTPTimeouts: Sendable, Equatable {
         greeting: Duration = .seconds(30),
         command: Duration = .seconds(30),
         dataEnd: Duration = .seconds(60),
-        quit: Duration = .seconds(2)
+        quit: Duration = .seconds(2),
+        total: Duration? = nil
     ) {
         self.connect = connect
         self.greeting = greeting
         self.command = command
         self.dataEnd = dataEnd
         self.quit = quit
+        self.total = total
     }
 }
 

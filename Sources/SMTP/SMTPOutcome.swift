@@ -13,4 +13,7 @@ public enum SMTPOutcome: Sendable, Equatable {
     /// Not worth retrying: a 5xx reply, STARTTLS required but not offered, AUTH configured but neither PLAIN nor
     /// LOGIN offered, a bad address or configuration.
     case permanent(String)
+    /// The whole message was sent and its answer never came (a timeout or a lost connection after the final
+    /// dot): the server may deliver it, so sending it again could deliver it twice.
+    case unknown(String)
 }

@@ -221,10 +221,10 @@ struct SMTPStateMachine: Sendable {
         }
     }
 
-    /// The stage's timeout passed.
+    /// The stage's timeout (or the conversation's) passed.
     mutating func timedOut() -> Action {
         switch state {
-        case .waiting(let stage): close(.transient("timeout waiting for \(stage.awaited)"))
+        case .waiting(let stage): close(Self.lost("timeout waiting for \(stage.awaited)", at: stage))
         case .quitting(let outcome): close(outcome)
         case .done: .wait
         }
@@ -233,10 +233,16 @@ struct SMTPStateMachine: Sendable {
     /// The server closed the connection.
     mutating func connectionClosed() -> Action {
         switch state {
-        case .waiting(let stage): close(.transient("connection closed waiting for \(stage.awaited)"))
+        case .waiting(let stage): close(Self.lost("connection closed waiting for \(stage.awaited)", at: stage))
         case .quitting(let outcome): close(outcome)
         case .done: .wait
         }
+    }
+
+    /// The outcome of a conversation cut off at `stage`: unknown once the whole message was sent (the server
+    /// may deliver it), else transient (nothing was delivered, so trying again is safe).
+    static func lost(_ reason: String, at stage: Stage) -> SMTPOutcome {
+        stage == .endOfData ? .unknown(reason) : .transient(reason)
     }
 
     /// Something failed below the replies; after the outcome is decided it changes nothing.
@@ -249,7 +255,7 @@ struct SMTPStateMachine: Sendable {
                 stage == .tlsHandshake || !tlsActive
                     ? close(.transient("TLS handshake failed: \(reason)"))
                     : close(.transient("TLS failed at \(stage.name): \(reason)"))
-            case .connection(let reason): close(.transient("\(reason) at \(stage.name)"))
+            case .connection(let reason): close(Self.lost("\(reason) at \(stage.name)", at: stage))
             }
         case .quitting(let outcome): close(outcome)
         case .done: .wait

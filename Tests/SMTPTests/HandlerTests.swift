@@ -180,8 +180,22 @@ import Testing
         c.channel.embeddedEventLoop.advanceTime(by: .seconds(59))
         #expect(c.outcome == nil)
         c.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
-        #expect(c.outcome == .transient("timeout waiting for the reply after the end of data"))
+        // The whole message went out: the server may deliver it, so the outcome is unknown, not retried.
+        #expect(c.outcome == .unknown("timeout waiting for the reply after the end of data"))
         #expect(!(try c.written()).hasSuffix("QUIT\r\n"))
+    }
+
+    @Test func theConversationsBoundEndsItWhateverTheStage() throws {
+        let timeouts = SMTPTimeouts(command: .seconds(10), total: .seconds(12))
+        let c = try EmbeddedConversation(conversation(), timeouts: timeouts)
+        // Each reply comes within its stage's 10 s, but 3 × 5 s passes the conversation's 12 s.
+        for line in ["220 mx\r\n", "250 mx\r\n"] {
+            c.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+            try c.server(line)
+        }
+        #expect(c.outcome == nil)
+        c.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(c.outcome == .transient("timeout waiting for the reply to MAIL"))
     }
 
     @Test func aCommandReplyThatNeverComesTimesOut() throws {
