@@ -108,11 +108,13 @@ public struct SessionState: Sendable, Hashable {
         started.last { $0.channel == channel }
     }
 
-    /// The start a receipt names: the one at `token` when given (nil when there is none on `channel`), else
-    /// the channel's latest (RESP's RECEIPT, and events recorded before receipts carried their token).
+    /// The start a receipt names: the one at `token` when given (a withdrawn one too: its message may have
+    /// gone out before the withdrawal; nil when there is none on `channel`), else the channel's latest (RESP's
+    /// RECEIPT, and events recorded before receipts carried their token).
     func start(token: Int?, channel: DeliveryChannel) -> StartedStep? {
         guard let token else { return latestStart(of: channel) }
-        return started.first { $0.version == token && $0.channel == channel }
+        let named = started.first { $0.version == token } ?? withdrawn[token]
+        return named?.channel == channel ? named : nil
     }
 
     /// Whether the current step's wait already ended in `timed_out`.

@@ -8,7 +8,9 @@ import Synchronization
 ///
 /// Lanes isolate work from each other: the dispatcher has one per channel, so a provider that hangs fills its
 /// own lane and every other channel keeps its latency. A failed claim (database down) is logged and retried
-/// after a second; the work items handle their own errors.
+/// after a backoff (1, 2, 4, then 8 s, or sooner when a local append signals that the database answers), which
+/// graceful shutdown ends at once: a stopping instance is not held up by a claim it started against a database
+/// that stopped answering. The work items handle their own errors.
 func runClaimLoop<Item: Sendable, Lane: Hashable & Sendable>(
     _ what: String,
     logger: Logger,
@@ -19,6 +21,7 @@ func runClaimLoop<Item: Sendable, Lane: Hashable & Sendable>(
     work: @escaping @Sendable (Item) async -> Void
 ) async {
     let inFlight = InFlight<Lane>()
+    var failures = 0
     await withDiscardingTaskGroup { group in
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let busy = inFlight.counts
@@ -32,6 +35,7 @@ func runClaimLoop<Item: Sendable, Lane: Hashable & Sendable>(
             }
             do {
                 let (items, idleWait) = try await claim(free)
+                failures = 0
                 if items.isEmpty {
                     await signal.wait(timeout: idleWait)
                     continue
@@ -47,7 +51,9 @@ func runClaimLoop<Item: Sendable, Lane: Hashable & Sendable>(
                 }
             } catch {
                 logger.warning("\(what): cannot claim work", metadata: ["error": "\(error)"])
-                await signal.wait(timeout: .seconds(1))
+                failures += 1
+                let backoff = Duration.seconds(1 << min(failures - 1, 3))
+                try? await cancelWhenGracefulShutdown { await signal.wait(timeout: backoff) }
             }
         }
     }

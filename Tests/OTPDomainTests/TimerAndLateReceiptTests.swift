@@ -102,6 +102,17 @@ import Testing
         )
     }
 
+    @Test func aReceiptForAWithdrawnStepsMessageIsRecordedLate() throws {
+        var g = try escalatedOnTimeout()
+        let d = try g.when(.recordReceipt(channel: .sms, outcome: .delivered, detail: nil), at: 15_200)
+        g = g.and(d.events, at: 15_200)  // the e-mail step (token 4) is withdrawn
+        let h = try g.when(.recordHandOff(token: 4, messageId: "m2", provider: "log", providerRef: nil), at: 15_300)
+        g = g.and(h.events, at: 15_300)  // its message had gone out all the same
+        let r = try g.when(.recordReceipt(channel: .email, outcome: .opened, detail: nil, token: 4), at: 16_000)
+        #expect(r.events == [.opened(.init(step: 2, channel: .email, detail: nil, late: true, token: 4))])
+        #expect(g.and(r.events, at: 16_000).state.step == 1)  // recorded for analytics; the session stays put
+    }
+
     @Test func aLateDeliveryAfterTheNextHandOffIsOnlyRecorded() throws {
         var g = try escalatedOnTimeout()
         let h = try g.when(.recordHandOff(token: 4, messageId: "m2", provider: "log", providerRef: nil), at: 15_150)
