@@ -63,7 +63,8 @@ struct EmbeddedPostgresTests {
                 try await pool.withConnection { connection in try connection.query("SELECT 1") }
             }
             #expect(error?.code == .connection)
-            #expect(start.duration(to: .now) < .seconds(2))
+            // Refused at once alone; 5 s leaves room for a loaded CI machine and is still no hang.
+            #expect(start.duration(to: .now) < .seconds(5))
         }
 
         let restartedURL = try await BlockingThread.run { try cluster.start() }

@@ -77,7 +77,9 @@ struct PoolTests {
                 try await pool.withConnection { _ in 1 }
             }
             #expect(error?.code == .connection)
-            #expect(start.duration(to: .now) < .seconds(2))
+            // A refused connection fails at once (milliseconds alone); 5 s leaves room for a loaded CI machine
+            // (2.6 s seen with the whole suite running) and is still far below a hang on the connect timeout.
+            #expect(start.duration(to: .now) < .seconds(5))
             await pool.close()
         }
     }
