@@ -157,7 +157,7 @@ final class Recorder: Sendable {
 }
 
 /// Collects one request at a time, asks the responder, writes its answer.
-private final class Exchange: ChannelInboundHandler, @unchecked Sendable {
+private final class Exchange: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 

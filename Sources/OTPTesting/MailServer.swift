@@ -1,7 +1,7 @@
 import Foundation
 
 /// aiosmtpd on 127.0.0.1 and a free port (`tools/testing/smtp_server.py`), recording what it reads and receives.
-public final class MailServer: @unchecked Sendable {
+public final class MailServer {
     /// Where the script writes what it read and received.
     public let directory: String
     /// The port it listens on.
