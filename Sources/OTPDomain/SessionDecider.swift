@@ -188,7 +188,8 @@ public enum SessionDecider {
                     destinations: request.destinations,
                     codeSeed: seed,
                     codeDigest: context.codes.digest(code: code, stream: context.stream),
-                    fingerprint: request.fingerprint
+                    fingerprint: request.fingerprint,
+                    country: request.destinations.first(where: \.channel.isTelephony).map { CountryCode.of($0.address) }
                 )
             )
         ])

@@ -72,6 +72,9 @@ public enum SessionEvent: Sendable, Hashable {
         public var codeDigest: String
         /// HMAC of the request's arguments, for idempotent ISSUE.
         public var fingerprint: String
+        /// The country calling code of the session's phone number (`+44`), kept in clear for the read models
+        /// (a prefix names no person); nil without a phone number, and in events recorded before otpd kept it.
+        public var country: String?
 
         /// Creates the event's data.
         public init(
@@ -86,7 +89,8 @@ public enum SessionEvent: Sendable, Hashable {
             destinations: [Destination],
             codeSeed: String,
             codeDigest: String,
-            fingerprint: String
+            fingerprint: String,
+            country: String? = nil
         ) {
             self.session = session
             self.plan = plan
@@ -100,6 +104,7 @@ public enum SessionEvent: Sendable, Hashable {
             self.codeSeed = codeSeed
             self.codeDigest = codeDigest
             self.fingerprint = fingerprint
+            self.country = country
         }
     }
 

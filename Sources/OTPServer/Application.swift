@@ -27,6 +27,8 @@ public struct Application: Sendable {
         public var dispatcher = Dispatcher.Settings()
         /// How the scheduler claims.
         public var scheduler = Scheduler.Settings()
+        /// How the projector reads the log.
+        public var projector = Projector.Settings()
         /// The RESP server's bounds on its clients (the address and `max_connections` come from the
         /// configuration).
         public var server = ServerConfiguration(address: HostPort(host: "127.0.0.1", port: 0))
@@ -139,8 +141,10 @@ public struct Application: Sendable {
             logger: logger
         )
         let janitor = Janitor(pool: pool, pacing: pacing, messages: store.messages, logger: logger)
+        let projector = Projector(pool: pool, settings: options.projector, logger: logger)
         let handler = CommandHandler(
             sessions: sessions,
+            analytics: AnalyticsQueries(pool: pool),
             tenants: c.tenants,
             fingerprint: secrets.fingerprint,
             logger: logger
@@ -153,7 +157,8 @@ public struct Application: Sendable {
 
         // Shut down in reverse: the listeners first, the provider client after the dispatcher, the database last.
         let services: [any Service] =
-            [database, PoolService(pool: pool), http, dispatcher, scheduler, janitor] + (httpSide.map { [$0] } ?? [])
+            [database, PoolService(pool: pool), http, dispatcher, scheduler, janitor, projector]
+            + (httpSide.map { [$0] } ?? [])
             + [resp]
         let group = ServiceGroup(
             services: services,

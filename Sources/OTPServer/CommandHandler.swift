@@ -30,6 +30,7 @@ public struct ConnectionState: Sendable {
 /// runs it, and maps what it threw to the protocol's error codes.
 public final class CommandHandler: Sendable {
     let sessions: SessionService
+    let analytics: AnalyticsQueries?
     let authenticator: Authenticator
     /// The keyed digest that fingerprints ISSUE's arguments.
     let fingerprint: @Sendable ([String]) -> String
@@ -42,11 +43,13 @@ public final class CommandHandler: Sendable {
     /// Creates a handler; with no tenants the server is single-tenant and needs no AUTH.
     public init(
         sessions: SessionService,
+        analytics: AnalyticsQueries? = nil,
         tenants: [TenantCredential],
         fingerprint: @escaping @Sendable ([String]) -> String,
         logger: Logger
     ) {
         self.sessions = sessions
+        self.analytics = analytics
         self.authenticator = Authenticator(tenants)
         self.fingerprint = fingerprint
         self.logger = logger

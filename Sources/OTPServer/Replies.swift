@@ -40,6 +40,18 @@ enum Replies {
         ])
     }
 
+    /// One STATS group, its keys in PROTOCOL.md's order.
+    static func stats(_ g: StatsGroup) -> RESPValue {
+        .map(
+            g.fields.map { field in
+                switch field.value {
+                case .text(let t): (field.key, .bulk(t))
+                case .integer(let n): (field.key, .integer(n))
+                }
+            }
+        )
+    }
+
     /// One HISTORY entry: a stored event as it is.
     static func history(_ r: EventRecord) -> RESPValue {
         .map([

@@ -85,4 +85,10 @@ extension CommandHandler {
             now: stored.now
         )
     }
+
+    func stats(_ args: [String], tenant: String) async throws -> RESPValue {
+        let query = try StatsQuery.parse(args)
+        guard let analytics else { throw Rejection.badArgument("STATS is not served by this server") }
+        return .array(try await analytics.stats(query, tenant: tenant).map(Replies.stats))
+    }
 }

@@ -47,6 +47,8 @@ public struct EventCodec: Sendable {
         /// In clear, in events recorded before the seed and the fingerprint were sealed.
         var codeSeed: String?
         var fingerprint: String?
+        /// The phone number's country calling code, in clear for the projector (absent in older events).
+        var country: String?
     }
 
     struct SealedDestination: Codable {
@@ -86,7 +88,8 @@ public struct EventCodec: Sendable {
                     codeDigest: i.codeDigest,
                     sealedFingerprint: try Self.seal(i.fingerprint, key: key, binding: "\(stream)\u{0}fingerprint"),
                     codeSeed: nil,
-                    fingerprint: nil
+                    fingerprint: nil,
+                    country: i.country
                 )
             )
         case .sent(let e): data = try encoder.encode(e)
@@ -148,7 +151,8 @@ public struct EventCodec: Sendable {
                     destinations: destinations,
                     codeSeed: seed ?? "",
                     codeDigest: s.codeDigest,
-                    fingerprint: fingerprint ?? ""
+                    fingerprint: fingerprint ?? "",
+                    country: s.country
                 )
             )
         case "sent": return .sent(try decoder.decode(SessionEvent.Sent.self, from: data))

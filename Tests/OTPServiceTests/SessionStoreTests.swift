@@ -17,7 +17,7 @@ struct Fixture {
     let store: SessionStore
     let sessions: SessionService
 
-    static func make(_ label: String, limits: Limits = Limits()) async throws -> Fixture {
+    static func make(_ label: String, limits: Limits = Limits(), policies: [Policy] = []) async throws -> Fixture {
         let url = try await TestDatabase.make(label: label)
         let conn = try PGConnection(url: url)
         defer { conn.close() }
@@ -30,7 +30,7 @@ struct Fixture {
             store: store,
             pacing: Pacing(limits: limits, secrets: secrets),
             codes: SecretCodeBook(secrets),
-            policies: PolicyBook(policies: []),
+            policies: PolicyBook(policies: policies),
             minGapMs: limits.minGapPerChannelMs
         )
         return Fixture(url: url, pool: pool, store: store, sessions: sessions)
