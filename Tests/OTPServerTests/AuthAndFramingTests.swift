@@ -360,7 +360,7 @@ let tenantsConfig = """
             "ISSUE nope fax:1": ["service"], "VERIFY nope 123456": ["service"], "RESEND nope": ["service"],
             "CANCEL nope": ["service"], "ERASE nope": ["service"], "STATUS nope": ["service", "auditor"],
             "RECEIPT nope sms delivered": ["gateway"],
-            "HISTORY nope": ["auditor"], "REPLAY nope": ["auditor"],
+            "HISTORY nope": ["auditor"], "REPLAY nope": ["auditor"], "STATS SINCE nope": ["analyst"],
         ]
         let out = try await python(
             server.port,
