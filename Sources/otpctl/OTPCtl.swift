@@ -10,10 +10,14 @@ import Postgres
 struct OTPCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "otpctl",
-        abstract: "otpd's tool for operators and auditors: check the event log's hash chains, read a history, "
+        abstract:
+            "otpd's tool for operators, auditors and analysts: check the event log's hash chains, read a history, "
             + "lift an abuse block, erase a person's data, lint the message templates, compute the Android app hash, "
-            + "send a test message through a channel's driver.",
-        subcommands: [Verify.self, History.self, Unblock.self, Erase.self, Lint.self, AppHash.self, SendTest.self]
+            + "send a test message through a channel's driver, print STATS, rebuild the projections.",
+        subcommands: [
+            Verify.self, History.self, Unblock.self, Erase.self, Lint.self, AppHash.self, SendTest.self, Stats.self,
+            Rebuild.self,
+        ]
     )
 }
 
