@@ -55,6 +55,7 @@ public enum Rebuild {
             throw PGError(code: .server, message: "another rebuild is running")
         }
         defer { _ = try? conn.query("SELECT pg_advisory_unlock(\(rebuildLock))") }
+        try conn.execute("SET client_min_messages = warning")  // no NOTICE per table the CASCADE drops
         try conn.execute("DROP SCHEMA IF EXISTS projections_rebuild CASCADE")
         try conn.execute("CREATE SCHEMA projections_rebuild")
         for t in ReadModels.tables {
