@@ -340,6 +340,27 @@ func knownScenario(_ d: Driver) async throws {
         await f.pool.close()
     }
 
+    @Test func whenTheProjectingInstanceDiesAnotherTakesOver() async throws {
+        let f = try await Fixture.make("proj_takeover", policies: [fastPolicy])
+        let d = Driver(f: f)
+        try await d.issue("acme", "t1", phone: "+15554000001")
+        // An instance in the middle of a batch: it holds the projector's lock in an open transaction.
+        let dying = try PGConnection(url: f.url)
+        try dying.execute("BEGIN")
+        try dying.query("SELECT pg_try_advisory_xact_lock(\(Projector.lockKey))")
+        let other = try PGConnection(url: f.url)
+        defer { other.close() }
+        #expect(try Projector.project(limit: 100, on: other, logger: quietLogger) == .notLeader)
+        // It dies: its connection goes, and the lock with it; the next try of the other instance projects.
+        dying.close()
+        _ = try await eventuallyTrue("the other instance to take over") {
+            if case .applied = try Projector.project(limit: 100, on: other, logger: quietLogger) { return true }
+            return false
+        }
+        #expect(try await d.stats("acme")["sms"]?.issued == 1)
+        await f.pool.close()
+    }
+
     @Test func rebuildGivesTheLiveFiguresWhileStatsKeepsAnswering() async throws {
         let f = try await Fixture.make("proj_rebuild", policies: [fastPolicy])
         let d = Driver(f: f)
