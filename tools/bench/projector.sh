@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # P4: projector lag under command load, and the rebuild's events/s.
 #
-#   tools/bench/projector.sh [SESSIONS] [CLIENTS]      (defaults: 5000 sessions, 16 pipelined connections)
+#   tools/bench/projector.sh [SESSIONS] [CLIENTS] [COPIES]   (defaults: 5000 sessions, 16 connections, 0)
 #
 # Starts otpd (debug build unless OTPD_BIN is set; OTPCTL_BIN likewise for otpctl) on an embedded PostgreSQL
 # with the null driver, then drives SESSIONS sessions as fast as CLIENTS pipelined redis-py connections can
 # (ISSUE, then RECEIPT delivered), and prints the command rate. The lag of each session's last event is read
 # from the read model itself: applied_ms (when the projector wrote the row) - last_event_ms (when the event
 # was appended), over every session, as p50/p90/p99/max. Then `otpctl rebuild` on the same database prints
-# its events/s. Needs redis-py (pip install redis).
+# its events/s. With COPIES > 0 the log is then copied COPIES times under new stream ids by SQL (one
+# transaction; the copies' hash chains do not verify, which a rebuild does not check) and rebuilt again, for
+# the rebuild's rate on a log of a realistic size. Needs redis-py (pip install redis).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sessions=${1:-5000}
 clients=${2:-16}
+copies=${3:-0}
 . tools/bench/lib.sh
 start_otpd 3600
 otpctl=${OTPCTL_BIN:-$(dirname "$bin")/otpctl}
@@ -55,3 +58,10 @@ psql "$db" -XAtc "
     max(applied_ms - last_event_ms))
   FROM projections.session_view"
 echo "  $("$otpctl" rebuild --database-url "$db")"
+if [ "$copies" -gt 0 ]; then
+  psql "$db" -XAtqc "INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
+    SELECT stream_id || '-' || g, version, type, data, at_ms, prev_hash, hash
+    FROM events, generate_series(1, $copies) AS g ORDER BY g, stream_id, version" >/dev/null
+  echo "  log copied $copies times: $(psql "$db" -XAtc 'SELECT count(*) FROM events') events"
+  echo "  $("$otpctl" rebuild --database-url "$db")"
+fi
