@@ -136,12 +136,12 @@ enum LogScan {
             for verdict in parallelMap(streams, work) { report(verdict) }
             totals.streams += streams.count
             totals.events += streams.reduce(0) { $0 + $1.records.count }
-            totals.seconds = (ContinuousClock.now - began).seconds
+            totals.seconds = (ContinuousClock.now - began).inSeconds
             progress.show(totals)
             if page.isLast { break }
         }
         progress.finish()
-        totals.seconds = (ContinuousClock.now - began).seconds
+        totals.seconds = (ContinuousClock.now - began).inSeconds
         return totals
     }
 
@@ -171,7 +171,8 @@ enum LogScan {
                        to_regclass('projections.session_view') IS NOT NULL
                 """
             ).rows[0]
-            let start = ScanStart(nowMs: try first.decode(0), hasProjection: options.projection && (try first.decode(1)))
+            let projectionExists: Bool = try first.decode(1)
+            let start = ScanStart(nowMs: try first.decode(0), hasProjection: options.projection && projectionExists)
             var after: (stream: String, version: Int)?
             while !queue.isCancelled {
                 let records = try EventStore.readInStreamOrder(
@@ -181,13 +182,19 @@ enum LogScan {
                     on: conn
                 )
                 let isLast = records.count < options.batchSize
-                let range = StreamRange(after: after?.stream, through: isLast ? nil : records.last?.streamID, prefix: options.prefix)
+                let range = StreamRange(
+                    after: after?.stream,
+                    through: isLast ? nil : records.last?.streamID,
+                    prefix: options.prefix
+                )
+                let keys = try options.keys ? SessionReplay.sealedKeys(in: range, on: conn) : [:]
+                let rows = try start.hasProjection ? projection(in: range, on: conn) : [:]
                 let page = LogPage(
                     start: start,
                     records: records,
                     heads: try EventStore.heads(in: range, on: conn),
-                    keys: options.keys ? try SessionReplay.sealedKeys(in: range, on: conn) : [:],
-                    projection: start.hasProjection ? try projection(in: range, on: conn) : [:],
+                    keys: keys,
+                    projection: rows,
                     isLast: isLast
                 )
                 queue.put(.success(page))
@@ -284,5 +291,5 @@ final class Progress {
 
 extension Duration {
     /// The duration in seconds.
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

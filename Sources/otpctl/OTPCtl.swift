@@ -13,7 +13,10 @@ struct OTPCtl: AsyncParsableCommand {
         abstract: "otpd's tool for operators and auditors: check the event log's hash chains, read a history, "
             + "lift an abuse block, erase a person's data, lint the message templates, compute the Android app hash, "
             + "send a test message through a channel's driver.",
-        subcommands: [Verify.self, Replay.self, Export.self, History.self, Unblock.self, Erase.self, Lint.self, AppHash.self, SendTest.self]
+        subcommands: [
+            Verify.self, Replay.self, Export.self, History.self, Unblock.self, Erase.self, Lint.self, AppHash.self,
+            SendTest.self,
+        ]
     )
 }
 

@@ -55,10 +55,10 @@ struct Verify: ParsableCommand {
             url: url,
             options: ScanOptions(prefix: tenant.map { $0 + "/" }),
             work: { stream in (stream.id, replay.firstBrokenVersion(stream.records, head: stream.head)) },
-            report: { (stream: String, version: Int?) in
-                guard let version else { return }
+            report: { verdict in
+                guard let version = verdict.1 else { return }
                 broken += 1
-                print("broken: \(stream) at version \(version)")
+                print("broken: \(verdict.0) at version \(version)")
             }
         )
         print(

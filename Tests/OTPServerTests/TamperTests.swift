@@ -96,7 +96,9 @@ import Testing
         )
         // (d) the version numbers of 3 and 4 exchanged, hashes and all (through a free number: the key is unique).
         for (from, to) in [(3, 100), (4, 3), (100, 4)] {
-            try conn.query("UPDATE events SET version = \(to) WHERE stream_id = 'default/renumbered' AND version = \(from)")
+            try conn.query(
+                "UPDATE events SET version = \(to) WHERE stream_id = 'default/renumbered' AND version = \(from)"
+            )
         }
         // (e) version 3 edited, and it and every later row re-hashed as an unkeyed SHA-256 chain would be.
         try conn.query(

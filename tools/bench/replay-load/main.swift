@@ -31,7 +31,7 @@ func load() throws {
     func addTemplate(_ records: [EventRecord]) throws {
         guard let first = records.first, let sealed = keys[first.streamID] else { return }
         let key = try secrets.openSessionKey(sealed, stream: first.streamID)
-        templates.append(try records.map { (try codec.decode($0, key: key), $0.at) })
+        templates.append(try records.map { (event: try codec.decode($0, key: key), at: $0.at) })
     }
     for record in try EventStore.readInStreamOrder(after: nil, limit: 1_000_000, on: conn) {
         if let last = current.last, last.streamID != record.streamID {
