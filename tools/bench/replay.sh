@@ -5,7 +5,7 @@
 #
 #   tools/bench/replay.sh [EVENTS] [ROUNDS]      (defaults: 1000000 events, 3 rounds)
 #
-# Starts otpd (release build unless OTPD_BIN is set) on an embedded PostgreSQL in a temporary directory with
+# Starts otpd (release build, or BUILD=debug, or OTPD_BIN) on an embedded PostgreSQL in a temporary directory with
 # the null driver, records a few real sessions through it (each lifecycle: cancelled after a wrong code and a
 # delivery receipt, failed over to e-mail, locked after five wrong codes, just sent), then
 # `bench-replay-load` copies them under new stream ids until the log holds about EVENTS events: every copy
@@ -15,9 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 events=${1:-1000000}
 rounds=${2:-3}
-nice -n 10 swift build -c release --product otpctl >/dev/null
-nice -n 10 swift build -c release --product bench-replay-load >/dev/null
-[ -n "${OTPD_BIN:-}" ] || { nice -n 10 swift build -c release --product otpd >/dev/null; export OTPD_BIN=.build/release/otpd; }
+# BUILD=debug uses the debug builds as they are (for a quick look; the figures to quote are release ones).
+build=${BUILD:-release}
+if [ "$build" = release ]; then
+  for product in otpctl bench-replay-load otpd; do nice -n 10 swift build -c release --product $product >/dev/null; done
+fi
+export OTPD_BIN=${OTPD_BIN:-.build/$build/otpd}
 . tools/bench/lib.sh
 start_otpd 3600
 cli() { redis-cli -p "$port" "$@" >/dev/null; }
@@ -38,11 +41,11 @@ for i in 1 2 3 4 5 6 7 8; do cli RECEIPT "f$i" email delivered; done
 template_events=$(psql "$db" -Atc "SELECT count(*) FROM events")
 sessions=$((events * 32 / template_events))
 echo "templates: 32 sessions, $template_events events; loading $sessions copies"
-.build/release/bench-replay-load "$db" "$work/data/secret" "$sessions"
+".build/$build/bench-replay-load" "$db" "$work/data/secret" "$sessions"
 total=$(psql "$db" -Atc "SELECT count(*) FROM events")
 streams=$(psql "$db" -Atc "SELECT count(*) FROM stream_heads")
 echo "log: $total events in $streams streams (otpd idle beside it; the machine is shared)"
-ctl=(.build/release/otpctl)
+ctl=(".build/$build/otpctl")
 args=(--database-url "$db" --secret-file "$work/data/secret")
 rate() { python3 -c "import sys; print('%.0f' % ($total / float(sys.argv[1])))" "$1"; }
 for round in $(seq 1 "$rounds"); do
