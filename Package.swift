@@ -173,6 +173,13 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // tools/bench/replay.sh: loads a throwaway database with copies of real sessions (not a product).
+        .executableTarget(
+            name: "bench-replay-load",
+            dependencies: ["EventStore", "OTPDomain", "OTPService", "Postgres"],
+            path: "tools/bench/replay-load",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "OTPDomainTests",
             dependencies: ["OTPDomain"],

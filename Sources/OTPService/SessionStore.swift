@@ -50,6 +50,8 @@ struct CommitEffects {
 public struct SessionStore: Sendable {
     let secrets: Secrets
     let codec = EventCodec()
+    /// Decoding and folding stored events, and checking their chain: shared with REPLAY and `otpctl replay`.
+    let replay: SessionReplay
     /// The outbox, written when a decision starts a step.
     public let outbox: Outbox
     /// The deadlines, written when a decision changes them.
@@ -65,6 +67,7 @@ public struct SessionStore: Sendable {
         messages: Messages = Messages()
     ) {
         self.secrets = secrets
+        self.replay = SessionReplay(secrets: secrets)
         self.outbox = outbox
         self.timers = timers
         self.messages = messages
@@ -103,29 +106,20 @@ public struct SessionStore: Sendable {
 
     /// The first version where a stored stream's keyed chain or head does not verify; nil when intact.
     public func firstBrokenVersion(_ stored: StoredStream) -> Int? {
-        HashChain.firstBrokenVersion(stored.records, head: stored.head, key: secrets.chainKey)
+        replay.firstBrokenVersion(stored.records, head: stored.head)
     }
 
     /// Rebuilds a state from stored records alone (REPLAY), opening destinations with the session's key.
     func fold(_ records: [EventRecord], stream: StreamID, on conn: PGConnection) throws -> SessionState {
         let sealed = try conn.query("SELECT sealed_key FROM session_keys WHERE stream_id = \(stream.text)").rows.first
         // No key: erased; destinations are gone, history stays.
-        let key = try sealed.map { try secrets.openSessionKey(try $0.decode("sealed_key"), stream: stream.text) }
-        return try fold(records, key: key, stream: stream)
+        return try replay.fold(records, sealedKey: try sealed?.decode("sealed_key"), stream: stream)
     }
 
     /// Decodes and folds stored records; a record that no longer decodes (edited by hand, or its key lost)
     /// is reported as `UnreadableSession`, not as a database failure.
     private func fold(_ records: [EventRecord], key: [UInt8]?, stream: StreamID) throws -> SessionState {
-        var state = SessionState()
-        for record in records {
-            guard let event = try? codec.decode(record, key: key) else {
-                throw UnreadableSession(stream: stream, version: record.version)
-            }
-            state = SessionDecider.evolve(state, event, at: record.at)
-            guard state.isConsistent else { throw UnreadableSession(stream: stream, version: record.version) }
-        }
-        return state
+        try replay.fold(records, key: key, stream: stream)
     }
 
     /// Writes one decision: the session's key when it is issued, the events after `session`'s version, an outbox

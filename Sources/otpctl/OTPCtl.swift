@@ -15,8 +15,8 @@ struct OTPCtl: AsyncParsableCommand {
             + "lift an abuse block, erase a person's data, lint the message templates, compute the Android app hash, "
             + "send a test message through a channel's driver, print STATS, rebuild the projections.",
         subcommands: [
-            Verify.self, History.self, Unblock.self, Erase.self, Lint.self, AppHash.self, SendTest.self, Stats.self,
-            Rebuild.self,
+            Verify.self, Replay.self, Export.self, History.self, Unblock.self, Erase.self, Lint.self, AppHash.self,
+            SendTest.self, Stats.self, Rebuild.self,
         ]
     )
 }
@@ -138,49 +138,6 @@ struct Connection: ParsableArguments {
             throw ValidationError("give --database-url or set OTPD_DATABASE_URL")
         }
         return try PGConnection(url: url)
-    }
-}
-
-/// Recomputes every stream's keyed hash chain and checks its recorded head; exits 1 naming each stream and the
-/// first version that does not match (an edited, re-hashed or deleted row, or deleted last rows).
-///
-/// The chains are keyed with a key derived from otpd's secret, so this needs the same secret as `unblock`.
-struct Verify: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Check every event's hash chain and every stream's head (an edited or deleted row, or a "
-            + "stream's deleted last rows, is reported at its stream and version)."
-    )
-    @OptionGroup var connection: Connection
-    @OptionGroup var secret: SecretSource
-
-    func run() throws {
-        let (secrets, c) = try secret.load(for: "whose event log this is")
-        var source = connection
-        if source.databaseURL == nil { source.databaseURL = c.databaseURL }
-        let conn = try source.open()
-        defer { conn.close() }
-        // A stream whose events were all deleted is still named by its head.
-        let streams = try conn.query(
-            "SELECT stream_id FROM events UNION SELECT stream_id FROM stream_heads ORDER BY stream_id"
-        ).rows.map { try $0.decode(0, as: String.self) }
-        var events = 0
-        var broken = 0
-        for (i, stream) in streams.enumerated() {
-            let records = try EventStore.read(stream: stream, on: conn)
-            events += records.count
-            let head = try EventStore.head(stream: stream, on: conn)
-            if let version = HashChain.firstBrokenVersion(records, head: head, key: secrets.chainKey) {
-                broken += 1
-                print("broken: \(stream) at version \(version)")
-            }
-            if (i + 1) % 10_000 == 0 {
-                FileHandle.standardError.write(Data("otpctl: checked \(i + 1) of \(streams.count) streams\n".utf8))
-            }
-        }
-        print(
-            "checked \(streams.count) streams, \(events) events: \(broken == 0 ? "all chains ok" : "\(broken) broken")"
-        )
-        if broken > 0 { throw ExitCode(1) }
     }
 }
 
