@@ -1,5 +1,7 @@
 import Foundation
+import NIOHTTP1
 import OTPServer
+import OTPService
 import OTPTesting
 import Testing
 
@@ -180,7 +182,8 @@ func withoutSampleValues(_ text: String) -> String {
         #expect(!m.samples.contains { $0.labels["command"] == "FLUSHALL" })
 
         // S1 and friends: no session id, destination or code anywhere in the text.
-        for secret in [s1, s2, "mtr-bad", "mtr-missing"] + phones + phones.map { String($0.dropFirst()) } + emails {
+        let secrets = [s1, s2, "mtr-bad", "mtr-missing"] + phones + phones.map { String($0.dropFirst()) } + emails
+        for secret in secrets {
             #expect(!m.text.contains(secret), "\(secret) appears in /metrics")
         }
         let names = withoutSampleValues(m.text)
