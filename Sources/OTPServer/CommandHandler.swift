@@ -58,7 +58,7 @@ public final class CommandHandler: Sendable {
         self.logger = logger
         self.telemetry = telemetry
         self.meters = Command.table.mapValues { telemetry.commandMeter($0.name) }
-        self.unknownMeter = telemetry.commandMeter("unknown")
+        self.unknownMeter = telemetry.commandMeter("unknown", answersOK: false)
     }
 
     /// The state of a new connection.

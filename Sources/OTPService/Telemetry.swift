@@ -145,12 +145,12 @@ public final class Telemetry: Sendable {
     public struct CommandMeter: Sendable {
         let telemetry: Telemetry
         let command: String
-        let ok: Counter
+        let ok: Counter?
         let duration: DurationHistogram
 
         /// Counts one answer: `result` is `ok` or the reply's error code (a fixed set, never free text).
         public func record(result: String, duration elapsed: Duration) {
-            if result == "ok" {
+            if result == "ok", let ok {
                 ok.increment()
             } else {
                 telemetry.counter(Family.commands, [("command", command), ("result", result)]).increment()
@@ -160,12 +160,12 @@ public final class Telemetry: Sendable {
     }
 
     /// The series of one command; `command` must come from a fixed table (an unknown name: one value such as
-    /// `unknown`), never from what a client sent.
-    public func commandMeter(_ command: String) -> CommandMeter {
+    /// `unknown`, with `answersOK` false, so no `ok` series is listed for it), never from what a client sent.
+    public func commandMeter(_ command: String, answersOK: Bool = true) -> CommandMeter {
         CommandMeter(
             telemetry: self,
             command: command,
-            ok: counter(Family.commands, [("command", command), ("result", "ok")]),
+            ok: answersOK ? counter(Family.commands, [("command", command), ("result", "ok")]) : nil,
             duration: histogram(Family.commandDuration, [("command", command)], buckets: Self.commandBuckets)
         )
     }
