@@ -75,7 +75,9 @@ public final class CommandHandler: Sendable {
     public func handle(_ request: RESPRequest, state: inout ConnectionState) async -> RESPValue {
         let started = ContinuousClock.now
         let reply = await respond(request, state: &state)
-        let meter = request.arguments.first.flatMap { meters[String(buffer: $0).uppercased()] } ?? unknownMeter
+        // Clients send the name in upper case as a rule: only another spelling pays for `uppercased()`.
+        let sent = request.arguments.first.map { String(buffer: $0) }
+        let meter = sent.flatMap { meters[$0] ?? meters[$0.uppercased()] } ?? unknownMeter
         let result: String
         if case .error(let text) = reply {
             let code = WireError.Code(rawValue: String(text.prefix { $0 != " " }))
