@@ -98,11 +98,13 @@ public struct Application: Sendable {
         }
 
         let pool = PGPool(url: database.url, size: c.databasePoolSize)
-        let (sessions, store, pacing, codes) = Self.commandPath(c, secrets: secrets, pool: pool)
+        let telemetry = Telemetry()
+        let (sessions, store, pacing, codes) = Self.commandPath(c, secrets: secrets, pool: pool, telemetry: telemetry)
         let httpSide = c.httpListen.map { address in
             var settings = HTTPSide.Settings(address: address)
             settings.publicURL = c.publicURL
             settings.appName = c.appName
+            settings.metricsToken = c.metricsToken
             for (channel, s) in c.channels {
                 switch s {
                 case .twilio(let t): settings.twilioTokens.append(t.authToken)
@@ -116,6 +118,7 @@ public struct Application: Sendable {
                 sessions: sessions,
                 messages: store.messages,
                 logger: logger,
+                telemetry: telemetry,
                 onListening: options.onHTTPListening
             )
         }
@@ -131,29 +134,40 @@ public struct Application: Sendable {
             secrets: secrets,
             publicURL: { httpSide?.publicURL },
             settings: options.dispatcher,
-            logger: logger
+            logger: logger,
+            telemetry: telemetry
         )
         let scheduler = Scheduler(
             pool: pool,
             sessions: sessions,
             timers: store.timers,
             settings: options.scheduler,
-            logger: logger
+            logger: logger,
+            telemetry: telemetry
         )
         let janitor = Janitor(pool: pool, pacing: pacing, messages: store.messages, logger: logger)
-        let projector = Projector(pool: pool, settings: options.projector, logger: logger)
+        let projector = Projector(pool: pool, settings: options.projector, logger: logger) { seconds in
+            telemetry.setProjectorLag(seconds: seconds)
+        }
         let handler = CommandHandler(
             sessions: sessions,
             analytics: AnalyticsQueries(pool: pool),
             tenants: c.tenants,
             fingerprint: secrets.fingerprint,
-            logger: logger
+            logger: logger,
+            telemetry: telemetry
         )
         var server = options.server
         server.address = c.listen
         server.maxConnections = c.maxConnections
         server.tls = tls
-        let resp = RESPServer(configuration: server, handler: handler, logger: logger, onListening: options.onListening)
+        let resp = RESPServer(
+            configuration: server,
+            handler: handler,
+            logger: logger,
+            telemetry: telemetry,
+            onListening: options.onListening
+        )
 
         // Shut down in reverse: the listeners first, the provider client after the dispatcher, the database last.
         let services: [any Service] =
@@ -173,7 +187,8 @@ public struct Application: Sendable {
             pacing: pacing,
             appliedMigrations: database.appliedMigrations,
             generatedSecret: generated,
-            templateWarnings: templateWarnings
+            templateWarnings: templateWarnings,
+            telemetry: telemetry
         )
     }
 
@@ -181,7 +196,8 @@ public struct Application: Sendable {
     public static func commandPath(
         _ c: Configuration,
         secrets: Secrets,
-        pool: PGPool
+        pool: PGPool,
+        telemetry: Telemetry = Telemetry()
     ) -> (sessions: SessionService, store: SessionStore, pacing: Pacing, codes: SecretCodeBook) {
         let codes = SecretCodeBook(secrets)
         let store = SessionStore(secrets: secrets)
@@ -192,7 +208,8 @@ public struct Application: Sendable {
             pacing: pacing,
             codes: codes,
             policies: PolicyBook(policies: c.policies),
-            minGapMs: c.limits.minGapPerChannelMs
+            minGapMs: c.limits.minGapPerChannelMs,
+            telemetry: telemetry
         )
         return (sessions, store, pacing, codes)
     }
@@ -252,6 +269,8 @@ public final class RunningApplication: Sendable {
     public let generatedSecret: Bool
     /// The template linter's warnings (`templates.sms.de: text: 2 SMS segments ...`), for the start to print.
     public let templateWarnings: [String]
+    /// The metrics `GET /metrics` shows (the projector reports its lag here).
+    public let telemetry: Telemetry
 
     init(
         group: ServiceGroup,
@@ -260,7 +279,8 @@ public final class RunningApplication: Sendable {
         pacing: Pacing,
         appliedMigrations: [String],
         generatedSecret: Bool,
-        templateWarnings: [String] = []
+        templateWarnings: [String] = [],
+        telemetry: Telemetry = Telemetry()
     ) {
         self.group = group
         self.pool = pool
@@ -269,6 +289,7 @@ public final class RunningApplication: Sendable {
         self.appliedMigrations = appliedMigrations
         self.generatedSecret = generatedSecret
         self.templateWarnings = templateWarnings
+        self.telemetry = telemetry
     }
 
     /// Runs every service until graceful shutdown (a signal, or `triggerGracefulShutdown`). Call it once.

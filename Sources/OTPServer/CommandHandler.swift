@@ -35,6 +35,11 @@ public final class CommandHandler: Sendable {
     /// The keyed digest that fingerprints ISSUE's arguments.
     let fingerprint: @Sendable ([String]) -> String
     let logger: Logger
+    /// The metrics: each command's answers and their duration, and database errors.
+    let telemetry: Telemetry
+    /// Each command's series, by upper-case name, and the one of every name not in the table.
+    let meters: [String: Telemetry.CommandMeter]
+    let unknownMeter: Telemetry.CommandMeter
     /// The last connection id handed out.
     private let lastConnectionID = Atomic<Int64>(0)
     /// The server's version, reported by HELLO.
@@ -46,13 +51,17 @@ public final class CommandHandler: Sendable {
         analytics: AnalyticsQueries? = nil,
         tenants: [TenantCredential],
         fingerprint: @escaping @Sendable ([String]) -> String,
-        logger: Logger
+        logger: Logger,
+        telemetry: Telemetry = Telemetry()
     ) {
         self.sessions = sessions
         self.analytics = analytics
         self.authenticator = Authenticator(tenants)
         self.fingerprint = fingerprint
         self.logger = logger
+        self.telemetry = telemetry
+        self.meters = Command.table.mapValues { telemetry.commandMeter($0.name) }
+        self.unknownMeter = telemetry.commandMeter("unknown", answersOK: false)
     }
 
     /// The state of a new connection.
@@ -63,8 +72,28 @@ public final class CommandHandler: Sendable {
             : ConnectionState(id: id, tenant: nil, roles: [])
     }
 
-    /// Handles one request and returns its reply.
+    /// Handles one request and returns its reply, counted in `otpd_commands_total` and timed in
+    /// `otpd_command_duration_seconds`: by the table's name (`unknown` for any other), and by `ok` or the reply's
+    /// error code, never by anything else the client sent.
     public func handle(_ request: RESPRequest, state: inout ConnectionState) async -> RESPValue {
+        let started = ContinuousClock.now
+        let reply = await respond(request, state: &state)
+        // Clients send the name in upper case as a rule: only another spelling pays for `uppercased()`.
+        let sent = request.arguments.first.map { String(buffer: $0) }
+        let meter = sent.flatMap { meters[$0] ?? meters[$0.uppercased()] } ?? unknownMeter
+        let result: String
+        if case .error(let text) = reply {
+            let code = WireError.Code(rawValue: String(text.prefix { $0 != " " }))
+            result = WireError.Code.all.contains(code) ? code.rawValue : WireError.Code.err.rawValue
+            if code == .unavailable { telemetry.databaseError() }
+        } else {
+            result = "ok"
+        }
+        meter.record(result: result, duration: ContinuousClock.now - started)
+        return reply
+    }
+
+    private func respond(_ request: RESPRequest, state: inout ConnectionState) async -> RESPValue {
         guard let firstBytes = request.arguments.first else {
             return WireError(code: .err, message: "empty command").reply
         }

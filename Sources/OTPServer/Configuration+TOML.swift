@@ -123,7 +123,7 @@ struct Reader {
                 "listen", "database_url", "database_pool_size", "data_dir", "app_name", "app_domain",
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
-                "tls_client_ca", "max_connections", "http_listen", "public_url", "templates",
+                "tls_client_ca", "max_connections", "http_listen", "public_url", "templates", "metrics_token",
             ],
             ""
         )
@@ -171,6 +171,13 @@ struct Reader {
                 )
             }
             c.publicURL = v.hasSuffix("/") ? String(v.dropLast()) : v
+        }
+        if let v = try string(t, "metrics_token", "metrics_token") {
+            guard c.httpListen != nil else { throw fail("metrics_token", "needs http_listen") }
+            guard (16...256).contains(v.utf8.count), v.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                throw fail("metrics_token", "must be 16 to 256 visible ASCII characters (no spaces)")
+            }
+            c.metricsToken = v
         }
         c.templates = try Configuration.ownTemplates(t["templates"], file: file)
 

@@ -45,6 +45,8 @@ public struct Configuration: Sendable {
     public var httpListen: HostPort?
     /// The base URL providers and mail clients reach the HTTP side under; nil: `http://HOST:PORT` as bound.
     public var publicURL: String?
+    /// The bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); nil: no auth.
+    public var metricsToken: String?
     /// The file this configuration was read from, named in errors found after parsing.
     public var file = "config"
 

@@ -10,7 +10,7 @@ import Postgres
 import ServiceLifecycle
 import Synchronization
 
-/// The HTTP side (Hummingbird): health, providers' receipts and the e-mail's tracking URLs.
+/// The HTTP side (Hummingbird): health, metrics, providers' receipts and the e-mail's tracking URLs.
 ///
 /// A receipt that arrives here runs the same `RECEIPT` command as the RESP port, on the session and step its
 /// message belongs to, found through the `messages` table (by otpd's message id, the provider's reference or
@@ -31,6 +31,8 @@ public final class HTTPSide: Service, Sendable {
         public var webhookSecrets: [DeliveryChannel: String] = [:]
         /// The app's name, on the "show the code" page.
         public var appName = "otpd"
+        /// The bearer token `GET /metrics` requires; nil: none (bind to a private address then).
+        public var metricsToken: String?
         /// Creates the settings.
         public init(address: HostPort) { self.address = address }
     }
@@ -40,16 +42,19 @@ public final class HTTPSide: Service, Sendable {
     let sessions: SessionService
     let messages: Messages
     let logger: Logger
+    let telemetry: Telemetry
     let onListening: @Sendable (HostPort) -> Void
     private let bound = Mutex<String?>(nil)
 
-    /// Creates the HTTP side; `onListening` is called with the bound address once it accepts connections.
+    /// Creates the HTTP side; `telemetry` is what `GET /metrics` shows; `onListening` is called with the bound
+    /// address once it accepts connections.
     public init(
         settings: Settings,
         pool: PGPool,
         sessions: SessionService,
         messages: Messages,
         logger: Logger,
+        telemetry: Telemetry = Telemetry(),
         onListening: @escaping @Sendable (HostPort) -> Void
     ) {
         self.settings = settings
@@ -57,6 +62,7 @@ public final class HTTPSide: Service, Sendable {
         self.sessions = sessions
         self.messages = messages
         self.logger = logger
+        self.telemetry = telemetry
         self.onListening = onListening
     }
 
@@ -96,6 +102,7 @@ public final class HTTPSide: Service, Sendable {
     func router() -> Router<Context> {
         let router = Router(context: Context.self)
         router.get("/healthz") { _, _ in await self.health() }
+        router.get("/metrics") { request, _ in self.metrics(request) }
         router.post("/receipts/twilio") { request, _ in await self.twilio(request) }
         router.post("/receipts/webhook") { request, _ in await self.webhook(request) }
         router.get("/o/{token}") { _, context in await self.opened(context.parameters.get("token"), image: true) }
@@ -118,7 +125,36 @@ public final class HTTPSide: Service, Sendable {
                 finish(false)
             }
         }
+        if !answered { telemetry.databaseError() }
         return answered ? Self.text(.ok, "ok") : Self.text(.serviceUnavailable, "database unavailable")
+    }
+
+    /// The Prometheus text exposition; with `metrics_token` set, only for `Authorization: Bearer <token>`
+    /// (compared in constant time), 401 otherwise.
+    func metrics(_ request: Request) -> Response {
+        if let token = settings.metricsToken {
+            // Compared as digests, so neither the time nor an early length check tells anything of the token.
+            let given = Data(SHA256.hash(data: Array((request.headers[.authorization] ?? "").utf8)))
+            let wanted = Data(SHA256.hash(data: Array(("Bearer " + token).utf8)))
+            guard Self.constantTimeEqual(given.base64EncodedString(), wanted.base64EncodedString()) else {
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; charset=utf-8"
+                headers[.wwwAuthenticate] = "Bearer realm=\"otpd metrics\""
+                return Response(
+                    status: .unauthorized,
+                    headers: headers,
+                    body: .init(byteBuffer: ByteBuffer(string: "metrics_token required\n"))
+                )
+            }
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = Telemetry.contentType
+        headers[.cacheControl] = "no-store"
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: telemetry.exposition()))
+        )
     }
 
     func twilio(_ request: Request) async -> Response {
@@ -150,6 +186,7 @@ public final class HTTPSide: Service, Sendable {
                 try messages.find(providerRef: found.ref, channel: found.channel, on: conn)
             }
         } catch {
+            telemetry.databaseError()
             return Self.text(.serviceUnavailable, "database unavailable\n")
         }
         // Unknown to us: 200, so Twilio does not retry it.
@@ -173,6 +210,7 @@ public final class HTTPSide: Service, Sendable {
         do {
             row = try await pool.withConnection { conn in try messages.find(messageId: messageId, on: conn) }
         } catch {
+            telemetry.databaseError()
             return Self.text(.serviceUnavailable, "database unavailable\n")
         }
         guard let row else { return Self.text(.notFound, "unknown message id\n") }

@@ -45,6 +45,8 @@ public final class RESPServer: Service {
     let logger: Logger
     let group: any EventLoopGroup
     let onListening: @Sendable (HostPort) -> Void
+    /// Counts the open connections (`otpd_connections`).
+    let telemetry: Telemetry
     private let connections = Mutex(Registry())
 
     private struct Registry {
@@ -64,12 +66,14 @@ public final class RESPServer: Service {
         handler: CommandHandler,
         logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        telemetry: Telemetry = Telemetry(),
         onListening: @escaping @Sendable (HostPort) -> Void
     ) {
         self.configuration = configuration
         self.handler = handler
         self.logger = logger
         self.group = group
+        self.telemetry = telemetry
         self.onListening = onListening
     }
 
@@ -146,7 +150,11 @@ public final class RESPServer: Service {
             }
             return
         }
-        defer { _ = connections.withLock { $0.open.removeValue(forKey: id) } }
+        telemetry.connectionsChanged(by: 1)
+        defer {
+            _ = connections.withLock { $0.open.removeValue(forKey: id) }
+            telemetry.connectionsChanged(by: -1)
+        }
         var state = handler.newConnection()
         let channel = connection.channel
         let (flushBytes, writeTimeout) = (configuration.outboundFlushBytes, configuration.writeTimeout)

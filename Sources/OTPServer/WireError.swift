@@ -28,6 +28,11 @@ struct WireError: Error, Sendable, Equatable {
         static let proto = Code(rawValue: "PROTO")
         /// Too many connections, or shutting down; the connection closes.
         static let busy = Code(rawValue: "BUSY")
+
+        /// Every code above (the values `otpd_commands_total`'s `result` label takes besides `ok`).
+        static let all: Set<Code> = [
+            .err, .noAuth, .noPerm, .badArg, .notFound, .conflict, .rateLimited, .unavailable, .proto, .busy,
+        ]
     }
 
     var code: Code

@@ -42,6 +42,7 @@ public final class Dispatcher: Service {
     let settings: Settings
     let leaseSeconds: Int
     let logger: Logger
+    let telemetry: Telemetry
 
     /// How long a message of an unreadable session waits before it is tried again (an hour).
     static let parkSeconds = 3_600
@@ -52,7 +53,7 @@ public final class Dispatcher: Service {
 
     /// Creates a dispatcher; `calls` holds each provider channel's timeout and tries (default 5 s, 3 tries);
     /// `secrets` make a message's id and tracking token, and `publicURL` (the HTTP side's, if any) roots
-    /// the links given to drivers.
+    /// the links given to drivers; `telemetry` times and counts the provider calls.
     public init(
         pool: PGPool,
         sessions: SessionService,
@@ -65,7 +66,8 @@ public final class Dispatcher: Service {
         secrets: Secrets,
         publicURL: @escaping @Sendable () -> String? = { nil },
         settings: Settings = Settings(),
-        logger: Logger
+        logger: Logger,
+        telemetry: Telemetry = Telemetry()
     ) {
         self.pool = pool
         self.sessions = sessions
@@ -82,11 +84,15 @@ public final class Dispatcher: Service {
         // Three calls' time: a send that first renews its access token (FCM) makes two, and the record follows.
         self.leaseSeconds = max(settings.leaseSeconds, Int((3 * slowest + 999) / 1000))
         self.logger = logger
+        self.telemetry = telemetry
+        for channel in DeliveryChannel.allCases {
+            telemetry.prepareChannel(channel, driver: (drivers[channel] ?? LogDriver()).name)
+        }
     }
 
     /// Runs until graceful shutdown, finishing the sends in flight.
     public func run() async throws {
-        let (outbox, lease, pool) = (self.outbox, leaseSeconds, self.pool)
+        let (outbox, lease, pool, telemetry) = (self.outbox, leaseSeconds, self.pool, self.telemetry)
         await runClaimLoop(
             "dispatcher",
             logger: logger,
@@ -96,8 +102,14 @@ public final class Dispatcher: Service {
             claim: { free in
                 // Every lane with room, in one statement: it succeeds or claims nothing, so no lane's rows are
                 // leased and then dropped (one claim per wake-up, not one per channel).
-                let claims = try await pool.withConnection { conn in
-                    try outbox.claim(free, leaseSeconds: lease, on: conn)
+                let claims: [Outbox.Claim]
+                do {
+                    claims = try await pool.withConnection { conn in
+                        try outbox.claim(free, leaseSeconds: lease, on: conn)
+                    }
+                } catch {
+                    telemetry.databaseError()
+                    throw error
                 }
                 return (claims, settings.pollInterval)
             },
@@ -166,6 +178,7 @@ public final class Dispatcher: Service {
                 ttlSeconds: Int((issued.ttlMs + 999) / 1000)
             )
             let driver = drivers[c.channel] ?? LogDriver()
+            let callStarted = ContinuousClock.now
             let result = await driver.send(
                 OutboundMessage(
                     messageId: messageId,
@@ -178,8 +191,13 @@ public final class Dispatcher: Service {
                     links: publicURL().map { MessageLinks(publicURL: $0, tracking: token) }
                 )
             )
+            let callTook = ContinuousClock.now - callStarted
+            func meter(_ outcome: Telemetry.MessageOutcome) {
+                telemetry.providerCall(channel: c.channel, driver: driver.name, duration: callTook, outcome: outcome)
+            }
             switch result {
             case .accepted(let ref):
+                meter(.sent)
                 if let ref {
                     // At once, on its own: a provider's receipt naming this reference (Twilio's sid) can come
                     // before `sent` is recorded, and must find its message then. A failure here leaves the
@@ -197,9 +215,11 @@ public final class Dispatcher: Service {
                 )
                 try await record(handOff, c, loaded: loaded, also: complete)
             case .permanentFailure(let reason):
+                meter(.failed)
                 let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: true)
                 try await record(failure, c, loaded: loaded, also: complete)
             case .unknownOutcome(let reason):
+                meter(.failed)
                 // The provider may have taken it (an answer cut off after the request went out): sending again
                 // could reach the person twice, so the step fails over, as for a row found in flight.
                 let failure = SessionCommand.recordProviderFailure(
@@ -216,6 +236,7 @@ public final class Dispatcher: Service {
                 if c.attempts >= calls[c.channel]?.retries ?? 3
                     || Self.stepTimeIsUp(c, loaded: loaded, issued: issued, afterMs: delay)
                 {
+                    meter(.failed)
                     let failure = SessionCommand.recordProviderFailure(
                         token: c.token,
                         reason: reason,
@@ -223,6 +244,7 @@ public final class Dispatcher: Service {
                     )
                     try await record(failure, c, loaded: loaded, also: complete)
                 } else {
+                    meter(.retried)
                     try await pool.withConnection { conn in try outbox.retry(c, afterMs: delay, on: conn) }
                 }
             }

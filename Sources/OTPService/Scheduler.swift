@@ -3,6 +3,7 @@ import Logging
 import OTPDomain
 import Postgres
 import ServiceLifecycle
+import Synchronization
 
 /// Turns due deadlines into commands: a step's timeout becomes `timed_out` and an escalation, the TTL `expired`.
 ///
@@ -20,6 +21,8 @@ public final class Scheduler: Service {
         public var maxSleep: Duration = .milliseconds(200)
         /// Deadlines being fired at once.
         public var batchSize = 64
+        /// How often a claim also counts the timers table for `otpd_timers_pending`.
+        public var pendingCountInterval: Duration = .seconds(5)
         /// Creates the defaults.
         public init() {}
     }
@@ -29,18 +32,28 @@ public final class Scheduler: Service {
     let timers: Timers
     let settings: Settings
     let logger: Logger
+    let telemetry: Telemetry
+    /// When the timers table was last counted; nil: not yet.
+    private let lastCount = Mutex<ContinuousClock.Instant?>(nil)
 
     /// How long a timer of an unreadable session waits before it is tried again (an hour).
     static let parkMs: Int64 = 3_600_000
 
-    /// Creates a scheduler.
-    public init(pool: PGPool, sessions: SessionService, timers: Timers, settings: Settings = Settings(), logger: Logger)
-    {
+    /// Creates a scheduler; `telemetry` gets the pending deadlines' count and how late each fired.
+    public init(
+        pool: PGPool,
+        sessions: SessionService,
+        timers: Timers,
+        settings: Settings = Settings(),
+        logger: Logger,
+        telemetry: Telemetry = Telemetry()
+    ) {
         self.pool = pool
         self.sessions = sessions
         self.timers = timers
         self.settings = settings
         self.logger = logger
+        self.telemetry = telemetry
     }
 
     /// Runs until graceful shutdown.
@@ -58,9 +71,27 @@ public final class Scheduler: Service {
 
     /// Claims due timers; returns them and how long to sleep when there are none.
     func claimDue(limit: Int) async throws -> ([Timers.Claim], Duration) {
-        let (timers, settings) = (self.timers, self.settings)
+        let (settings, telemetry) = (self.settings, self.telemetry)
+        let started = ContinuousClock.now
+        let countNow = lastCount.withLock { last in
+            guard last.map({ started - $0 >= settings.pendingCountInterval }) ?? true else { return false }
+            last = started
+            return true
+        }
+        do {
+            return try await claimDue(limit: limit, countPending: countNow)
+        } catch {
+            telemetry.databaseError()
+            throw error
+        }
+    }
+
+    private func claimDue(limit: Int, countPending: Bool) async throws -> ([Timers.Claim], Duration) {
+        let (timers, settings, telemetry) = (self.timers, self.settings, self.telemetry)
         let maxSleepMs = Int64(settings.maxSleep / .milliseconds(1))
         return try await pool.withConnection { conn in
+            // Every few seconds, a count of the whole table (an index-only scan) for the pending gauge.
+            if countPending { telemetry.setTimersPending(try timers.count(on: conn)) }
             let now = try EventStore.now(on: conn)
             let claims = try timers.claimDue(now: now, leaseMs: settings.leaseMs, limit: limit, on: conn)
             if !claims.isEmpty { return (claims, .zero) }
@@ -81,7 +112,8 @@ public final class Scheduler: Service {
                 try await pool.withConnection { conn in try timers.complete(c, on: conn) }
                 return
             }
-            _ = try await sessions.execute(command, on: c.stream, also: complete)
+            let outcome = try await sessions.execute(command, on: c.stream, also: complete)
+            telemetry.timerFired(lateness: Double(outcome.now - c.timer.dueAt) / 1000)
         } catch let r as Rejection where r == .notFound {
             _ = try? await pool.withConnection { conn in try timers.complete(c, on: conn) }
         } catch let u as UnreadableSession {

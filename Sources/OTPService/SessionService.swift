@@ -24,10 +24,12 @@ public final class SessionService: Sendable {
     let policies: PolicyBook
     let minGapMs: Int64
     let pick: @Sendable (Int) -> Int
+    /// Where committed events, escalations and receipts are counted.
+    public let telemetry: Telemetry
 
     static let maxConflictRetries = 8
 
-    /// Creates the service.
+    /// Creates the service; `telemetry` counts what it commits (a server passes its one `Telemetry`).
     public init(
         pool: PGPool,
         store: SessionStore,
@@ -35,7 +37,8 @@ public final class SessionService: Sendable {
         codes: any CodeBook,
         policies: PolicyBook,
         minGapMs: Int64,
-        pick: @escaping @Sendable (Int) -> Int = { Int.random(in: 0..<$0) }
+        pick: @escaping @Sendable (Int) -> Int = { Int.random(in: 0..<$0) },
+        telemetry: Telemetry = Telemetry()
     ) {
         self.pool = pool
         self.store = store
@@ -44,6 +47,7 @@ public final class SessionService: Sendable {
         self.policies = policies
         self.minGapMs = minGapMs
         self.pick = pick
+        self.telemetry = telemetry
     }
 
     /// Runs a command on a session; `also` runs in the same transaction after the commit, with the new state.
@@ -67,6 +71,11 @@ public final class SessionService: Sendable {
                 }
                 if effects.queuedMessages > 0 { store.outbox.signal.signal() }
                 if effects.timersChanged { store.timers.signal.signal() }
+                // Counted once committed: an attempt rolled back (a conflict, a limit) appended nothing.
+                telemetry.committed(outcome.decision.events)
+                if case .recordReceipt(let channel, let outcome, _, _) = command {
+                    telemetry.receipt(channel: channel, outcome: outcome)
+                }
                 return outcome
             } catch let e as AppendError where e == .versionConflict && attempt < Self.maxConflictRetries {
                 attempt += 1

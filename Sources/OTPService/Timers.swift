@@ -62,6 +62,11 @@ public struct Timers: Sendable {
         }
     }
 
+    /// How many deadlines the table holds (every instance's, leased or not).
+    func count(on conn: PGConnection) throws -> Int {
+        Int(try conn.query("SELECT count(*) AS n FROM timers").rows[0].decode("n", as: Int64.self))
+    }
+
     /// The nearest deadline after `now` (by the index); due rows leased by another instance are its to fire.
     func nextDue(after now: Int64, on conn: PGConnection) throws -> Int64? {
         try conn.query("SELECT due_ms FROM timers WHERE due_ms > \(now) ORDER BY due_ms LIMIT 1").rows.first?
