@@ -103,6 +103,7 @@ public struct Application: Sendable {
             var settings = HTTPSide.Settings(address: address)
             settings.publicURL = c.publicURL
             settings.appName = c.appName
+            settings.tenants = c.tenants
             for (channel, s) in c.channels {
                 switch s {
                 case .twilio(let t): settings.twilioTokens.append(t.authToken)
