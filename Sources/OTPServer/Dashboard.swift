@@ -73,7 +73,8 @@ public enum Dashboard {
         )
         page += card(
             "Delivery and conversion rate",
-            "Delivery rate: delivered ÷ sent. Conversion: verified ÷ issued.",
+            "Delivery rate: delivered ÷ sent. Conversion: verified ÷ issued (a fallback channel can pass 100%, "
+                + "verifying sessions issued elsewhere; bars stop at 100%).",
             legend([("delivery rate", deliveredColour), ("conversion rate", verifiedColour)])
                 + rates(figures.channels),
             id: "rates"
@@ -126,7 +127,7 @@ public enum Dashboard {
             ("Sessions issued", grouped(issued), "kpi-issued"),
             ("Messages sent", grouped(sent), "kpi-sent"),
             ("Delivery rate", percent(delivered, sent), "kpi-delivery"),
-            ("Sessions verified", grouped(verified), "kpi-verified"),
+            ("Verified", grouped(verified), "kpi-verified"),
             ("Conversion", percent(verified, issued), "kpi-conversion"),
             ("Escalations", grouped(escalated), "kpi-escalated"),
             ("Failed sends", grouped(failed), "kpi-failed"),
@@ -380,7 +381,7 @@ public enum Dashboard {
         for (i, hour) in hours.enumerated() {
             let x0 = left + band * Double(i) + (band - groupW) / 2
             let label = hourLabel(hour.hour)
-            if i % 2 == 0 || hours.count <= 12 || i == hours.count - 1 {
+            if i % 2 == (hours.count - 1) % 2 || hours.count <= 12 {
                 svg += "<text x=\"\(n(left + band * (Double(i) + 0.5)))\" y=\"\(n(top + plotH + 16))\" "
                 svg += "class=\"tick\" text-anchor=\"middle\">\(label)</text>"
             }
@@ -610,10 +611,10 @@ public enum Dashboard {
         .meta{margin:4px 0 0;color:#c9cfdb;font-size:13px}
         .meta strong{color:#fff}
         a.json{color:#fff;border:1px solid #5b6475;border-radius:6px;padding:5px 12px;text-decoration:none;font-size:13px}
-        main{padding-top:20px;padding-bottom:28px}
+        main.wrap{padding-top:20px;padding-bottom:28px}
         .kpis{display:grid;grid-template-columns:repeat(7,1fr);gap:12px}
         .kpi{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 14px}
-        .kpi .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.5px}
+        .kpi .k{color:var(--muted);font-size:12.5px;white-space:nowrap}
         .kpi .v{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums;margin-top:2px}
         .grid{display:grid;grid-template-columns:1fr 1fr;gap:16px;margin-top:16px}
         .card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:16px 18px;min-width:0}

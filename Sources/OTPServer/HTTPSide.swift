@@ -271,8 +271,8 @@ public final class HTTPSide: Service, Sendable {
     /// (401 without a valid credential, 403 with one lacking the role).
     func analystTenant(_ request: Request) -> TenantOrRefusal {
         if authenticator.isEmpty { return .tenant("default") }
-        guard let header = request.headers[.authorization], let (tenant, token) = Self.basicCredentials(header),
-            let credential = authenticator.credential(tenant: tenant, token: token)
+        guard let header = request.headers[.authorization], let given = Self.basicCredentials(header),
+            let credential = authenticator.credential(tenant: given.tenant, token: given.token)
         else {
             var response = Self.text(.unauthorized, "credentials required (basic auth, tenant:token)\n")
             response.headers[.wwwAuthenticate] = "Basic realm=\"otpd\""
@@ -294,7 +294,7 @@ public final class HTTPSide: Service, Sendable {
     }
 
     /// `Basic base64(tenant:token)` → (tenant, token); the token may hold colons, the tenant not.
-    static func basicCredentials(_ header: String) -> (String, String)? {
+    static func basicCredentials(_ header: String) -> (tenant: String, token: String)? {
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "basic",
             let data = Data(base64Encoded: parts[1].trimmingCharacters(in: .whitespaces)),
