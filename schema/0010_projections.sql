@@ -125,7 +125,8 @@ SELECT tenant, split_part(stream_id, '/', 2) AS session, step, channel, country,
        to_timestamp(sent_ms / 1000.0) AS sent_at,
        to_timestamp(delivered_ms / 1000.0) AS delivered_at,
        to_timestamp(opened_ms / 1000.0) AS opened_at,
-       GREATEST(delivered_ms - sent_ms, 0) AS delivery_ms,
+       CASE WHEN delivered_ms IS NOT NULL AND sent_ms IS NOT NULL THEN GREATEST(delivered_ms - sent_ms, 0) END
+           AS delivery_ms,
        failed, escalated, verified_ms IS NOT NULL AS verified, expired
 FROM projections.message_view
 WHERE NOT withdrawn OR sent_ms IS NOT NULL;

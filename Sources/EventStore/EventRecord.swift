@@ -48,12 +48,18 @@ public struct EventRecord: Sendable, Hashable {
 /// The key of the hash chains: without it, nobody can compute an event's hash or a stream's head.
 public struct ChainKey: Sendable {
     let bytes: [UInt8]
+    /// The HMAC with the key already absorbed: each MAC starts from a copy, so the key's two blocks are not
+    /// hashed again for every event (a replay of the whole log computes one MAC per event).
+    private let keyed: HMAC<SHA256>
 
     /// Creates a key from at least 32 secret bytes.
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        keyed = HMAC<SHA256>(key: SymmetricKey(data: bytes))
+    }
 
     func mac(_ parts: [UInt8]...) -> [UInt8] {
-        var h = HMAC<SHA256>(key: SymmetricKey(data: bytes))
+        var h = keyed
         for p in parts { h.update(data: p) }
         return Array(h.finalize())
     }

@@ -105,6 +105,7 @@ public struct Application: Sendable {
             settings.publicURL = c.publicURL
             settings.appName = c.appName
             settings.metricsToken = c.metricsToken
+            settings.tenants = c.tenants
             for (channel, s) in c.channels {
                 switch s {
                 case .twilio(let t): settings.twilioTokens.append(t.authToken)

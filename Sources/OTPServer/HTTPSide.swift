@@ -10,7 +10,8 @@ import Postgres
 import ServiceLifecycle
 import Synchronization
 
-/// The HTTP side (Hummingbird): health, metrics, providers' receipts and the e-mail's tracking URLs.
+/// The HTTP side (Hummingbird): health, metrics, providers' receipts, the e-mail's tracking URLs and the
+/// analysts' dashboard.
 ///
 /// A receipt that arrives here runs the same `RECEIPT` command as the RESP port, on the session and step its
 /// message belongs to, found through the `messages` table (by otpd's message id, the provider's reference or
@@ -33,6 +34,8 @@ public final class HTTPSide: Service, Sendable {
         public var appName = "otpd"
         /// The bearer token `GET /metrics` requires; nil: none (bind to a private address then).
         public var metricsToken: String?
+        /// The tenants' credentials, for the dashboard's basic auth; empty: single-tenant, no auth.
+        public var tenants: [TenantCredential] = []
         /// Creates the settings.
         public init(address: HostPort) { self.address = address }
     }
@@ -43,6 +46,8 @@ public final class HTTPSide: Service, Sendable {
     let messages: Messages
     let logger: Logger
     let telemetry: Telemetry
+    let analytics: AnalyticsQueries
+    let authenticator: Authenticator
     let onListening: @Sendable (HostPort) -> Void
     private let bound = Mutex<String?>(nil)
 
@@ -63,6 +68,8 @@ public final class HTTPSide: Service, Sendable {
         self.messages = messages
         self.logger = logger
         self.telemetry = telemetry
+        self.analytics = AnalyticsQueries(pool: pool)
+        self.authenticator = Authenticator(settings.tenants)
         self.onListening = onListening
     }
 
@@ -107,6 +114,8 @@ public final class HTTPSide: Service, Sendable {
         router.post("/receipts/webhook") { request, _ in await self.webhook(request) }
         router.get("/o/{token}") { _, context in await self.opened(context.parameters.get("token"), image: true) }
         router.get("/c/{token}") { _, context in await self.opened(context.parameters.get("token"), image: false) }
+        router.get("/dashboard") { request, _ in await self.dashboard(request, json: false) }
+        router.get("/dashboard.json") { request, _ in await self.dashboard(request, json: true) }
         return router
     }
 
@@ -261,6 +270,75 @@ public final class HTTPSide: Service, Sendable {
             <script>\(Self.showScript)</script></body></html>
             """
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: page)))
+    }
+
+    /// `/dashboard` and `/dashboard.json`: the last 24 hours of the tenant whose `analyst` credential came with
+    /// basic auth (`tenant:token`), or of `default` in single-tenant mode.
+    func dashboard(_ request: Request, json: Bool) async -> Response {
+        let tenant: String
+        switch analystTenant(request) {
+        case .refusal(let response): return response
+        case .tenant(let t): tenant = t
+        }
+        let figures: DashboardFigures
+        do {
+            figures = try await analytics.dashboard(tenant: tenant)
+        } catch {
+            logger.warning("http: dashboard figures not read", metadata: ["error": "\(error)"])
+            return Self.text(.serviceUnavailable, "database unavailable\n")
+        }
+        var headers = HTTPFields()
+        headers[.cacheControl] = "no-store"
+        headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        let body: [UInt8]
+        if json {
+            do { body = try Dashboard.json(figures, tenant: tenant) } catch {
+                return Self.text(.internalServerError, "figures not encoded\n")
+            }
+            headers[.contentType] = "application/json"
+        } else {
+            body = Array(Dashboard.html(figures, tenant: tenant).utf8)
+            headers[.contentType] = "text/html; charset=utf-8"
+            headers[.contentSecurityPolicy] = Dashboard.contentSecurityPolicy
+            headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// The dashboard's tenant: `default` without tenants; else basic auth's, when its credential is an `analyst`'s
+    /// (401 without a valid credential, 403 with one lacking the role).
+    func analystTenant(_ request: Request) -> TenantOrRefusal {
+        if authenticator.isEmpty { return .tenant("default") }
+        guard let header = request.headers[.authorization], let given = Self.basicCredentials(header),
+            let credential = authenticator.credential(tenant: given.tenant, token: given.token)
+        else {
+            var response = Self.text(.unauthorized, "credentials required (basic auth, tenant:token)\n")
+            response.headers[.wwwAuthenticate] = "Basic realm=\"otpd\""
+            response.headers[.cacheControl] = "no-store"
+            return .refusal(response)
+        }
+        guard credential.roles.contains(.analyst) else {
+            var response = Self.text(.forbidden, "the credential lacks the analyst role\n")
+            response.headers[.cacheControl] = "no-store"
+            return .refusal(response)
+        }
+        return .tenant(credential.name)
+    }
+
+    /// A tenant, or the answer refusing the request.
+    enum TenantOrRefusal {
+        case tenant(String)
+        case refusal(Response)
+    }
+
+    /// `Basic base64(tenant:token)` → (tenant, token); the token may hold colons, the tenant not.
+    static func basicCredentials(_ header: String) -> (tenant: String, token: String)? {
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "basic",
+            let data = Data(base64Encoded: parts[1].trimmingCharacters(in: .whitespaces)),
+            let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
+        else { return nil }
+        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
     }
 
     /// Runs RECEIPT on the message's session and step.

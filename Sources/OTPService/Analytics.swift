@@ -108,9 +108,11 @@ public enum Analytics {
                    count(*) FILTER (WHERE escalated) AS escalated,
                    count(verified_ms) AS verified,
                    count(*) FILTER (WHERE expired) AS expired,
-                   coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY GREATEST(delivered_ms - sent_ms, 0)), 0)
+                   coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY GREATEST(delivered_ms - sent_ms, 0))
+                                FILTER (WHERE delivered_ms IS NOT NULL AND sent_ms IS NOT NULL), 0)
                        AS p50_delivery_ms,
-                   coalesce(percentile_disc(0.95) WITHIN GROUP (ORDER BY GREATEST(delivered_ms - sent_ms, 0)), 0)
+                   coalesce(percentile_disc(0.95) WITHIN GROUP (ORDER BY GREATEST(delivered_ms - sent_ms, 0))
+                                FILTER (WHERE delivered_ms IS NOT NULL AND sent_ms IS NOT NULL), 0)
                        AS p95_delivery_ms,
                    coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY verified_ms - issued_ms), 0)
                        AS p50_verify_ms

@@ -199,9 +199,9 @@ func withoutSampleValues(_ text: String) -> String {
         #expect(check.status == 0, "promtool: \(check.stdout)\(check.stderr)")
         #expect((check.stdout + check.stderr).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
 
-        // The projector reports its lag on the same object.
-        server.app.telemetry.setProjectorLag(seconds: 0.25)
-        #expect(try await scrape(server).value("otpd_projector_lag_seconds") == 0.25)
+        // The projector reports its lag there: caught up with this handful of commands, it is under a second.
+        let lag = try await scrape(server).value("otpd_projector_lag_seconds")
+        #expect(lag != nil && lag! >= 0 && lag! < 1, "lag \(String(describing: lag))")
     }
 
     @Test(
