@@ -147,7 +147,8 @@ public struct Application: Sendable {
             telemetry: telemetry
         )
         let janitor = Janitor(pool: pool, pacing: pacing, messages: store.messages, logger: logger)
-        let projector = Projector(pool: pool, settings: options.projector, logger: logger) { seconds in
+        let projector = Projector(pool: pool, settings: options.projector, wake: store.appended, logger: logger) {
+            seconds in
             telemetry.setProjectorLag(seconds: seconds)
         }
         let handler = CommandHandler(

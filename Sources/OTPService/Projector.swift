@@ -18,8 +18,9 @@ public final class Projector: Service {
     public struct Settings: Sendable {
         /// Events per batch.
         public var batchSize = 2_000
-        /// How long to wait when the log has nothing new.
-        public var idleWait: Duration = .milliseconds(50)
+        /// How long to wait when the log has nothing new, unless a local append wakes the projector first: the
+        /// longest delay before another instance's events are applied.
+        public var idleWait: Duration = .milliseconds(200)
         /// How long to wait when another instance holds the lock.
         public var leaderWait: Duration = .milliseconds(500)
         /// Creates the defaults.
@@ -44,17 +45,21 @@ public final class Projector: Service {
     let pool: PGPool
     let settings: Settings
     let logger: Logger
+    let wake: Signal
     let onLag: @Sendable (Double) -> Void
 
-    /// Creates a projector; `onLag` is told the lag in seconds after each batch (0 when caught up).
+    /// Creates a projector; `wake` is signalled by this instance's appends (`SessionStore.appended`), `onLag`
+    /// is told the lag in seconds after each batch (0 when caught up).
     public init(
         pool: PGPool,
         settings: Settings = Settings(),
+        wake: Signal = Signal(),
         logger: Logger,
         onLag: @escaping @Sendable (Double) -> Void = { _ in }
     ) {
         self.pool = pool
         self.settings = settings
+        self.wake = wake
         self.logger = logger
         self.onLag = onLag
     }
@@ -63,10 +68,13 @@ public final class Projector: Service {
     public func run() async throws {
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let wait: Duration
+            var wait: Duration
+            var wakeEarly = true
             do {
                 switch try await step() {
-                case .notLeader: wait = settings.leaderWait
+                case .notLeader:
+                    wait = settings.leaderWait
+                    wakeEarly = false  // local appends are the leader's to apply: do not try the lock at each
                 case .idle:
                     onLag(0)
                     wait = settings.idleWait
@@ -79,8 +87,14 @@ public final class Projector: Service {
                 failures += 1
                 logger.warning("projector: cannot apply events; retrying", metadata: ["error": "\(error)"])
                 wait = .seconds(1 << min(failures - 1, 3))
+                wakeEarly = false
             }
-            if wait > .zero { try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) } }
+            if wait > .zero {
+                let (wake, early, pause) = (self.wake, wakeEarly, wait)
+                try? await cancelWhenGracefulShutdown {
+                    if early { await wake.wait(timeout: pause) } else { try await Task.sleep(for: pause) }
+                }
+            }
         }
     }
 

@@ -71,6 +71,7 @@ public final class SessionService: Sendable {
                 }
                 if effects.queuedMessages > 0 { store.outbox.signal.signal() }
                 if effects.timersChanged { store.timers.signal.signal() }
+                if !outcome.decision.events.isEmpty { store.appended.signal() }
                 // Counted once committed: an attempt rolled back (a conflict, a limit) appended nothing.
                 telemetry.committed(outcome.decision.events)
                 if case .recordReceipt(let channel, let outcome, _, _) = command {

@@ -136,7 +136,9 @@ import Testing
         }
         let clean = try await run([otpctl, "verify"] + db + ["clean"])
         #expect(clean.status == 0)
-        #expect(clean.stdout.contains("checked default/clean, 4 events: chain ok"), "\(clean.stdout)")
+        // (Its step may have timed out meanwhile, adding events: the count is not the point, the chain is.)
+        #expect(clean.stdout.contains("checked default/clean, "), "\(clean.stdout)")
+        #expect(clean.stdout.contains(" events: chain ok"), "\(clean.stdout)")
         #expect(pairs(try await redisCLI(server.port, ["REPLAY", "clean"]))["chain"] == "ok")
     }
 }

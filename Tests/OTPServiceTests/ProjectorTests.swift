@@ -278,7 +278,10 @@ func knownScenario(_ d: Driver) async throws {
         let d = Driver(f: f)
         try await d.issue("acme", "early", phone: "+15550000000")
         try await d.project()
-        // An ISSUE whose transaction stays open while a later one commits and the projector runs.
+        // An ISSUE whose transaction stays open (until the test releases it) while a later one commits and the
+        // projector runs.
+        let entered = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
         let held = Task {
             let request = IssueRequest(
                 session: "held",
@@ -287,10 +290,13 @@ func knownScenario(_ d: Driver) async throws {
                 fingerprint: "held"
             )
             _ = try await f.sessions.execute(.issue(request), on: StreamID(tenant: "acme", session: "held")) { _, _ in
-                Thread.sleep(forTimeInterval: 1.5)
+                entered.signal()
+                _ = release.wait(timeout: .now() + 20)
             }
         }
-        try await Task.sleep(for: .milliseconds(300))
+        _ = try await eventuallyTrue("the held transaction to have appended") {
+            entered.wait(timeout: .now()) == .success
+        }
         let projector = try PGConnection(url: f.url)
         defer { projector.close() }
         // The later session commits on the pool's other connection while the first is held.
@@ -298,6 +304,7 @@ func knownScenario(_ d: Driver) async throws {
         // Committed, but behind a running transaction: not read yet.
         let whileHeld = try Projector.project(limit: 100, on: projector, logger: quietLogger)
         #expect(whileHeld == .idle)
+        release.signal()
         try await held.value
         try await d.project()
         let sessions = try await f.pool.withConnection { conn in
