@@ -56,6 +56,9 @@ public enum Rebuild {
         }
         defer { _ = try? conn.query("SELECT pg_advisory_unlock(\(rebuildLock))") }
         try conn.execute("SET client_min_messages = warning")  // no NOTICE per table the CASCADE drops
+        // Copying a large log's read models over the live ones takes longer than a command's statement timeout
+        // (a server's own bound): this connection is the rebuild's alone.
+        try conn.execute("SET statement_timeout = 0")
         try conn.execute("DROP SCHEMA IF EXISTS projections_rebuild CASCADE")
         try conn.execute("CREATE SCHEMA projections_rebuild")
         for t in ReadModels.tables {
