@@ -108,7 +108,7 @@ func driveDashboardScenario(
         #expect(try await cli(["RECEIPT", s, channel, outcome]) == ["OK"])
     }
     @Sendable func verify(_ s: String) async throws {
-        let code = try await server.code(session: s)
+        let code = try await eventually(timeout: .seconds(30), "a code for \(s)") { server.log.codes(session: s).last }
         #expect(pairs(try await cli(["VERIFY", s, code]))["result"] == "verified")
     }
     // A phone number per session: the per-destination limits (5 sends in 10 minutes) stay out of the way.
@@ -281,8 +281,12 @@ func driveDashboardScenario(
         (
             l1,
             {
-                _ = try await cli(["ISSUE", l1, "sms:\(l1Phone)", "MAXATTEMPTS", "1"])
-                let code = try await server.code(session: l1)
+                let issued = try await cli(["ISSUE", l1, "sms:\(l1Phone)", "MAXATTEMPTS", "1"])
+                #expect(pairs(issued)["session"] == l1, "ISSUE \(l1): \(issued)")
+                // As `sent` waits: a loaded machine's dispatcher may take more than the harness's 10 s.
+                let code = try await eventually(timeout: .seconds(30), "a code for \(l1)") {
+                    server.log.codes(session: l1).last
+                }
                 let wrong = String(code.map { $0 == "9" ? "0" : Character(String(($0.wholeNumberValue ?? 0) + 1)) })
                 #expect(pairs(try await cli(["VERIFY", l1, wrong]))["status"] == "locked")
             }
