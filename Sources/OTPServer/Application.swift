@@ -147,7 +147,14 @@ public struct Application: Sendable {
             telemetry: telemetry
         )
         let janitor = Janitor(pool: pool, pacing: pacing, messages: store.messages, logger: logger)
-        let projector = Projector(pool: pool, settings: options.projector, wake: store.appended, logger: logger) {
+        // The projector's own connection: a burst of commands (each waking it) never waits behind it for the pool.
+        let projectorPool = PGPool(url: database.url, size: 1)
+        let projector = Projector(
+            pool: projectorPool,
+            settings: options.projector,
+            wake: store.appended,
+            logger: logger
+        ) {
             seconds in
             telemetry.setProjectorLag(seconds: seconds)
         }
@@ -173,7 +180,10 @@ public struct Application: Sendable {
 
         // Shut down in reverse: the listeners first, the provider client after the dispatcher, the database last.
         let services: [any Service] =
-            [database, PoolService(pool: pool), http, dispatcher, scheduler, janitor, projector]
+            [
+                database, PoolService(pool: pool), PoolService(pool: projectorPool), http, dispatcher, scheduler,
+                janitor, projector,
+            ]
             + (httpSide.map { [$0] } ?? [])
             + [resp]
         let group = ServiceGroup(
