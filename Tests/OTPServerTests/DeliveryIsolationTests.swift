@@ -106,6 +106,8 @@ final class Flag: Sendable {
         _ = try await redisCLI(server.port, ["ISSUE", "mail1", "email:mail1@example.com"])
         _ = try await server.code(session: "mail1")  // the log driver printed it: the e-mail went out
         #expect(ContinuousClock.now - started < .seconds(5))
-        #expect(sms.requests.count == 16)  // the SMS lane is full; its other messages wait their turn
+        // The SMS lane is full; its other messages wait their turn (on a loaded machine one hung call may reach
+        // its timeout and be tried once more meanwhile: a retry, not another message).
+        #expect((16...17).contains(sms.requests.count))
     }
 }

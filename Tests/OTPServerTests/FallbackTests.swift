@@ -33,7 +33,7 @@ let fastPolicy = """
         let conn = try PGConnection(url: server.databaseURL)
         defer { conn.close() }
         try conn.query(#"UPDATE events SET data = '{"bogus":true}' WHERE stream_id = 'default/k1' AND version = 2"#)
-        let parkedFor = try await eventually(timeout: .seconds(15), "the step timer parked") { () -> Int64? in
+        let parkedFor = try await eventually(timeout: .seconds(30), "the step timer parked") { () -> Int64? in
             let ms = try conn.query(
                 """
                 SELECT leased_until_ms - (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms

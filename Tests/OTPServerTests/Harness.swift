@@ -85,6 +85,7 @@ final class TestServer: Sendable {
         authTimeout: Duration = .seconds(10),
         dispatcher: Dispatcher.Settings? = nil,
         http: Bool = false,
+        poolSize: Int = 4,
         logger: Logger? = nil
     ) async throws -> TestServer {
         let url: String
@@ -92,7 +93,7 @@ final class TestServer: Sendable {
         var c = try Configuration.parse(config, file: "test.toml")
         c.databaseURL = url
         c.listen = HostPort(host: "127.0.0.1", port: 0)
-        c.databasePoolSize = 4
+        c.databasePoolSize = poolSize
         let log = CapturedLog()
         let bound = Mutex<Int?>(nil)
         let httpBound = Mutex<Int?>(nil)
