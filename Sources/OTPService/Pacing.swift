@@ -42,26 +42,20 @@ public struct Pacing: Sendable {
 
         /// The sends counted at `now`: the current bucket and every bucket that overlaps the window before it
         /// (so the window counted is between `windowMs` and `windowMs + bucketMs` long, never shorter).
-        func count(now: Int64, on conn: PGConnection) throws -> Int {
+        /// Counted with what `counts` holds for this transaction and has not written yet.
+        func count(now: Int64, counts: PendingCounts, on conn: PGConnection) throws -> Int {
             let from = (now - windowMs) - (now - windowMs) % bucketMs
-            return try conn.query(
+            let stored = try conn.query(
                 """
                 SELECT coalesce(sum(n), 0)::bigint FROM pacing_counts WHERE scope = \(scope) AND bucket_ms >= \(from)
                 """
             ).rows[0].decode(0, as: Int.self)
+            return stored + counts.count(scope: scope, from: from)
         }
 
-        /// Counts one send against each ceiling, in a random shard of its current bucket, in one statement.
-        static func record(_ ceilings: [Ceiling], now: Int64, on conn: PGConnection) throws {
-            guard !ceilings.isEmpty else { return }
-            var sql = "INSERT INTO pacing_counts (scope, bucket_ms, shard, n) VALUES "
-            var parameters: [String?] = []
-            for (i, c) in ceilings.enumerated() {
-                sql += (i == 0 ? "" : ", ") + "($\(3 * i + 1), $\(3 * i + 2), $\(3 * i + 3), 1)"
-                parameters += [c.scope.pgText, (now - now % c.bucketMs).pgText, Int.random(in: 0..<shards).pgText]
-            }
-            sql += " ON CONFLICT (scope, bucket_ms, shard) DO UPDATE SET n = pacing_counts.n + 1"
-            try conn.query(PGQuery(unsafeSQL: sql, parameters: parameters))
+        /// Counts one send against each ceiling in its current bucket; `counts` writes it with the transaction.
+        static func record(_ ceilings: [Ceiling], now: Int64, counts: PendingCounts) {
+            for c in ceilings { counts.add(scope: c.scope, bucketMs: now - now % c.bucketMs) }
         }
     }
 
@@ -88,6 +82,7 @@ public struct Pacing: Sendable {
         state: SessionState,
         tenant: String,
         now: Int64,
+        counts: PendingCounts,
         on conn: PGConnection
     ) throws
         -> DecisionContext.Facts
@@ -96,7 +91,9 @@ public struct Pacing: Sendable {
             let phone = request.destinations.first(where: { $0.channel.isTelephony })?.address
         else { return DecisionContext.Facts() }
         let ceiling = country(of: phone, tenant: tenant)
-        return DecisionContext.Facts(countryOverCeiling: try ceiling.count(now: now, on: conn) >= ceiling.limit)
+        return DecisionContext.Facts(
+            countryOverCeiling: try ceiling.count(now: now, counts: counts, on: conn) >= ceiling.limit
+        )
     }
 
     /// Whether an event is checked or counted against its destinations.
@@ -114,6 +111,7 @@ public struct Pacing: Sendable {
         after: SessionState,
         stream: StreamID,
         now: Int64,
+        counts: PendingCounts,
         on conn: PGConnection
     ) throws {
         guard let issued = after.issued, events.contains(where: Self.touchesDestinations) else { return }
@@ -143,7 +141,7 @@ public struct Pacing: Sendable {
             switch event {
             case .issued(let i):
                 for d in i.destinations { try checkNewSession(key(tenant, d.address), now: now, on: conn) }
-                try checkTenant(tenant, now: now, on: conn)
+                try checkTenant(tenant, now: now, counts: counts, on: conn)
                 // Each destination's start and its index row, in one statement.
                 let keys = Set(i.destinations.map { key(tenant, $0.address) }).sorted()
                 let rows = keys.indices.map { "($\($0 + 3)::text)" }.joined(separator: ", ")
@@ -158,9 +156,11 @@ public struct Pacing: Sendable {
                         parameters: [now.pgText, stream.text.pgText] + keys.map(\.pgText)
                     )
                 )
-                if let first = i.plan.steps.first { try recordSend(first.channel, issued, tenant, asked, now, conn) }
+                if let first = i.plan.steps.first {
+                    try recordSend(first.channel, issued, tenant, asked, now, counts, conn)
+                }
             case .escalated(let e):
-                try recordSend(e.toChannel, issued, tenant, asked, now, conn)
+                try recordSend(e.toChannel, issued, tenant, asked, now, counts, conn)
             case .verificationFailed:
                 for d in issued.destinations {
                     try conn.query(
@@ -201,9 +201,11 @@ public struct Pacing: Sendable {
         )
     }
 
-    private func checkTenant(_ tenant: String, now: Int64, on conn: PGConnection) throws {
+    private func checkTenant(_ tenant: String, now: Int64, counts: PendingCounts, on conn: PGConnection) throws {
         let budget = self.tenant(tenant)
-        if try budget.count(now: now, on: conn) >= budget.limit { throw Rejection.rateLimited(retryAfterSeconds: 3600) }
+        if try budget.count(now: now, counts: counts, on: conn) >= budget.limit {
+            throw Rejection.rateLimited(retryAfterSeconds: 3600)
+        }
     }
 
     private func recordSend(
@@ -212,6 +214,7 @@ public struct Pacing: Sendable {
         _ tenant: String,
         _ asked: Bool,
         _ now: Int64,
+        _ counts: PendingCounts,
         _ conn: PGConnection
     ) throws {
         guard let address = issued.destinations.first(where: { $0.channel == channel })?.address else { return }
@@ -239,10 +242,10 @@ public struct Pacing: Sendable {
             }
         }
         try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now))")
-        try Ceiling.record(
+        Ceiling.record(
             channel.isTelephony ? [country(of: address, tenant: tenant), self.tenant(tenant)] : [self.tenant(tenant)],
             now: now,
-            on: conn
+            counts: counts
         )
     }
 
@@ -326,5 +329,69 @@ public enum PacingAdmin {
         let key = Pacing(limits: Limits(), secrets: secrets).key(tenant, address)
         return try conn.query("DELETE FROM destination_failures WHERE destination_key = \(key) RETURNING consecutive")
             .rows.first?.decode("consecutive", as: Int.self)
+    }
+}
+
+/// The ceiling counters a transaction's commands have counted and not yet written: one command's own while it
+/// runs, and those of the commands before it that were kept. Written in one statement just before COMMIT.
+///
+/// Written at the end and in key order, every transaction takes the counters' row locks in the same order, for
+/// the shortest time: shared transactions of many commands never deadlock on a counter, however their commands
+/// interleave. Used on one connection's thread only.
+final class PendingCounts {
+    private struct Key: Hashable {
+        var scope: String
+        var bucketMs: Int64
+    }
+
+    private var kept: [Key: Int] = [:]
+    private var current: [Key: Int] = [:]
+
+    /// Counts one more in `scope`'s bucket, for the command running now.
+    func add(scope: String, bucketMs: Int64) {
+        current[Key(scope: scope, bucketMs: bucketMs), default: 0] += 1
+    }
+
+    /// What this transaction has counted in `scope` from bucket `from` on.
+    func count(scope: String, from: Int64) -> Int {
+        var n = 0
+        for (key, value) in kept where key.scope == scope && key.bucketMs >= from { n += value }
+        for (key, value) in current where key.scope == scope && key.bucketMs >= from { n += value }
+        return n
+    }
+
+    /// The command running now is kept: its counts will be written.
+    func keep() {
+        kept.merge(current, uniquingKeysWith: +)
+        current.removeAll(keepingCapacity: true)
+    }
+
+    /// The command running now was rolled back: its counts go with it.
+    func drop() {
+        current.removeAll(keepingCapacity: true)
+    }
+
+    /// Writes the kept counts in one statement, in key order, into one shard of each bucket (chosen at random
+    /// per transaction, so concurrent instances' transactions rarely wait on the same row).
+    func write(on conn: PGConnection) throws {
+        guard !kept.isEmpty else { return }
+        var rows = JSONRows()
+        for (key, n) in kept {
+            rows.row { r in
+                r.field("scope", key.scope)
+                r.field("bucket_ms", key.bucketMs)
+                r.field("n", n)
+            }
+        }
+        try conn.query(
+            """
+            INSERT INTO pacing_counts (scope, bucket_ms, shard, n)
+            SELECT scope, bucket_ms, \(Int.random(in: 0..<Pacing.Ceiling.shards))::smallint, n
+            FROM json_to_recordset(\(rows.text)::json) AS r(scope text, bucket_ms bigint, n integer)
+            ORDER BY scope, bucket_ms
+            ON CONFLICT (scope, bucket_ms, shard) DO UPDATE SET n = pacing_counts.n + excluded.n
+            """
+        )
+        kept.removeAll()
     }
 }

@@ -12,10 +12,11 @@ public struct CommandOutcome: Sendable {
     public var now: Int64
 }
 
-/// Runs commands on sessions: load, decide, commit, in one transaction.
+/// Runs commands on sessions: load, decide, commit, in one transaction shared with other commands
+/// (`GroupCommit`).
 ///
-/// A version conflict (another writer appended first) rolls back and runs the command again on a fresh load,
-/// a bounded number of times; an outcome is returned only from a committed transaction.
+/// A version conflict (another writer appended first) rolls back that command alone and runs it again on a
+/// fresh load, a bounded number of times; an outcome is returned only from a committed transaction.
 public final class SessionService: Sendable {
     let pool: PGPool
     let store: SessionStore
@@ -26,6 +27,8 @@ public final class SessionService: Sendable {
     let pick: @Sendable (Int) -> Int
     /// Where committed events, escalations and receipts are counted.
     public let telemetry: Telemetry
+    /// Gathers the commands of every caller into shared transactions, one lane per pooled connection.
+    let committer: GroupCommit<(outcome: CommandOutcome, effects: CommitEffects)>
 
     static let maxConflictRetries = 8
 
@@ -48,6 +51,18 @@ public final class SessionService: Sendable {
         self.minGapMs = minGapMs
         self.pick = pick
         self.telemetry = telemetry
+        self.committer = GroupCommit(
+            pool: pool,
+            lanes: pool.size,
+            maxAttempts: Self.maxConflictRetries + 1,
+            isLostRace: { error in
+                // Another writer appended first, or two ISSUEs raced to create the session key, or two shared
+                // transactions waited on each other's rows: the loser decides again on a fresh read.
+                if let e = error as? AppendError { return e == .versionConflict }
+                if let e = error as? PGError { return e.isUniqueViolation || e.sqlState == "40P01" }
+                return false
+            }
+        )
     }
 
     /// Runs a command on a session; `also` runs in the same transaction after the commit, with the new state.
@@ -60,30 +75,25 @@ public final class SessionService: Sendable {
         loaded: LoadedSession? = nil,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)? = nil
     ) async throws -> CommandOutcome {
-        var attempt = 0
-        while true {
-            let preloaded = attempt == 0 ? loaded : nil
-            do {
-                let (outcome, effects) = try await pool.withConnection { conn in
-                    try conn.transaction { conn in
-                        try self.run(command, on: stream, preloaded: preloaded, also: also, on: conn)
-                    }
-                }
-                if effects.queuedMessages > 0 { store.outbox.signal.signal() }
-                if effects.timersChanged { store.timers.signal.signal() }
-                if !outcome.decision.events.isEmpty { store.appended.signal() }
-                // Counted once committed: an attempt rolled back (a conflict, a limit) appended nothing.
-                telemetry.committed(outcome.decision.events)
-                if case .recordReceipt(let channel, let outcome, _, _) = command {
-                    telemetry.receipt(channel: channel, outcome: outcome)
-                }
-                return outcome
-            } catch let e as AppendError where e == .versionConflict && attempt < Self.maxConflictRetries {
-                attempt += 1
-            } catch let e as PGError where e.isUniqueViolation && attempt < Self.maxConflictRetries {
-                attempt += 1  // two ISSUEs raced to create the session key: the loser decides again
-            }
+        let (outcome, effects) = try await committer.run(key: stream.text) { conn, counts, attempt in
+            try self.run(
+                command,
+                on: stream,
+                preloaded: attempt == 0 ? loaded : nil,
+                also: also,
+                counts: counts,
+                on: conn
+            )
         }
+        if effects.queuedMessages > 0 { store.outbox.signal.signal() }
+        if effects.timersChanged { store.timers.signal.signal() }
+        if !outcome.decision.events.isEmpty { store.appended.signal() }
+        // Counted once committed: an attempt rolled back (a conflict, a limit) appended nothing.
+        telemetry.committed(outcome.decision.events)
+        if case .recordReceipt(let channel, let outcome, _, _) = command {
+            telemetry.receipt(channel: channel, outcome: outcome)
+        }
+        return outcome
     }
 
     /// One attempt: load, look up the facts the decision needs, decide, commit, check and count the limits.
@@ -92,8 +102,9 @@ public final class SessionService: Sendable {
         on stream: StreamID,
         preloaded: LoadedSession?,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)?,
+        counts: PendingCounts,
         on conn: PGConnection
-    ) throws -> (CommandOutcome, CommitEffects) {
+    ) throws -> (outcome: CommandOutcome, effects: CommitEffects) {
         var session = try preloaded ?? store.load(stream, on: conn)
         if preloaded != nil { session.now = try EventStore.now(on: conn) }
         let now = session.now
@@ -104,11 +115,26 @@ public final class SessionService: Sendable {
             policies: policies,
             pick: pick,
             minGapMs: minGapMs,
-            facts: try pacing.facts(for: command, state: session.state, tenant: stream.tenant, now: now, on: conn)
+            facts: try pacing.facts(
+                for: command,
+                state: session.state,
+                tenant: stream.tenant,
+                now: now,
+                counts: counts,
+                on: conn
+            )
         )
         let decision = try SessionDecider.decide(command, state: session.state, context: context)
         let (next, effects) = try store.commit(decision.events, to: stream, after: session, now: now, on: conn)
-        try pacing.apply(command, events: decision.events, after: next, stream: stream, now: now, on: conn)
+        try pacing.apply(
+            command,
+            events: decision.events,
+            after: next,
+            stream: stream,
+            now: now,
+            counts: counts,
+            on: conn
+        )
         try also?(conn, next)
         return (CommandOutcome(state: next, decision: decision, now: now), effects)
     }

@@ -42,6 +42,9 @@ public final class PGPool: Sendable {
         for worker in workers { worker.shutdown() }
     }
 
+    /// The number of workers (connections) in the pool.
+    public var size: Int { workers.count }
+
     /// The number of workers whose connection is currently healthy.
     public var connectedCount: Int {
         workers.count(where: \.isConnected)
