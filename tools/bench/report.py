@@ -95,6 +95,15 @@ def rows(r, meta):
         rp = p7["replay_events_per_s"]
         row("P7", "replay --all events/s", f"{n(rp)} ({n(p7['events'])} events)", f"psql read: {n(base)} events/s",
             f"{rp / base:.2f}" if base else "-", ">= 200,000/s", rp >= 200000)
+    a, b = r.get("p8_empty_cpu"), r.get("p8_loaded_cpu")
+    if a and b:
+        ratio = b["cpu_ms_per_issue"] / a["cpu_ms_per_issue"] if a["cpu_ms_per_issue"] else None
+        full = b["events_stored"] >= 10000000
+        row("P8", "CPU per ISSUE (ms)", f"{b['cpu_ms_per_issue']:.2f} with {n(b['events_stored'])} events stored",
+            f"{a['cpu_ms_per_issue']:.2f} with {n(a['events_stored'])}", f"{ratio:.2f}" if ratio else "-",
+            "<= 1.2 at 10,000,000", (ratio <= 1.2) if (full and ratio) else None,
+            ("" if full else "a history shorter than the bar's 10,000,000 events: no verdict")
+            + ("" if b.get("includes_postgres") else "; otpd only (the cluster is not ours)"))
     return out
 
 
