@@ -292,6 +292,7 @@ final class Bench {
             }
             connections.append(Connection(fd: fd, index: i))
         }
+        if connections.isEmpty { fail("no connection to \(o.host):\(o.port)") }
     }
 
     /// Closed or open loop until every connection has sent its share and had its replies, or the time bound
