@@ -124,7 +124,7 @@ def main():
     results = load(directory)
     out = rows(results, meta)
     print()
-    print(f"otpd benchmark, {meta.get('mode')} run, {meta.get('when')}: otpd {meta.get('otpd')} at {meta.get('commit')},"
+    print(f"otpd benchmark, {meta.get('mode')} run, {meta.get('when')}: otpd {meta.get('otpd')}, checkout at {meta.get('commit')},"
           f" PostgreSQL {meta.get('postgres')}, {meta.get('cpus')} cores")
     print(table(out))
     with open(path, "w") as f:
