@@ -182,6 +182,12 @@ let package = Package(
             path: "tools/bench/replay-load",
             swiftSettings: swiftSettings
         ),
+        // tools/bench/run's load generator: RESP over loopback, Foundation and Glibc only (not a product).
+        .executableTarget(
+            name: "otpbench",
+            path: "tools/bench/otpbench",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "OTPDomainTests",
             dependencies: ["OTPDomain"],
