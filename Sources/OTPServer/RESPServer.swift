@@ -177,11 +177,13 @@ public final class RESPServer: Service {
                 var out = ByteBuffer()
                 do {
                     // One batch is every request decoded from one read: its replies go out together, in writes
-                    // of about `outboundFlushBytes`.
+                    // of about `outboundFlushBytes`; but a reply that waited on the database goes out at once
+                    // with those before it, so a pipeline of ISSUEs is answered as each commits, not at the end.
                     for try await batch in inbound {
                         guard setBusy(id, true) else { break }
                         out.clear()
                         for request in batch {
+                            let started = ContinuousClock.now
                             let reply = await handler.handle(request, state: &state)
                             reply.encode(into: &out, protocolVersion: state.protocolVersion)
                             if state.tenant != nil, let pending = authDeadline {
@@ -189,7 +191,7 @@ public final class RESPServer: Service {
                                 authDeadline = nil
                             }
                             if state.closeAfterReply { break }
-                            if out.readableBytes >= flushBytes {
+                            if out.readableBytes >= flushBytes || started.duration(to: .now) > .milliseconds(1) {
                                 try await write(out)
                                 out.clear()
                             }

@@ -219,6 +219,8 @@ import Testing
             prefix_sends_per_minute = 1000000
             """
         let (first, port, _) = try await launch(url, config: config, dataDir: dataDir)
+        // Whatever happens below, the first server goes (and with it the client, which stops when it is gone).
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
         let acked = dataDir + ".acked"
         _ = FileManager.default.createFile(atPath: acked, contents: nil)
         // Four connections, 20 ISSUEs per pipeline; an ISSUE counts as answered only when its reply arrived.
@@ -253,7 +255,7 @@ import Testing
                 env: ["ACKED": acked]
             )
         }
-        _ = try await eventually(timeout: .seconds(30), "200 answered ISSUEs") { () -> Bool? in
+        _ = try await eventually(timeout: .seconds(60), "200 answered ISSUEs") { () -> Bool? in
             let lines = (try? String(contentsOfFile: acked, encoding: .utf8))?.split(separator: "\n") ?? []
             return lines.count >= 200 ? true : nil
         }
