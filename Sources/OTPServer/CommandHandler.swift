@@ -24,6 +24,9 @@ public struct ConnectionState: Sendable {
     public var protocolVersion = 2
     /// Set by QUIT: close after the reply.
     public var closeAfterReply = false
+    /// How long the last command took to answer (a reply that waited on the database is sent without waiting
+    /// for the rest of its pipeline).
+    public var lastAnswerTook: Duration = .zero
 }
 
 /// Turns requests into replies: looks the command up in the table, checks arity, authentication and roles,
@@ -89,7 +92,8 @@ public final class CommandHandler: Sendable {
         } else {
             result = "ok"
         }
-        meter.record(result: result, duration: ContinuousClock.now - started)
+        state.lastAnswerTook = ContinuousClock.now - started
+        meter.record(result: result, duration: state.lastAnswerTook)
         return reply
     }
 

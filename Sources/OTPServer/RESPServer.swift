@@ -183,7 +183,6 @@ public final class RESPServer: Service {
                         guard setBusy(id, true) else { break }
                         out.clear()
                         for request in batch {
-                            let started = ContinuousClock.now
                             let reply = await handler.handle(request, state: &state)
                             reply.encode(into: &out, protocolVersion: state.protocolVersion)
                             if state.tenant != nil, let pending = authDeadline {
@@ -191,7 +190,7 @@ public final class RESPServer: Service {
                                 authDeadline = nil
                             }
                             if state.closeAfterReply { break }
-                            if out.readableBytes >= flushBytes || started.duration(to: .now) > .milliseconds(1) {
+                            if out.readableBytes >= flushBytes || state.lastAnswerTook > .milliseconds(1) {
                                 try await write(out)
                                 out.clear()
                             }
