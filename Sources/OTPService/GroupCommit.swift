@@ -4,31 +4,36 @@ import Synchronization
 /// Group commit: commands from every client connection, the scheduler and the dispatcher are gathered into
 /// shared transactions, so the database's commit rate bounds batches, not commands.
 ///
-/// Each stream belongs to one lane (a hash of its id), and each lane runs at most one transaction at a time on a
-/// pooled connection. A batch is whatever arrived while the lane's previous transaction was committing: an idle
-/// lane commits a lone command at once, with no batching delay, and a busy one takes up to `maxBatch`.
+/// Up to `transactions` transactions run at once, each on a pooled connection. A command that arrives while
+/// fewer are running starts one at once, alone, with no batching delay. Otherwise it waits, and the next
+/// transaction to finish takes every command that queued meanwhile, up to `maxBatch`, as its next batch. A
+/// command whose stream is in a running transaction waits for that one to finish, so two commands of one stream
+/// are never in two transactions of one instance at once, and the transactions do not fight over its rows.
 ///
 /// Inside the transaction every command runs under its own savepoint, so a command that is refused, fails or
-/// loses a version race is rolled back alone; a lost race is decided again in the lane's next batch. Counter
-/// increments the commands make (`PendingCounts`) are written once per batch, in key order, just before COMMIT.
-/// A caller hears its outcome only after the COMMIT that carries it returned; if the transaction fails, every
-/// command in it gets that error, exactly as if it had run alone.
-///
-/// Two commands of one stream never run in two concurrent transactions of one instance (one lane per stream),
-/// so the stream's rows are not fought over between lanes.
+/// loses a version race is rolled back alone; a lost race is decided again in a later batch. A batch is at most
+/// 32 commands: each savepoint that writes takes a subtransaction id, and past 64 in one transaction
+/// PostgreSQL's snapshots overflow their cache (every reader then looks subtransactions up on disk). A lone
+/// command runs in a transaction of its own, without a savepoint, as before group commit. Counter increments
+/// the commands make (`PendingCounts`) are written once per batch, in key order, just before COMMIT. A caller
+/// hears its outcome only after the COMMIT that carries it returned; if the transaction fails, every command in
+/// it gets that error, exactly as if it had run alone.
 final class GroupCommit<Value: Sendable>: Sendable {
     /// One command's work inside the shared transaction; `attempt` counts its earlier lost races.
     typealias Work = @Sendable (_ conn: PGConnection, _ counts: PendingCounts, _ attempt: Int) throws -> Value
 
     private struct Job: Sendable {
+        let key: String
         let work: Work
         var attempt: Int
         let continuation: CheckedContinuation<Value, any Error>
     }
 
-    private struct Lane {
+    private struct State {
         var queue: [Job] = []
-        var running = false
+        var running = 0
+        /// The streams of the commands in running transactions.
+        var busy: Set<String> = []
     }
 
     private enum Ending {
@@ -38,110 +43,139 @@ final class GroupCommit<Value: Sendable>: Sendable {
     }
 
     private let pool: PGPool
-    private let lanes: Mutex<[Lane]>
-    private let laneCount: Int
+    private let state = Mutex(State())
+    private let transactions: Int
     private let maxBatch: Int
     private let maxAttempts: Int
     private let isLostRace: @Sendable (any Error) -> Bool
 
-    /// Creates the committer with `lanes` lanes (at most as many transactions at once); a command that loses
+    /// Creates the committer, running at most `transactions` transactions at once; a command that loses
     /// `maxAttempts` races in a row gets the last race's error.
     init(
         pool: PGPool,
-        lanes: Int,
-        maxBatch: Int = 64,
+        transactions: Int,
+        maxBatch: Int = 32,
         maxAttempts: Int,
         isLostRace: @escaping @Sendable (any Error) -> Bool
     ) {
         self.pool = pool
-        self.laneCount = max(lanes, 1)
-        self.lanes = Mutex(Array(repeating: Lane(), count: max(lanes, 1)))
+        self.transactions = max(transactions, 1)
         self.maxBatch = max(maxBatch, 1)
         self.maxAttempts = maxAttempts
         self.isLostRace = isLostRace
     }
 
-    /// Runs `work` in the lane of `key` (the stream id) and returns its result once its transaction committed.
+    /// Runs `work` (a command on the stream `key`) and returns its result once its transaction committed.
     func run(key: String, _ work: @escaping Work) async throws -> Value {
-        var hasher = Hasher()
-        hasher.combine(key)
-        let lane = Int(UInt(bitPattern: hasher.finalize()) % UInt(laneCount))
-        return try await withCheckedThrowingContinuation { continuation in
-            enqueue([Job(work: work, attempt: 0, continuation: continuation)], lane: lane)
-        }
-    }
-
-    private func enqueue(_ jobs: [Job], lane: Int) {
-        let start = lanes.withLock { lanes in
-            lanes[lane].queue.append(contentsOf: jobs)
-            if lanes[lane].running { return false }
-            lanes[lane].running = true
-            return true
-        }
-        if start { Task { await self.drain(lane) } }
-    }
-
-    /// Commits the lane's queue batch after batch until it is empty.
-    private func drain(_ lane: Int) async {
-        while true {
-            let batch: [Job] = lanes.withLock { lanes in
-                let taken = Array(lanes[lane].queue.prefix(maxBatch))
-                lanes[lane].queue.removeFirst(taken.count)
-                if taken.isEmpty { lanes[lane].running = false }
-                return taken
+        try await withCheckedThrowingContinuation { continuation in
+            let job = Job(key: key, work: work, attempt: 0, continuation: continuation)
+            let start = state.withLock { state in
+                state.queue.append(job)
+                guard state.running < transactions else { return false }
+                state.running += 1
+                return true
             }
-            if batch.isEmpty { return }
-            let endings: [Ending]
+            if start { Task { await self.drain() } }
+        }
+    }
+
+    /// Takes the next batch: queued commands, oldest first, whose stream no running transaction holds.
+    private func nextBatch(after finished: [Job], retrying again: [Job]) -> [Job] {
+        state.withLock { state in
+            for job in finished { state.busy.remove(job.key) }
+            // Ahead of what queued meanwhile, so a command that lost a race keeps its place.
+            state.queue.insert(contentsOf: again, at: 0)
+            var batch: [Job] = []
+            var mine: Set<String> = []
+            var left: [Job] = []
+            for job in state.queue {
+                if batch.count < maxBatch && (mine.contains(job.key) || !state.busy.contains(job.key)) {
+                    batch.append(job)
+                    mine.insert(job.key)
+                } else {
+                    left.append(job)
+                }
+            }
+            state.queue = left
+            state.busy.formUnion(mine)
+            // A command left behind waits for the transaction that holds its stream, which takes it next.
+            if batch.isEmpty { state.running -= 1 }
+            return batch
+        }
+    }
+
+    /// Commits batch after batch until nothing is left that this runner may take.
+    private func drain() async {
+        var batch = nextBatch(after: [], retrying: [])
+        while !batch.isEmpty {
+            var again: [Job] = []
             do {
-                endings = try await pool.withConnection { conn in try self.commit(batch, on: conn) }
+                let jobs = batch
+                let endings = try await pool.withConnection { conn in try self.commit(jobs, on: conn) }
+                for (job, ending) in zip(batch, endings) {
+                    switch ending {
+                    case .done(let result): job.continuation.resume(returning: result)
+                    case .failed(let error): job.continuation.resume(throwing: error)
+                    case .again:
+                        var retry = job
+                        retry.attempt += 1
+                        again.append(retry)
+                    }
+                }
             } catch {
                 // The transaction as a whole failed (connection lost, no connection, COMMIT refused or unknown):
                 // nothing of it is recorded, and each command hears so, as it would have alone.
                 for job in batch { job.continuation.resume(throwing: error) }
-                continue
             }
-            var again: [Job] = []
-            for (job, ending) in zip(batch, endings) {
-                switch ending {
-                case .done(let result): job.continuation.resume(returning: result)
-                case .failed(let error): job.continuation.resume(throwing: error)
-                case .again:
-                    var retry = job
-                    retry.attempt += 1
-                    again.append(retry)
+            batch = nextBatch(after: batch, retrying: again)
+        }
+    }
+
+    /// One transaction: every job under a savepoint of its own (a lone job needs none), then the batch's
+    /// counters, then COMMIT.
+    private func commit(_ batch: [Job], on conn: PGConnection) throws -> [Ending] {
+        if batch.count == 1 {
+            let job = batch[0]
+            do {
+                return [
+                    .done(
+                        try conn.transaction { conn in
+                            let counts = PendingCounts()
+                            let value = try job.work(conn, counts, job.attempt)
+                            counts.keep()
+                            try counts.write(on: conn)
+                            return value
+                        }
+                    )
+                ]
+            } catch {
+                if !conn.isConnected || (error as? PGError)?.isConnectionLost == true { throw error }
+                return [ending(of: job, failedWith: error)]
+            }
+        }
+        return try conn.transaction { conn in
+            let counts = PendingCounts()
+            let results = try conn.eachUnderSavepoint(batch.count) { i in
+                do {
+                    let value = try batch[i].work(conn, counts, batch[i].attempt)
+                    counts.keep()
+                    return value
+                } catch {
+                    counts.drop()
+                    throw error
                 }
             }
-            if !again.isEmpty {
-                // Ahead of what queued meanwhile, so a command that lost a race keeps its place.
-                lanes.withLock { $0[lane].queue.insert(contentsOf: again, at: 0) }
+            try counts.write(on: conn)
+            return zip(batch, results).map { job, result in
+                switch result {
+                case .success(let value): .done(value)
+                case .failure(let error): ending(of: job, failedWith: error)
+                }
             }
         }
     }
 
-    /// One shared transaction: every job under its savepoint, then the batch's counters, then COMMIT.
-    private func commit(_ batch: [Job], on conn: PGConnection) throws -> [Ending] {
-        try conn.transaction { conn in
-            let counts = PendingCounts()
-            var endings: [Ending] = []
-            endings.reserveCapacity(batch.count)
-            for job in batch {
-                do {
-                    let result = try conn.transaction { conn in try job.work(conn, counts, job.attempt) }
-                    counts.keep()
-                    endings.append(.done(result))
-                } catch {
-                    counts.drop()
-                    // A lost connection ends the whole transaction; anything else ends this command only.
-                    if !conn.isConnected || (error as? PGError)?.isConnectionLost == true { throw error }
-                    if isLostRace(error) && job.attempt + 1 < maxAttempts {
-                        endings.append(.again)
-                    } else {
-                        endings.append(.failed(error))
-                    }
-                }
-            }
-            try counts.write(on: conn)
-            return endings
-        }
+    private func ending(of job: Job, failedWith error: any Error) -> Ending {
+        isLostRace(error) && job.attempt + 1 < maxAttempts ? .again : .failed(error)
     }
 }

@@ -27,7 +27,7 @@ public final class SessionService: Sendable {
     let pick: @Sendable (Int) -> Int
     /// Where committed events, escalations and receipts are counted.
     public let telemetry: Telemetry
-    /// Gathers the commands of every caller into shared transactions, one lane per pooled connection.
+    /// Gathers the commands of every caller into shared transactions, as many at once as the pool has connections.
     let committer: GroupCommit<(outcome: CommandOutcome, effects: CommitEffects)>
 
     static let maxConflictRetries = 8
@@ -53,7 +53,7 @@ public final class SessionService: Sendable {
         self.telemetry = telemetry
         self.committer = GroupCommit(
             pool: pool,
-            lanes: pool.size,
+            transactions: pool.size,
             maxAttempts: Self.maxConflictRetries + 1,
             isLostRace: { error in
                 // Another writer appended first, or two ISSUEs raced to create the session key, or two shared

@@ -75,3 +75,38 @@ extension PGConnection {
         }
     }
 }
+
+extension PGConnection {
+    /// Runs `count` bodies in turn inside the open transaction, each under a savepoint of its own, so a body that
+    /// throws (or leaves the transaction failed) is rolled back alone while the others keep their work.
+    ///
+    /// One round trip between two bodies releases the last savepoint and sets the next (a failed body's rollback
+    /// keeps its savepoint for the next body). Returns each body's result in order; throws only what ends the
+    /// whole transaction: a lost connection (from a body or a savepoint statement), or a savepoint statement the
+    /// server refuses.
+    public func eachUnderSavepoint<T>(_ count: Int, _ body: (Int) throws -> T) throws -> [Result<T, any Error>] {
+        let name = "otpd_each"
+        var results: [Result<T, any Error>] = []
+        results.reserveCapacity(count)
+        try execute("SAVEPOINT \(name)")
+        for i in 0..<count {
+            if i > 0, case .success = results[i - 1] { try execute("RELEASE SAVEPOINT \(name); SAVEPOINT \(name)") }
+            do {
+                let value = try body(i)
+                if let handle, PQtransactionStatus(handle) == PQTRANS_INERROR {
+                    throw PGError(
+                        code: .server,
+                        sqlState: "25P02",
+                        message: "the transaction was aborted by an earlier error"
+                    )
+                }
+                results.append(.success(value))
+            } catch {
+                if !isConnected || (error as? PGError)?.isConnectionLost == true { throw error }
+                try execute("ROLLBACK TO SAVEPOINT \(name)")
+                results.append(.failure(error))
+            }
+        }
+        return results
+    }
+}

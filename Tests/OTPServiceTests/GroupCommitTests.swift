@@ -40,7 +40,7 @@ import Testing
         try conn.query("INSERT INTO gc_rows (name) VALUES (\(name))")
     }
 
-    /// One lane, and a first job that holds the lane's transaction long enough for the others to queue behind it.
+    /// One transaction at a time, and a first job that holds it long enough for the others to queue behind it.
     static func queued(
         _ committer: GroupCommit<Int>,
         _ jobs: [(String, GroupCommit<Int>.Work)]
@@ -75,7 +75,7 @@ import Testing
     }
 
     static func committer(_ pool: PGPool) -> GroupCommit<Int> {
-        GroupCommit<Int>(pool: pool, lanes: 1, maxAttempts: 3) { ($0 as? AppendError) == .versionConflict }
+        GroupCommit<Int>(pool: pool, transactions: 1, maxAttempts: 3) { ($0 as? AppendError) == .versionConflict }
     }
 
     @Test func aRefusedCommandOrALostRaceRollsBackAloneAndTheRestShareOneTransaction() async throws {
@@ -178,7 +178,7 @@ import Testing
         }
         #expect(try results["blocker"]?.get() == 0)
         #expect(Set(try await Self.rows(pool).keys) == ["blocker"])
-        // The lane goes on with the next batch.
+        // The committer goes on with the next batch.
         #expect(
             try await committer.run(key: "later") { conn, _, _ in
                 try Self.insert("later", on: conn)
