@@ -6,7 +6,8 @@ import Synchronization
 ///
 /// Up to `transactions` transactions run at once, each on a pooled connection. A command that arrives while
 /// fewer are running starts one at once, alone, with no batching delay. Otherwise it waits, and the next
-/// transaction to finish takes every command that queued meanwhile, up to `maxBatch`, as its next batch. A
+/// transaction to finish takes its share of what queued meanwhile (the queue divided by `transactions`, at
+/// most `maxBatch`) as its next batch. A
 /// command whose stream is in a running transaction waits for that one to finish, so two commands of one stream
 /// are never in two transactions of one instance at once, and the transactions do not fight over its rows.
 ///
@@ -85,11 +86,16 @@ final class GroupCommit<Value: Sendable>: Sendable {
             for job in finished { state.busy.remove(job.key) }
             // Ahead of what queued meanwhile, so a command that lost a race keeps its place.
             state.queue.insert(contentsOf: again, at: 0)
+            // A fair share of what is queued, not all of it: with fewer commands waiting than transactions may
+            // run, each runs alone in its own, and no connection idles while one transaction works through
+            // what the others could have run beside it. Batches grow only when the queue outgrows the
+            // connections, that is when commits are what the commands wait for.
+            let share = min(maxBatch, max(1, (state.queue.count + transactions - 1) / transactions))
             var batch: [Job] = []
             var mine: Set<String> = []
             var left: [Job] = []
             for job in state.queue {
-                if batch.count < maxBatch && (mine.contains(job.key) || !state.busy.contains(job.key)) {
+                if batch.count < share && (mine.contains(job.key) || !state.busy.contains(job.key)) {
                     batch.append(job)
                     mine.insert(job.key)
                 } else {
