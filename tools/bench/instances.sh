@@ -57,6 +57,10 @@ n, before, after, elapsed, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.ar
 runs = [json.loads(open(f).read().strip().splitlines()[-1]) for f in glob.glob('%s/load%d-*.json' % (work, n))]
 sent = sum(r.get('replies', 0) for r in runs)
 errors = sum(r.get('errors', 0) for r in runs)
-print('| %d | %.0f | %.0f | %d |' % (n, (after - before) / elapsed, sent / elapsed, errors))
+kinds = {}
+for r in runs:
+    for k, v in r.get('errors_by_kind', {}).items(): kinds[k] = kinds.get(k, 0) + v
+shown = ' (%s)' % ', '.join('%s %d' % kv for kv in sorted(kinds.items())) if kinds else ''
+print('| %d | %.0f | %.0f | %d%s |' % (n, (after - before) / elapsed, sent / elapsed, errors, shown))
 PY
 done
