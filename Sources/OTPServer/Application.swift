@@ -221,7 +221,8 @@ public struct Application: Sendable {
             codes: codes,
             policies: PolicyBook(policies: c.policies),
             minGapMs: c.limits.minGapPerChannelMs,
-            telemetry: telemetry
+            telemetry: telemetry,
+            groupCommit: c.groupCommit
         )
         return (sessions, store, pacing, codes)
     }

@@ -72,6 +72,12 @@ struct Reader {
         return n
     }
 
+    func bool(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigurationError) -> Bool? {
+        guard let v = t[key] else { return nil }
+        guard let b = v.bool else { throw fail(path, "must be true or false") }
+        return b
+    }
+
     func duration(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigurationError) -> Int64? {
         guard let v = t[key] else { return nil }
         guard let text = v.int.map({ String($0) }) ?? v.string, let ms = DurationText.milliseconds(text) else {
@@ -120,7 +126,7 @@ struct Reader {
         try onlyKeys(
             t,
             [
-                "listen", "database_url", "database_pool_size", "data_dir", "app_name", "app_domain",
+                "listen", "database_url", "database_pool_size", "group_commit", "data_dir", "app_name", "app_domain",
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
                 "tls_client_ca", "max_connections", "http_listen", "public_url", "templates", "metrics_token",
@@ -134,6 +140,7 @@ struct Reader {
             c.listen = address
         }
         if let n = try int(t, "database_pool_size", "database_pool_size", 1...64) { c.databasePoolSize = n }
+        if let b = try bool(t, "group_commit", "group_commit") { c.groupCommit = b }
         c.databaseURL = try string(t, "database_url", "database_url")
         if let v = try string(t, "data_dir", "data_dir") { c.dataDirectory = v }
         if let v = try string(t, "app_name", "app_name") {

@@ -10,6 +10,8 @@ public struct Configuration: Sendable {
     public var databaseURL: String?
     /// Connections in the pool.
     public var databasePoolSize = 8
+    /// Whether commands share transactions (`group_commit`); off by default (docs/BENCHMARKS.md says why).
+    public var groupCommit = false
     /// Where the secret and the embedded cluster live.
     public var dataDirectory = ".otpd"
     /// The app's name in messages.

@@ -12,8 +12,8 @@ public struct CommandOutcome: Sendable {
     public var now: Int64
 }
 
-/// Runs commands on sessions: load, decide, commit, in one transaction shared with other commands
-/// (`GroupCommit`).
+/// Runs commands on sessions: load, decide, commit, in one transaction, or, with `group_commit` on, in one
+/// shared with other commands (`GroupCommit`).
 ///
 /// A version conflict (another writer appended first) rolls back that command alone and runs it again on a
 /// fresh load, a bounded number of times; an outcome is returned only from a committed transaction.
@@ -27,8 +27,9 @@ public final class SessionService: Sendable {
     let pick: @Sendable (Int) -> Int
     /// Where committed events, escalations and receipts are counted.
     public let telemetry: Telemetry
-    /// Gathers the commands of every caller into shared transactions, as many at once as the pool has connections.
-    let committer: GroupCommit<(outcome: CommandOutcome, effects: CommitEffects)>
+    /// With `group_commit` on: gathers the commands of every caller into shared transactions, as many at once as
+    /// the pool has connections. Off (nil) by default: one transaction per command.
+    let committer: GroupCommit<(outcome: CommandOutcome, effects: CommitEffects)>?
 
     static let maxConflictRetries = 8
 
@@ -41,7 +42,8 @@ public final class SessionService: Sendable {
         policies: PolicyBook,
         minGapMs: Int64,
         pick: @escaping @Sendable (Int) -> Int = { Int.random(in: 0..<$0) },
-        telemetry: Telemetry = Telemetry()
+        telemetry: Telemetry = Telemetry(),
+        groupCommit: Bool = false
     ) {
         self.pool = pool
         self.store = store
@@ -51,18 +53,14 @@ public final class SessionService: Sendable {
         self.minGapMs = minGapMs
         self.pick = pick
         self.telemetry = telemetry
-        self.committer = GroupCommit(
-            pool: pool,
-            transactions: pool.size,
-            maxAttempts: Self.maxConflictRetries + 1,
-            isLostRace: { error in
-                // Another writer appended first, or two ISSUEs raced to create the session key, or two shared
-                // transactions waited on each other's rows: the loser decides again on a fresh read.
-                if let e = error as? AppendError { return e == .versionConflict }
-                if let e = error as? PGError { return e.isUniqueViolation || e.sqlState == "40P01" }
-                return false
-            }
-        )
+        self.committer =
+            groupCommit
+            ? GroupCommit(
+                pool: pool,
+                transactions: pool.size,
+                maxAttempts: Self.maxConflictRetries + 1,
+                isLostRace: Self.isLostRace
+            ) : nil
     }
 
     /// Runs a command on a session; `also` runs in the same transaction after the commit, with the new state.
@@ -75,15 +73,20 @@ public final class SessionService: Sendable {
         loaded: LoadedSession? = nil,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)? = nil
     ) async throws -> CommandOutcome {
-        let (outcome, effects) = try await committer.run(key: stream.text) { conn, counts, attempt in
-            try self.run(
-                command,
-                on: stream,
-                preloaded: attempt == 0 ? loaded : nil,
-                also: also,
-                counts: counts,
-                on: conn
-            )
+        let (outcome, effects): (CommandOutcome, CommitEffects)
+        if let committer {
+            (outcome, effects) = try await committer.run(key: stream.text) { conn, counts, attempt in
+                try self.run(
+                    command,
+                    on: stream,
+                    preloaded: attempt == 0 ? loaded : nil,
+                    also: also,
+                    counts: counts,
+                    on: conn
+                )
+            }
+        } else {
+            (outcome, effects) = try await alone(command, on: stream, loaded: loaded, also: also)
         }
         if effects.queuedMessages > 0 { store.outbox.signal.signal() }
         if effects.timersChanged { store.timers.signal.signal() }
@@ -94,6 +97,48 @@ public final class SessionService: Sendable {
             telemetry.receipt(channel: channel, outcome: outcome)
         }
         return outcome
+    }
+
+    /// One transaction per command (the default): a lost race rolls back and runs the command again on a
+    /// fresh load, a bounded number of times.
+    private func alone(
+        _ command: SessionCommand,
+        on stream: StreamID,
+        loaded: LoadedSession?,
+        also: (@Sendable (PGConnection, SessionState) throws -> Void)?
+    ) async throws -> (outcome: CommandOutcome, effects: CommitEffects) {
+        var attempt = 0
+        while true {
+            let preloaded = attempt == 0 ? loaded : nil
+            do {
+                return try await pool.withConnection { conn in
+                    try conn.transaction { conn in
+                        let counts = PendingCounts()
+                        let result = try self.run(
+                            command,
+                            on: stream,
+                            preloaded: preloaded,
+                            also: also,
+                            counts: counts,
+                            on: conn
+                        )
+                        counts.keep()
+                        try counts.write(on: conn)
+                        return result
+                    }
+                }
+            } catch  where Self.isLostRace(error) && attempt < Self.maxConflictRetries {
+                attempt += 1
+            }
+        }
+    }
+
+    /// Another writer appended first, or two ISSUEs raced to create the session key, or two transactions
+    /// waited on each other's rows: the loser decides again on a fresh read.
+    static func isLostRace(_ error: any Error) -> Bool {
+        if let e = error as? AppendError { return e == .versionConflict }
+        if let e = error as? PGError { return e.isUniqueViolation || e.sqlState == "40P01" }
+        return false
     }
 
     /// One attempt: load, look up the facts the decision needs, decide, commit, check and count the limits.

@@ -92,6 +92,8 @@ import Testing
         #expect(c.tenants.isEmpty)
         #expect(c.printsCodes)
         #expect(PolicyBook(policies: c.policies).policies == [Policy.builtInDefault])
+        #expect(!c.groupCommit, "one transaction per command unless group_commit is set")
+        #expect(try Configuration.parse("group_commit = true").groupCommit)
     }
 
     @Test(arguments: [
@@ -131,6 +133,7 @@ import Testing
             "otpd.toml: channel.sms.host: unknown key"
         ),
         ("database_pool_size = 0", "otpd.toml: database_pool_size: must be between 1 and 64"),
+        ("group_commit = \"yes\"", "otpd.toml: group_commit: must be true or false"),
         (
             "[limits]\nmin_gap_per_channel = 9223372036854775807",
             "otpd.toml: limits.min_gap_per_channel: must be a duration such as \"500ms\", \"15s\" or \"2m\""

@@ -230,7 +230,7 @@ import Testing
     }
 
     @Test func concurrentISSUEsShareTransactionsAndAreEachRecordedOnce() async throws {
-        let f = try await Fixture.make("gc_issue")
+        let f = try await Fixture.make("gc_issue", groupCommit: true)
         let n = 40
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<n {

@@ -17,7 +17,12 @@ struct Fixture {
     let store: SessionStore
     let sessions: SessionService
 
-    static func make(_ label: String, limits: Limits = Limits(), policies: [Policy] = []) async throws -> Fixture {
+    static func make(
+        _ label: String,
+        limits: Limits = Limits(),
+        policies: [Policy] = [],
+        groupCommit: Bool = false
+    ) async throws -> Fixture {
         let url = try await TestDatabase.make(label: label)
         let conn = try PGConnection(url: url)
         defer { conn.close() }
@@ -31,7 +36,8 @@ struct Fixture {
             pacing: Pacing(limits: limits, secrets: secrets),
             codes: SecretCodeBook(secrets),
             policies: PolicyBook(policies: policies),
-            minGapMs: limits.minGapPerChannelMs
+            minGapMs: limits.minGapPerChannelMs,
+            groupCommit: groupCommit
         )
         return Fixture(url: url, pool: pool, store: store, sessions: sessions)
     }

@@ -19,6 +19,7 @@ start_otpd() {
   cat > "$work/otpd.toml" <<TOML
 listen = "127.0.0.1:$port"
 data_dir = "$work/data"
+${OTPD_GROUP_COMMIT:+group_commit = $OTPD_GROUP_COMMIT}
 [channel.sms]
 driver = "null"
 [channel.email]
