@@ -143,17 +143,7 @@ final class GroupCommit<Value: Sendable>: Sendable {
         if batch.count == 1 {
             let job = batch[0]
             do {
-                return [
-                    .done(
-                        try conn.transaction { conn in
-                            let counts = PendingCounts()
-                            let value = try job.work(conn, counts, job.attempt)
-                            counts.keep()
-                            try counts.write(on: conn)
-                            return value
-                        }
-                    )
-                ]
+                return [.done(try PendingCounts.transaction(on: conn) { try job.work(conn, $0, job.attempt) })]
             } catch {
                 if !conn.isConnected || (error as? PGError)?.isConnectionLost == true { throw error }
                 return [ending(of: job, failedWith: error)]

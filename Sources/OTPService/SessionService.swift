@@ -112,19 +112,8 @@ public final class SessionService: Sendable {
             let preloaded = attempt == 0 ? loaded : nil
             do {
                 return try await pool.withConnection { conn in
-                    try conn.transaction { conn in
-                        let counts = PendingCounts()
-                        let result = try self.run(
-                            command,
-                            on: stream,
-                            preloaded: preloaded,
-                            also: also,
-                            counts: counts,
-                            on: conn
-                        )
-                        counts.keep()
-                        try counts.write(on: conn)
-                        return result
+                    try PendingCounts.transaction(on: conn) { counts in
+                        try self.run(command, on: stream, preloaded: preloaded, also: also, counts: counts, on: conn)
                     }
                 }
             } catch  where Self.isLostRace(error) && attempt < Self.maxConflictRetries {
