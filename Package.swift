@@ -43,7 +43,8 @@ let package = Package(
             dependencies: ["CLibPQ"],
             swiftSettings: swiftSettings
         ),
-        // Test helpers shipped as a library: a throwaway PostgreSQL for any test target.
+        // Test helpers shipped as a library: a throwaway PostgreSQL for any test target, and the `.heavy` trait that
+        // bounds how many server-starting tests run at once.
         .target(
             name: "PostgresTesting",
             dependencies: ["Postgres"],
@@ -206,7 +207,7 @@ let package = Package(
         .testTarget(
             name: "SMTPTests",
             dependencies: [
-                "SMTP", "OTPTesting",
+                "SMTP", "OTPTesting", "PostgresTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -242,7 +243,7 @@ let package = Package(
         .testTarget(
             name: "ChannelsTests",
             dependencies: [
-                "Channels", "OTPService", "OTPDomain", "OTPTesting",
+                "Channels", "OTPService", "OTPDomain", "OTPTesting", "PostgresTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

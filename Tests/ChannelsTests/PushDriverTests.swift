@@ -3,6 +3,7 @@ import Foundation
 import OTPDomain
 import OTPService
 import OTPTesting
+import PostgresTesting
 import Synchronization
 import Testing
 
@@ -74,7 +75,7 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
     )
 }
 
-@Suite(.serialized) struct FCMDriverTests {
+@Suite(.serialized, .heavy) struct FCMDriverTests {
     /// A fake Google: `/token` hands out numbered access tokens, the send endpoint answers `send`.
     static func withFakeGoogle(
         send: @escaping @Sendable (RecordedRequest) -> (Int, String),
@@ -203,7 +204,7 @@ private func pushMessage(to device: String, id: String = "m_push1") -> OutboundM
     }
 }
 
-@Suite(.serialized) struct APNsDriverTests {
+@Suite(.serialized, .heavy) struct APNsDriverTests {
     static let device = String(repeating: "ab", count: 32)
 
     static func withFakeAPNs(

@@ -3,9 +3,10 @@ import Foundation
 import OTPDomain
 import OTPService
 import OTPTesting
+import PostgresTesting
 import Testing
 
-@Suite struct TwilioDriverTests {
+@Suite(.heavy) struct TwilioDriverTests {
     static let sid = "AC" + String(repeating: "0a", count: 16)
     static let token = "twilio-auth-token"
     static let phone = "+15555550123"

@@ -6,9 +6,10 @@ import NIOPosix
 import OTPDomain
 import OTPService
 import OTPTesting
+import PostgresTesting
 import Testing
 
-@Suite struct WebhookDriverTests {
+@Suite(.heavy) struct WebhookDriverTests {
     private static let code = "482913"
     private static let phone = "+15555550123"
     private static let renderer = MessageRenderer(settings: MessageSettings(appName: "Acme"))

@@ -31,7 +31,7 @@ func broken(_ stream: String, on conn: PGConnection) throws -> Int? {
 
 func event(_ n: Int) -> NewEvent { NewEvent(type: "happened", data: #"{"n":\#(n)}"#) }
 
-@Suite struct EventStoreTests {
+@Suite(.heavy) struct EventStoreTests {
     @Test func appendThenReadKeepsOrderTextAndChain() async throws {
         let url = try await migratedDatabase("es_read")
         let conn = try PGConnection(url: url)

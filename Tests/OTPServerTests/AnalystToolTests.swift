@@ -1,10 +1,11 @@
 import Foundation
 import OTPTesting
 import Postgres
+import PostgresTesting
 import Testing
 
 /// `otpctl stats` and `otpctl rebuild` against a running server's database.
-@Suite struct AnalystToolTests {
+@Suite(.heavy) struct AnalystToolTests {
     @Test func otpctlStatsPrintsTheTableAndRebuildRestoresWipedProjections() async throws {
         guard let otpctl = ExecutableTests.built("otpctl") else { return }
         let server = try await TestServer.start(label: "otpctl_stats")

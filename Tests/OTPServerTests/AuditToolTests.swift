@@ -8,7 +8,7 @@ import Testing
 
 /// The auditors' side of otpctl: `replay --all` against the log and a projection, `export` as JSON Lines,
 /// `verify --tenant`. (Tamper evidence is in `TamperTests`.)
-@Suite struct AuditToolTests {
+@Suite(.heavy) struct AuditToolTests {
     /// Sessions through a real server, then the server stopped (so no projector touches the projection while the
     /// test sets its rows): returns the database URL and the secret file.
     func sessions(_ label: String, _ ids: [String]) async throws -> (url: String, secret: String) {

@@ -1,5 +1,6 @@
 import Foundation
 import OTPTesting
+import PostgresTesting
 import Testing
 
 let tenantsConfig = """
@@ -19,7 +20,7 @@ let tenantsConfig = """
     roles = ["service", "auditor", "gateway"]
     """
 
-@Suite(.serialized) struct AuthAndFramingTests {
+@Suite(.serialized, .heavy) struct AuthAndFramingTests {
     @Test func tenantsNeedAuthAndRolesLimitCommands() async throws {
         let server = try await TestServer.start(label: "auth", config: tenantsConfig)
         defer { Task { await server.stop() } }

@@ -1,5 +1,6 @@
 import Foundation
 import OTPTesting
+import PostgresTesting
 import Testing
 
 /// Redis client libraries other than redis-py, each in its own language, connecting with its own handshake and
@@ -7,7 +8,7 @@ import Testing
 ///
 /// Each script runs twice: `PHASE=issue` (the handshake commands, then ISSUE), then `PHASE=verify` with the
 /// code from the log (a wrong code, the right one, then STATUS). .ci/run installs the libraries.
-@Suite(.serialized) struct ClientLibraryTests {
+@Suite(.serialized, .heavy) struct ClientLibraryTests {
     /// redis-rb 4.8 (Debian's ruby-redis), RESP2, with AUTH: it sends `AUTH tenant token`, then `CLIENT SETNAME`.
     @Test func redisRbConnectsWithAuthAndDrivesTheLifecycle() async throws {
         let server = try await TestServer.start(label: "rb", config: tenantsConfig)

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import OTPServer
 import OTPTesting
+import PostgresTesting
 import Testing
 
 @testable import OTPService
@@ -438,7 +439,7 @@ func chromium(_ arguments: [String], url: String, profile: String) async throws 
     )
 }
 
-@Suite(.serialized) struct DashboardTests {
+@Suite(.serialized, .heavy) struct DashboardTests {
     /// Synthetic figures with hostile texts everywhere the figures carry text.
     static let hostile = DashboardFigures(
         channels: [

@@ -6,7 +6,7 @@ import Synchronization
 import Testing
 
 /// With the database gone the server answers `-UNAVAILABLE` (never hangs) and recovers by itself.
-@Suite struct DatabaseOutageTests {
+@Suite(.heavy) struct DatabaseOutageTests {
     @Test func commandsAnswerUnavailableWhileTheDatabaseIsDownThenRecover() async throws {
         let dir = "/var/tmp/otpd-outage-\(UUID().uuidString.prefix(8))"
         let pg = EmbeddedPostgres(dataDirectory: dir + "/data", settings: ["fsync": "off"])

@@ -3,11 +3,12 @@ import NIOHTTP1
 import OTPDomain
 import OTPService
 import OTPTesting
+import PostgresTesting
 import Testing
 
 /// E-mail end to end: otpd's SMTP driver against a real mail server (aiosmtpd) that requires STARTTLS and AUTH,
 /// then the mail's tracking image fetched from the HTTP side.
-@Suite(.serialized) struct EmailTests {
+@Suite(.serialized, .heavy) struct EmailTests {
     @Test func aCodeGoesOutOverSTARTTLSAndItsOpenImageRecordsOpened() async throws {
         let files = try await TLSFiles.make()
         defer { files.remove() }

@@ -2,10 +2,11 @@ import Foundation
 import OTPService
 import OTPTesting
 import Postgres
+import PostgresTesting
 import Testing
 
 /// The whole product through real clients: redis-cli, redis-py and raw sockets against the real server.
-@Suite(.serialized) struct EndToEndTests {
+@Suite(.serialized, .heavy) struct EndToEndTests {
     @Test func redisCLIDrivesTheLifecycleWithTheCodeFromTheLog() async throws {
         let server = try await TestServer.start(
             label: "cli",

@@ -4,11 +4,12 @@ import OTPDomain
 import OTPService
 import OTPTesting
 import Postgres
+import PostgresTesting
 import Testing
 
 /// ERASE (PROTOCOL.md v2): the session's data key is destroyed and `erased` appended; the history stays and
 /// verifies, nothing more is sent, VERIFY still answers (issue 7; QUALITY.md S5).
-@Suite struct ErasureTests {
+@Suite(.heavy) struct ErasureTests {
     @Test func anErasedSessionKeepsItsVerifiableHistoryAndSendsNothingMore() async throws {
         let server = try await TestServer.start(
             label: "erase",

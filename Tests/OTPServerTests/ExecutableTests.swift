@@ -6,7 +6,7 @@ import Synchronization
 import Testing
 
 /// The real `otpd` executable: flags, the listening line, replies, and a clean exit on SIGTERM.
-@Suite struct ExecutableTests {
+@Suite(.heavy) struct ExecutableTests {
     /// The otpd binary built beside the test bundle.
     static var binary: String { path(of: "otpd") }
 

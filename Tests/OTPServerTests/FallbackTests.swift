@@ -1,6 +1,7 @@
 import Foundation
 import OTPTesting
 import Postgres
+import PostgresTesting
 import Testing
 
 let fastPolicy = """
@@ -15,7 +16,7 @@ let fastPolicy = """
     """
 
 /// Fallback that drives itself: durable timers, step timeouts, expiry, several instances, restarts.
-@Suite struct FallbackTests {
+@Suite(.heavy) struct FallbackTests {
     /// A session whose stored events were edited so they no longer decode cannot move on: its due timer is
     /// parked for an hour instead of being retried every lease (2 s) for ever.
     @Test func aTimerOfAnUnreadableSessionIsParked() async throws {

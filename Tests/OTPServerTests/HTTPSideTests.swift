@@ -8,6 +8,7 @@ import OTPDomain
 import OTPServer
 import OTPService
 import OTPTesting
+import PostgresTesting
 import Synchronization
 import Testing
 
@@ -60,7 +61,7 @@ func formBody(_ params: [(String, String)]) -> [UInt8] {
     return Array(params.map { e($0.0) + "=" + e($0.1) }.joined(separator: "&").utf8)
 }
 
-@Suite(.serialized) struct HTTPSideTests {
+@Suite(.serialized, .heavy) struct HTTPSideTests {
     static let twilioSID = "AC" + String(repeating: "0b", count: 16)
     static let twilioToken = "the-twilio-auth-token"
 

@@ -6,10 +6,11 @@ import OTPServer
 import OTPService
 import OTPTesting
 import Postgres
+import PostgresTesting
 import Testing
 
 /// Pacing and abuse limits, each answered `-RATELIMITED retry_after=<s>`.
-@Suite struct PacingTests {
+@Suite(.heavy) struct PacingTests {
     func start(_ label: String, _ limits: String) async throws -> TestServer {
         try await TestServer.start(label: label, config: "[limits]\n" + limits)
     }

@@ -1,10 +1,11 @@
 import Foundation
 import OTPTesting
+import PostgresTesting
 import Synchronization
 import Testing
 
 /// Fallback against real HTTP providers on loopback (the webhook driver and a fake provider).
-@Suite struct ProviderFallbackTests {
+@Suite(.heavy) struct ProviderFallbackTests {
     final class Counter: Sendable {
         let value = Mutex(0)
         func next() -> Int {
@@ -114,7 +115,7 @@ extension ProviderFallbackTests {
 }
 
 /// Each provider driver's transient failures are retried `retries` times, then the step fails over.
-@Suite struct DriverRetryTests {
+@Suite(.heavy) struct DriverRetryTests {
     @Test func twilioAnswering503IsTriedRetriesTimesThenTheSessionFallsBackToVoice() async throws {
         let twilio = try await FakeProvider.start { r in
             r.path.hasSuffix("/Calls.json")
@@ -163,7 +164,7 @@ extension ProviderFallbackTests {
 }
 
 /// A transient failure is retried while tries are left and the step's time lasts, whichever ends first.
-@Suite struct StepTimeBoundsRetriesTests {
+@Suite(.heavy) struct StepTimeBoundsRetriesTests {
     @Test func aProviderThatKeepsFailingIsGivenUpWhenTheStepsTimeIsUpNotAfterEveryTry() async throws {
         let gateway = try await FakeProvider.start { _ in (503, "busy", .milliseconds(150)) }
         let server = try await TestServer.start(

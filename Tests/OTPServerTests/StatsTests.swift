@@ -1,9 +1,10 @@
 import Foundation
 import OTPTesting
+import PostgresTesting
 import Testing
 
 /// STATS over RESP: figures from the projector's read models, per tenant, for the analyst role only.
-@Suite struct StatsTests {
+@Suite(.heavy) struct StatsTests {
     @Test func redisCLIStatsShowsTheTourInEveryGrouping() async throws {
         let server = try await TestServer.start(label: "stats_tour")
         defer { Task { await server.stop() } }

@@ -43,7 +43,7 @@ final class LogRecords: Sendable {
 
 /// TLS on the RESP port: with `tls_cert` and `tls_key` the port speaks TLS only, checked with redis-cli, Python's
 /// ssl module and plain sockets.
-@Suite(.serialized) struct TLSTests {
+@Suite(.serialized, .heavy) struct TLSTests {
     @Test func redisCLIWithTheCAGetsPongAndASessionRunsOverTLS() async throws {
         let files = try await TLSFiles.make()
         defer { files.remove() }

@@ -3,6 +3,7 @@ import Foundation
 import OTPService
 import OTPTesting
 import Postgres
+import PostgresTesting
 import Testing
 
 /// S7, tamper evidence: every way of changing the log by SQL is reported by the RESP `REPLAY` command
@@ -10,7 +11,7 @@ import Testing
 /// exact stream and version: (a) a row's data edited, (b) a row in the middle deleted, (c) a stream's last
 /// rows deleted, (d) two versions swapped (their data and type, or their version numbers), and (e) a row edited
 /// and the chain re-hashed with SQL's own sha256.
-@Suite struct TamperTests {
+@Suite(.heavy) struct TamperTests {
     /// (a) an event row's data edited by SQL, and (c) a session's deleted last events (wrong codes erased to win
     /// attempts back), reported by REPLAY and by `otpctl verify` at their stream and version.
     @Test func tamperingIsReportedAtTheExactStreamAndVersion() async throws {

@@ -4,6 +4,7 @@ import OTPDomain
 import OTPServer
 import OTPService
 import OTPTesting
+import PostgresTesting
 import Testing
 
 /// Own templates from the configuration, the linter at start and as `otpctl lint`, and `otpctl app-hash`.
@@ -246,7 +247,7 @@ import Testing
 }
 
 /// The template's locale in the `sent` event and in HISTORY, and the linter's warnings at start, on a real server.
-@Suite(.serialized) struct TemplateServerTests {
+@Suite(.serialized, .heavy) struct TemplateServerTests {
     @Test func historyShowsTheLocaleOfTheTemplateEachMessageWasRenderedFrom() async throws {
         let long = String(repeating: "Bitte geben Sie ihn nicht weiter. ", count: 5)
         let server = try await TestServer.start(

@@ -1,11 +1,12 @@
 import Foundation
 import Postgres
+import PostgresTesting
 import Testing
 
 @testable import OTPService
 
 /// docs/ANALYTICS.md's queries run as they are written, against read models with sessions in them.
-@Suite struct AnalyticsDocTests {
+@Suite(.heavy) struct AnalyticsDocTests {
     @Test func everyQueryInTheAnalystsGuideRuns() async throws {
         let doc = try String(
             contentsOfFile: schemaDirectory.replacingOccurrences(of: "/schema", with: "/docs/ANALYTICS.md"),

@@ -10,7 +10,7 @@ import Testing
 
 /// Group commit: many callers' commands in shared transactions, each command rolled back alone, and an outcome
 /// given only once its transaction committed.
-@Suite struct GroupCommitTests {
+@Suite(.heavy) struct GroupCommitTests {
     /// A table the tests' own work writes, and the transaction that wrote each row.
     static func table(_ url: String) throws {
         let conn = try PGConnection(url: url)

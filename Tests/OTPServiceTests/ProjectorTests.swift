@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import OTPDomain
 import Postgres
+import PostgresTesting
 import Testing
 
 @testable import OTPService
@@ -179,7 +180,7 @@ func knownScenario(_ d: Driver) async throws {
     try await d.sent(b1)
 }
 
-@Suite struct ProjectorTests {
+@Suite(.heavy) struct ProjectorTests {
     @Test func readModelsCountAScenarioWithKnownOutcomes() async throws {
         let f = try await Fixture.make("proj_scenario", policies: [fastPolicy])
         let d = Driver(f: f)

@@ -70,7 +70,7 @@ let issue = SessionCommand.issue(
     )
 )
 
-@Suite struct SessionStoreTests {
+@Suite(.heavy) struct SessionStoreTests {
     @Test func oneCommitWritesTheKeyTheEventsTheMessageAndTheDeadlines() async throws {
         let f = try await Fixture.make("store_commit")
         let outcome = try await f.sessions.execute(issue, on: stream)
@@ -233,7 +233,7 @@ let issue = SessionCommand.issue(
     }
 }
 
-@Suite struct CodeBookTests {
+@Suite(.heavy) struct CodeBookTests {
     let book = SecretCodeBook(Secrets(secret: Array(repeating: 3, count: 32)))
 
     @Test func onlyTheSessionsOwnCodeMatchesItsDigest() {
@@ -249,7 +249,7 @@ let issue = SessionCommand.issue(
     }
 }
 
-@Suite struct StoredEventBounds {
+@Suite(.heavy) struct StoredEventBounds {
     @Test func anIssuedRowEditedBeyondWhatISSUEAcceptsIsUnreadableNotATrap() throws {
         let codec = EventCodec()
         let key = Array(repeating: UInt8(5), count: 32)

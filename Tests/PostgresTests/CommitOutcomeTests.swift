@@ -3,7 +3,7 @@ import PostgresTesting
 import Testing
 
 /// A connection lost while COMMIT is in flight leaves the outcome unknown, and says so.
-@Suite("The outcome of a lost COMMIT")
+@Suite("The outcome of a lost COMMIT", .heavy)
 struct CommitOutcomeTests {
     /// A deferred constraint trigger runs at COMMIT and terminates its own backend: the connection dies exactly
     /// while COMMIT is in flight.

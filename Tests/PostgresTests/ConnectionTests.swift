@@ -2,7 +2,7 @@ import Postgres
 import PostgresTesting
 import Testing
 
-@Suite("PGConnection against a real server")
+@Suite("PGConnection against a real server", .heavy)
 struct ConnectionTests {
     @Test func parametersAreNeverConcatenatedIntoSQL() async throws {
         let evil = "'; DROP TABLE x; --"

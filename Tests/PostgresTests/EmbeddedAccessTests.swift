@@ -11,7 +11,7 @@ import Darwin
 #endif
 
 /// QUALITY S9: the embedded PostgreSQL admits no other local user.
-@Suite("Embedded cluster access")
+@Suite("Embedded cluster access", .heavy)
 struct EmbeddedAccessTests {
     /// A fresh directory the postgres user can traverse (so the cluster is not relocated when we are root).
     private func clusterDirectory(_ label: String) throws -> String {

@@ -9,7 +9,7 @@ import Glibc
 import Darwin
 #endif
 
-@Suite("EmbeddedPostgres and reconnects")
+@Suite("EmbeddedPostgres and reconnects", .heavy)
 struct EmbeddedPostgresTests {
     /// Creates a root-owned 0700 directory (unreachable for the postgres user when we are root).
     private func privateTemporaryDirectory() throws -> String {

@@ -11,11 +11,12 @@ final class Flag: Sendable {
     var isSet: Bool { value.load(ordering: .acquiring) }
 }
 
-@Suite("PGPool")
+@Suite("PGPool", .heavy)
 struct PoolTests {
     @Test func poolRunsManyConcurrentBodies() async throws {
         let url = try await TestDatabase.make(label: "pool")
-        let pool = PGPool(url: url, size: 4)
+        // 40 bodies of 20 ms on 4 connections take 0.2 s; the generous wait keeps a loaded machine from failing it.
+        let pool = PGPool(url: url, size: 4, acquireTimeout: .seconds(60))
         let results: [(Int, Int, Int)]
         do {
             results = try await withThrowingTaskGroup(of: (Int, Int, Int).self) { group in

@@ -13,7 +13,7 @@ import Darwin
 
 /// QUALITY R8: a database that stops answering without closing (a black hole) fails calls within the
 /// statement timeout plus a few seconds, and the pool recovers when it answers again.
-@Suite("Calls to a server that stops answering")
+@Suite("Calls to a server that stops answering", .heavy)
 struct UnansweredCallTests {
     @Test func keepalivesAndTheTCPUserTimeoutAreSetOnTheSocket() async throws {
         let settings = PGSettings(

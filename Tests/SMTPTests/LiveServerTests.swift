@@ -1,11 +1,12 @@
 import Foundation
 import NIOSSL
 import OTPTesting
+import PostgresTesting
 import SMTP
 import Testing
 
 /// The client against a real server, aiosmtpd, on loopback: STARTTLS (required) and AUTH (required) by default.
-@Suite(.serialized) struct LiveServerTests {
+@Suite(.serialized, .heavy) struct LiveServerTests {
     private let user = "otpd"
     private let password = "s3cret-pass"
     private let timeouts = SMTPTimeouts(connect: .seconds(10), greeting: .seconds(15), command: .seconds(15))
