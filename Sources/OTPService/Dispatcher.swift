@@ -285,7 +285,9 @@ public final class Dispatcher: Service {
     }
 
     /// Records an outcome, trying again with backoff while the database fails (never sending again): a blip or
-    /// a pool timeout must not turn a sent message into a second one.
+    /// a pool timeout must not turn a sent message into a second one. Once a shutdown has begun it tries once:
+    /// against a database that stopped answering the five tries took 20 s or more of SIGTERM's time, and an
+    /// outcome not recorded is already safe (after the lease the step fails over, the message is not sent again).
     private func record(
         _ command: SessionCommand,
         _ c: Outbox.Claim,
@@ -299,7 +301,7 @@ public final class Dispatcher: Service {
                 return
             } catch let error
                 where attempt + 1 < settings.recordTries && !(error is Rejection)
-                && !(error is UnreadableSession)
+                && !(error is UnreadableSession) && !Task.isShuttingDownGracefully
             {
                 attempt += 1
                 try? await Task.sleep(for: .milliseconds(100 << min(attempt, 6)))

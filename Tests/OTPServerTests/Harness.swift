@@ -110,7 +110,7 @@ final class TestServer: Sendable {
         options.schemaDirectory = repositoryRoot + "/schema"
         options.onListening = { address in bound.withLock { $0 = address.port } }
         var quiet = Logger(label: "otpd-test")
-        quiet.logLevel = .warning
+        quiet.logLevel = ProcessInfo.processInfo.environment["OTPD_TEST_DEBUG"] != nil ? .debug : .warning
         let logger = logger ?? quiet
         let app = try await Application(configuration: c, options: options, logger: logger).start()
         let task = Task { try await app.run() }
