@@ -52,24 +52,29 @@ public enum EventStore {
         return try r.rows.map(EventStore.record)
     }
 
-    /// Reads a stream's events in version order and its recorded head, in one statement.
-    public static func readWithHead(stream: String, on conn: PGConnection) throws -> ([EventRecord], StreamHead?) {
+    /// Reads a stream's events in version order, its recorded head and the database clock (Unix epoch
+    /// milliseconds, as `now(on:)`), in one statement.
+    public static func readWithHead(
+        stream: String,
+        on conn: PGConnection
+    ) throws -> (records: [EventRecord], head: StreamHead?, now: Int64) {
         let rows = try conn.query(
             """
-            SELECT h.version AS head_version, h.mac AS head_mac,
+            SELECT one.now, h.version AS head_version, h.mac AS head_mac,
                    e.stream_id, e.version, e.type, e.data::text AS data, e.at_ms, e.prev_hash, e.hash
-            FROM (SELECT 1) AS one
+            FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now) AS one
             LEFT JOIN stream_heads h ON h.stream_id = \(stream)
             LEFT JOIN events e ON e.stream_id = \(stream)
             ORDER BY e.version
             """
         ).rows
+        let now = try rows[0].decode("now", as: Int64.self)
         let head = try rows.first.flatMap { row -> StreamHead? in
             guard let version = try row.decodeIfPresent("head_version", as: Int.self) else { return nil }
             return StreamHead(version: version, mac: try row.decode("head_mac"))
         }
-        guard try rows.first?.decodeIfPresent("stream_id", as: String.self) != nil else { return ([], head) }
-        return (try rows.map(EventStore.record), head)
+        guard try rows.first?.decodeIfPresent("stream_id", as: String.self) != nil else { return ([], head, now) }
+        return (try rows.map(EventStore.record), head, now)
     }
 
     /// Reads a stream's recorded head, or nil when none was recorded.

@@ -140,22 +140,8 @@ public struct Pacing: Sendable {
         for event in events {
             switch event {
             case .issued(let i):
-                for d in i.destinations { try checkNewSession(key(tenant, d.address), now: now, on: conn) }
+                try startSession(Set(i.destinations.map { key(tenant, $0.address) }).sorted(), stream, now, conn)
                 try checkTenant(tenant, now: now, counts: counts, on: conn)
-                // Each destination's start and its index row, in one statement.
-                let keys = Set(i.destinations.map { key(tenant, $0.address) }).sorted()
-                let rows = keys.indices.map { "($\($0 + 3)::text)" }.joined(separator: ", ")
-                try conn.query(
-                    PGQuery(
-                        unsafeSQL: """
-                            WITH d(k) AS (VALUES \(rows)),
-                                 starts AS (INSERT INTO session_starts (destination_key, at_ms) SELECT k, $1::bigint FROM d)
-                            INSERT INTO destination_sessions (destination_key, stream_id) SELECT k, $2::text FROM d
-                            ON CONFLICT DO NOTHING
-                            """,
-                        parameters: [now.pgText, stream.text.pgText] + keys.map(\.pgText)
-                    )
-                )
                 if let first = i.plan.steps.first {
                     try recordSend(first.channel, issued, tenant, asked, now, counts, conn)
                 }
@@ -182,23 +168,35 @@ public struct Pacing: Sendable {
         }
     }
 
-    private func checkNewSession(_ key: String, now: Int64, on conn: PGConnection) throws {
-        let failures =
-            try conn.query("SELECT consecutive FROM destination_failures WHERE destination_key = \(key)")
-            .rows.first?.decode(0, as: Int.self) ?? 0
-        if failures >= limits.consecutiveFailuresPerDestination {
-            throw Rejection.rateLimited(retryAfterSeconds: 3600)  // until an operator clears it
+    /// Records a new session's start and index row for each destination key and checks the limits a new session
+    /// meets, in one statement: the reads see the rows as they were before it (a statement's own inserts are not
+    /// visible to it), and a refusal rolls the inserts back with the rest of the command.
+    private func startSession(_ keys: [String], _ stream: StreamID, _ now: Int64, _ conn: PGConnection) throws {
+        guard !keys.isEmpty else { return }
+        let rows = keys.indices.map { "($\($0 + 4)::text, \($0))" }.joined(separator: ", ")
+        let found = try conn.query(
+            PGQuery(
+                unsafeSQL: """
+                    WITH d(k, n) AS (VALUES \(rows)),
+                         starts AS (INSERT INTO session_starts (destination_key, at_ms) SELECT k, $1::bigint FROM d),
+                         indexed AS (INSERT INTO destination_sessions (destination_key, stream_id)
+                                     SELECT k, $2::text FROM d ON CONFLICT DO NOTHING)
+                    SELECT coalesce((SELECT consecutive FROM destination_failures f WHERE f.destination_key = d.k), 0)
+                             AS failures,
+                           coalesce((SELECT string_agg(s.at_ms::text, ',' ORDER BY s.at_ms) FROM session_starts s
+                                     WHERE s.destination_key = d.k AND s.at_ms > $3::bigint), '') AS starts
+                    FROM d ORDER BY d.n
+                    """,
+                parameters: [now.pgText, stream.text.pgText, (now - Self.day).pgText] + keys.map(\.pgText)
+            )
+        ).rows
+        for row in found {
+            if try row.decode("failures", as: Int.self) >= limits.consecutiveFailuresPerDestination {
+                throw Rejection.rateLimited(retryAfterSeconds: 3600)  // until an operator clears it
+            }
+            let starts = try row.decode("starts", as: String.self).split(separator: ",").compactMap { Int64($0) }
+            try Self.refuseWhenFull(starts, limit: limits.sessionsPerDestinationDay, span: Self.day, now: now)
         }
-        try window(
-            limit: limits.sessionsPerDestinationDay,
-            span: Self.day,
-            now: now,
-            on: conn,
-            """
-            SELECT at_ms FROM session_starts WHERE destination_key = \(key) AND at_ms > \(now - Self.day)
-            ORDER BY at_ms
-            """
-        )
     }
 
     private func checkTenant(_ tenant: String, now: Int64, counts: PendingCounts, on conn: PGConnection) throws {
@@ -220,10 +218,12 @@ public struct Pacing: Sendable {
         guard let address = issued.destinations.first(where: { $0.channel == channel })?.address else { return }
         let k = key(tenant, address)
         if asked {
-            // One read serves both limits: the sends in the last ten minutes, and this channel's latest one.
+            // One statement records the send and reads what both limits need (the sends in the last ten minutes,
+            // and this channel's latest one) as they were before it; a refusal rolls the insert back.
             let reach = max(Self.tenMinutes, limits.minGapPerChannelMs)
             let recent = try conn.query(
                 """
+                WITH sent AS (INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now)))
                 SELECT at_ms, channel FROM sends WHERE destination_key = \(k) AND at_ms > \(now - reach) ORDER BY at_ms
                 """
             ).rows.map {
@@ -240,19 +240,16 @@ public struct Pacing: Sendable {
             {
                 throw Rejection.rateLimited(afterMs: last + limits.minGapPerChannelMs - now)
             }
+        } else {
+            try conn.query(
+                "INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now))"
+            )
         }
-        try conn.query("INSERT INTO sends (destination_key, channel, at_ms) VALUES (\(k), \(channel.rawValue), \(now))")
         Ceiling.record(
             channel.isTelephony ? [country(of: address, tenant: tenant), self.tenant(tenant)] : [self.tenant(tenant)],
             now: now,
             counts: counts
         )
-    }
-
-    /// Refuses when `limit` rows are already in the window; retry when the oldest leaves it.
-    private func window(limit: Int, span: Int64, now: Int64, on conn: PGConnection, _ query: PGQuery) throws {
-        let times = try conn.query(query).rows.map { try $0.decode(0, as: Int64.self) }
-        try Self.refuseWhenFull(times, limit: limit, span: span, now: now)
     }
 
     /// Refuses when `times` (oldest first, all inside the window) already hold `limit` events; the retry comes

@@ -77,17 +77,14 @@ public struct SessionStore: Sendable {
 
     /// Reads and folds a session with the database clock and its data key.
     func load(_ stream: StreamID, on conn: PGConnection) throws -> LoadedSession {
-        let row = try conn.query(
-            """
-            SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now,
-                   (SELECT sealed_key FROM session_keys WHERE stream_id = \(stream.text)) AS sealed_key
-            """
-        ).rows[0]
-        let now = try row.decode("now", as: Int64.self)
-        let key = try row.decodeIfPresent("sealed_key", as: [UInt8].self).map {
-            try secrets.openSessionKey($0, stream: stream.text)
+        let (records, head, now) = try EventStore.readWithHead(stream: stream.text, on: conn)
+        // A stream without events has no key yet: a new ISSUE reads nothing more (its key is made at the commit).
+        var key: [UInt8]? = nil
+        if !records.isEmpty,
+            let row = try conn.query("SELECT sealed_key FROM session_keys WHERE stream_id = \(stream.text)").rows.first
+        {
+            key = try secrets.openSessionKey(try row.decode("sealed_key", as: [UInt8].self), stream: stream.text)
         }
-        let (records, head) = try EventStore.readWithHead(stream: stream.text, on: conn)
         // A stream that no longer reaches its recorded head lost its last events (deleted by hand): nothing may
         // be decided on what is left, or the deletion would give back what those events took (attempts).
         if records.last?.version != head?.version {
@@ -99,11 +96,8 @@ public struct SessionStore: Sendable {
     /// Reads a session's stored events as they are, without decoding them (HISTORY, REPLAY: a tampered row
     /// must still be shown and reported), with its recorded head and the database clock.
     func records(_ stream: StreamID, on conn: PGConnection) throws -> StoredStream {
-        StoredStream(
-            records: try EventStore.read(stream: stream.text, on: conn),
-            head: try EventStore.head(stream: stream.text, on: conn),
-            now: try EventStore.now(on: conn)
-        )
+        let (records, head, now) = try EventStore.readWithHead(stream: stream.text, on: conn)
+        return StoredStream(records: records, head: head, now: now)
     }
 
     /// The first version where a stored stream's keyed chain or head does not verify; nil when intact.

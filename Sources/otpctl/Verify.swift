@@ -38,7 +38,7 @@ struct Verify: ParsableCommand {
             let stream = StreamID(tenant: tenant ?? "default", session: session)
             let conn = try PGConnection(url: url)
             defer { conn.close() }
-            let (records, head) = try EventStore.readWithHead(stream: stream.text, on: conn)
+            let (records, head, _) = try EventStore.readWithHead(stream: stream.text, on: conn)
             guard !records.isEmpty || head != nil else {
                 FileHandle.standardError.write(Data("otpctl: no such session: \(stream.text)\n".utf8))
                 throw ExitCode(1)
