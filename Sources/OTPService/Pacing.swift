@@ -147,19 +147,28 @@ public struct Pacing: Sendable {
                 }
             case .escalated(let e):
                 try recordSend(e.toChannel, issued, tenant, asked, now, counts, conn)
-            case .verificationFailed:
-                for d in issued.destinations {
-                    try conn.query(
-                        """
-                        INSERT INTO destination_failures (destination_key, consecutive) VALUES (\(key(tenant, d.address)), 1)
-                        ON CONFLICT (destination_key) DO UPDATE SET consecutive = destination_failures.consecutive + 1
-                        """
+            case .verificationFailed where !keys.isEmpty:
+                // Every destination's count in one statement, in key order (the keys' locks are held).
+                try conn.query(
+                    PGQuery(
+                        unsafeSQL: """
+                            INSERT INTO destination_failures (destination_key, consecutive)
+                            SELECT k, 1 FROM (VALUES \(Self.rows(keys.count))) AS d(k) ORDER BY k
+                            ON CONFLICT (destination_key) DO UPDATE SET consecutive = destination_failures.consecutive + 1
+                            """,
+                        parameters: keys.map(\.pgText)
                     )
-                }
-            case .verified:
-                for d in issued.destinations {
-                    try conn.query("DELETE FROM destination_failures WHERE destination_key = \(key(tenant, d.address))")
-                }
+                )
+            case .verified where !keys.isEmpty:
+                try conn.query(
+                    PGQuery(
+                        unsafeSQL: """
+                            DELETE FROM destination_failures
+                            WHERE destination_key IN (SELECT k FROM (VALUES \(Self.rows(keys.count))) AS d(k))
+                            """,
+                        parameters: keys.map(\.pgText)
+                    )
+                )
             case .erased:
                 try conn.query("DELETE FROM destination_sessions WHERE stream_id = \(stream.text)")
             default:
@@ -250,6 +259,11 @@ public struct Pacing: Sendable {
             now: now,
             counts: counts
         )
+    }
+
+    /// `($1::text), ($2::text), …`: the rows of a VALUES list of `count` text parameters.
+    private static func rows(_ count: Int) -> String {
+        (1...count).map { "($\($0)::text)" }.joined(separator: ", ")
     }
 
     /// Refuses when `times` (oldest first, all inside the window) already hold `limit` events; the retry comes
