@@ -1,5 +1,11 @@
 /// One step of a fallback flow: send on a channel, then wait for a receipt.
 public struct Step: Sendable, Hashable, Codable {
+    /// The keys as stored (snake_case).
+    enum CodingKeys: String, CodingKey {
+        case channel
+        case timeoutMs = "timeout_ms"
+        case until
+    }
     /// The channel of this step.
     public var channel: DeliveryChannel
     /// How long to wait for `until` after the provider accepted the message; nil means no wait.

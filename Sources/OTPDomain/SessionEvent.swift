@@ -110,6 +110,16 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A provider accepted the message of a step.
     public struct Sent: Sendable, Hashable, Codable {
+        /// The keys as stored (snake_case).
+        enum CodingKeys: String, CodingKey {
+            case step
+            case channel
+            case messageId = "message_id"
+            case provider
+            case providerRef = "provider_ref"
+            case token
+            case locale
+        }
         /// The 1-based step whose message went out.
         public var step: Int
         /// Its channel.
@@ -204,6 +214,11 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A step's wait ended without its `until` receipt.
     public struct TimedOut: Sendable, Hashable, Codable {
+        /// The keys as stored (snake_case).
+        enum CodingKeys: String, CodingKey {
+            case step
+            case waitedMs = "waited_ms"
+        }
         /// The step that waited.
         public var step: Int
         /// How long it waited after its message was sent.
@@ -217,6 +232,14 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// The session moved to another step (or repeats the last one, `from == to`).
     public struct Escalated: Sendable, Hashable, Codable {
+        /// The keys as stored (snake_case).
+        enum CodingKeys: String, CodingKey {
+            case from
+            case to
+            case fromChannel = "from_channel"
+            case toChannel = "to_channel"
+            case reason
+        }
         /// The step left.
         public var from: Int
         /// The step started (equal to `from` when the last step repeats).
@@ -245,6 +268,10 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A wrong code was entered.
     public struct VerificationFailed: Sendable, Hashable, Codable {
+        /// The keys as stored (snake_case).
+        enum CodingKeys: String, CodingKey {
+            case attemptsLeft = "attempts_left"
+        }
         /// Wrong codes still allowed after this one.
         public var attemptsLeft: Int
         /// Creates the event's data.
