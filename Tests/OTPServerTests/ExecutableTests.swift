@@ -97,6 +97,13 @@ import Testing
             steps = [ { channel = "sms", timeout = "3s" }, { channel = "email" } ]
             """
         let (first, port, _) = try await launch(url, config: config, dataDir: dataDir)
+        // A failure before the kill must not leave it running (one did, for an hour, when redis-cli was missing).
+        defer {
+            if first.isRunning {
+                kill(first.processIdentifier, SIGKILL)
+                first.waitUntilExit()
+            }
+        }
         for i in 0..<5 {
             _ = try await redisCLI(port, ["ISSUE", "k\(i)", "sms:+1555000000\(i)", "email:k\(i)@example.com"])
         }
