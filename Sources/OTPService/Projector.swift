@@ -23,6 +23,10 @@ public final class Projector: Service {
         public var idleWait: Duration = .milliseconds(200)
         /// How long to wait when another instance holds the lock.
         public var leaderWait: Duration = .milliseconds(500)
+        /// The least time between two batches that were not full: appends arriving meanwhile share the next
+        /// batch instead of each waking one (a batch is a transaction of a dozen statements, more than most
+        /// commands), at the cost of this much more lag.
+        public var batchGap: Duration = .milliseconds(25)
         /// Creates the defaults.
         public init() {}
     }
@@ -81,6 +85,10 @@ public final class Projector: Service {
                 case .applied(_, let lagMs, let full):
                     onLag(Double(lagMs) / 1000)
                     wait = full ? .zero : settings.idleWait
+                    if !full && settings.batchGap > .zero {
+                        let gap = settings.batchGap
+                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: gap) }
+                    }
                 }
                 failures = 0
             } catch {

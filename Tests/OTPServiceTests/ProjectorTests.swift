@@ -350,6 +350,40 @@ func knownScenario(_ d: Driver) async throws {
         await f.pool.close()
     }
 
+    @Test func appendsDuringTheGapAfterABatchShareTheNextOne() async throws {
+        let f = try await Fixture.make("proj_gap", policies: [fastPolicy])
+        let d = Driver(f: f)
+        var settings = Projector.Settings()
+        settings.idleWait = .milliseconds(10)
+        settings.batchGap = .seconds(1)
+        let pool = PGPool(url: f.url, size: 1)
+        let projector = Projector(pool: pool, settings: settings, wake: f.store.appended, logger: quietLogger)
+        let running = Task { try await projector.run() }
+        func applied() async throws -> [String: Int64] {
+            try await f.pool.withConnection { conn in
+                var out: [String: Int64] = [:]
+                for row in try conn.query("SELECT session, applied_ms FROM projections.session_view").rows {
+                    out[try row.decode("session")] = try row.decode("applied_ms", as: Int64.self)
+                }
+                return out
+            }
+        }
+        _ = try await d.issue("acme", "g0", phone: "+15554100000")
+        _ = try await eventuallyTrue("the first session projected") { try await applied()["g0"] != nil }
+        // Five appends, each waking the projector, right after its batch: they wait out the gap together.
+        for i in 1...5 { _ = try await d.issue("acme", "g\(i)", phone: "+1555410000\(i)") }
+        _ = try await eventuallyTrue("all six projected") { try await applied().count == 6 }
+        running.cancel()
+        _ = try? await running.value
+        let times = try await applied()
+        let first = try #require(times["g0"])
+        let rest = Set((1...5).compactMap { times["g\($0)"] })
+        #expect(rest.count == 1, "the five were applied in \(rest.count) batches")
+        #expect((rest.first ?? 0) - first >= 900, "applied \((rest.first ?? 0) - first) ms after the first batch")
+        await pool.close()
+        await f.pool.close()
+    }
+
     @Test func whenTheProjectingInstanceDiesAnotherTakesOver() async throws {
         let f = try await Fixture.make("proj_takeover", policies: [fastPolicy])
         let d = Driver(f: f)
