@@ -5,11 +5,11 @@ import OTPDomain
 
 /// Maps domain events to stored events and back; seals destinations with the session's key on the way in.
 ///
-/// The stored JSON uses snake_case keys (each type's `CodingKeys`). Destinations never reach the log in clear: `issued` stores each
-/// as an AES-GCM box under the per-session key (bound to stream and channel), and so are the code's seed and
-/// the request's fingerprint, which an auditor need not read: with the secret the seed gives the code, and the
-/// fingerprint confirms a guessed phone number. Erasing the key erases all three; the hash chain still
-/// verifies, because it covers the stored text as it is.
+/// The stored JSON uses snake_case keys (each type's `CodingKeys`). Destinations never reach the log in clear:
+/// `issued` stores each as an AES-GCM box under the per-session key (bound to stream and channel), and so are the
+/// code's seed and the request's fingerprint, which an auditor need not read: with the secret the seed gives the
+/// code, and the fingerprint confirms a guessed phone number. Erasing the key erases all three; the hash chain
+/// still verifies, because it covers the stored text as it is.
 public struct EventCodec: Sendable {
     private let encoder: JSONEncoder
     private let decoder: JSONDecoder
