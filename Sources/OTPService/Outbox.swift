@@ -48,9 +48,15 @@ public struct Outbox: Sendable {
 
     /// Claims, in one statement, up to `limits[channel]` due rows of each channel for `leaseSeconds`, each under
     /// a new lease id.
+    ///
+    /// Each lane reads at most `ceiling` rows (the largest limit rounded up to a power of two, written into the
+    /// SQL) and keeps its first `n`. A limit that is a parameter is unknown to the planner of a prepared
+    /// statement, which then assumed a tenth of the table per lane and chose a sort or a hash join over the
+    /// whole outbox: 200 ms a claim with 117,000 rows queued, against 1 ms with the limit written in.
     func claim(_ limits: [DeliveryChannel: Int], leaseSeconds: Int, on conn: PGConnection) throws -> [Claim] {
         let lanes = limits.filter { $0.value > 0 }.sorted { $0.key < $1.key }
-        guard !lanes.isEmpty else { return [] }
+        guard let most = lanes.map(\.value).max() else { return [] }
+        let ceiling = 1 << (Int.bitWidth - (most - 1).leadingZeroBitCount)  // the power of two ≥ most
         let values = lanes.indices.map { "($\(2 * $0 + 2)::text, $\(2 * $0 + 3)::integer)" }.joined(separator: ", ")
         let rows = try conn.query(
             PGQuery(
@@ -59,12 +65,16 @@ public struct Outbox: Sendable {
                     UPDATE outbox o SET leased_until = now() + make_interval(secs => $1::integer),
                         attempts = o.attempts + 1, lease_id = nextval('outbox_lease_seq')
                     FROM (
-                        SELECT due.stream_id, due.token FROM lanes CROSS JOIN LATERAL (
-                            SELECT stream_id, token FROM outbox
-                            WHERE channel = lanes.channel AND available_at <= now()
-                              AND (leased_until IS NULL OR leased_until < now())
-                            ORDER BY available_at LIMIT lanes.n
-                            FOR UPDATE SKIP LOCKED) AS due
+                        SELECT ranked.stream_id, ranked.token FROM (
+                            SELECT due.stream_id, due.token, lanes.n,
+                                   row_number() OVER (PARTITION BY lanes.channel ORDER BY due.available_at) AS rank
+                            FROM lanes CROSS JOIN LATERAL (
+                                SELECT stream_id, token, available_at FROM outbox
+                                WHERE channel = lanes.channel AND available_at <= now()
+                                  AND (leased_until IS NULL OR leased_until < now())
+                                ORDER BY available_at LIMIT \(ceiling)
+                                FOR UPDATE SKIP LOCKED) AS due
+                        ) AS ranked WHERE ranked.rank <= ranked.n
                     ) AS picked
                     WHERE o.stream_id = picked.stream_id AND o.token = picked.token
                     RETURNING o.stream_id, o.token, o.channel, o.attempts, o.lease_id, o.in_flight

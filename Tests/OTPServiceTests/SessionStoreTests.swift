@@ -107,6 +107,29 @@ let issue = SessionCommand.issue(
         await f.pool.close()
     }
 
+    @Test func eachLaneClaimsItsOwnLimitOldestFirst() async throws {
+        let f = try await Fixture.make("store_lanes")
+        let outbox = f.store.outbox
+        let streams = (1...6).map { StreamID(tenant: "default", session: "lane\($0)") }
+        let (sms, email, rest) = try await f.pool.withConnection { conn in
+            for (i, s) in streams.enumerated() {
+                try outbox.enqueue(s, token: 1, step: 1, channel: i < 5 ? .sms : .email, on: conn)
+                // Oldest first: each row a second older than the next.
+                try conn.query(
+                    "UPDATE outbox SET available_at = now() - make_interval(secs => \(10 - i)) WHERE stream_id = \(s.text)"
+                )
+            }
+            // 3 is read as 4 and cut back to 3; a lane without rows claims nothing.
+            let first = try outbox.claim([.sms: 3, .email: 1, .voice: 2], leaseSeconds: 30, on: conn)
+            let rest = try outbox.claim([.sms: 16], leaseSeconds: 30, on: conn)
+            return (first.filter { $0.channel == .sms }, first.filter { $0.channel == .email }, rest)
+        }
+        #expect(Set(sms.map(\.stream)) == Set(streams[0..<3]))  // the three oldest
+        #expect(email.map(\.stream) == [streams[5]])
+        #expect(Set(rest.map(\.stream)) == Set(streams[3..<5]))
+        await f.pool.close()
+    }
+
     @Test func aClaimedMessageIsNobodyElsesUntilItIsCompletedOrReleased() async throws {
         let f = try await Fixture.make("store_outbox")
         _ = try await f.sessions.execute(issue, on: stream)
