@@ -121,12 +121,11 @@ public struct Pacing: Sendable {
         let keys = Set(issued.destinations.map { key(tenant, $0.address) }).sorted()
         if !keys.isEmpty {
             // One statement for all of them, taken in key order.
-            let placeholders = keys.indices.map { "($\($0 + 1)::text, \($0))" }.joined(separator: ", ")
             try conn.query(
                 PGQuery(
                     unsafeSQL: """
                         SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
-                        FROM (VALUES \(placeholders)) AS v(k, n) ORDER BY n
+                        FROM (VALUES \(Self.keyRows(keys.count))) AS v(k, n) ORDER BY n
                         """,
                     parameters: keys.map(\.pgText)
                 )
@@ -153,7 +152,7 @@ public struct Pacing: Sendable {
                     PGQuery(
                         unsafeSQL: """
                             INSERT INTO destination_failures (destination_key, consecutive)
-                            SELECT k, 1 FROM (VALUES \(Self.rows(keys.count))) AS d(k) ORDER BY k
+                            SELECT k, 1 FROM (VALUES \(Self.keyRows(keys.count))) AS d(k, n) ORDER BY n
                             ON CONFLICT (destination_key) DO UPDATE SET consecutive = destination_failures.consecutive + 1
                             """,
                         parameters: keys.map(\.pgText)
@@ -164,7 +163,7 @@ public struct Pacing: Sendable {
                     PGQuery(
                         unsafeSQL: """
                             DELETE FROM destination_failures
-                            WHERE destination_key IN (SELECT k FROM (VALUES \(Self.rows(keys.count))) AS d(k))
+                            WHERE destination_key IN (SELECT k FROM (VALUES \(Self.keyRows(keys.count))) AS d(k, n))
                             """,
                         parameters: keys.map(\.pgText)
                     )
@@ -182,11 +181,10 @@ public struct Pacing: Sendable {
     /// visible to it), and a refusal rolls the inserts back with the rest of the command.
     private func startSession(_ keys: [String], _ stream: StreamID, _ now: Int64, _ conn: PGConnection) throws {
         guard !keys.isEmpty else { return }
-        let rows = keys.indices.map { "($\($0 + 4)::text, \($0))" }.joined(separator: ", ")
         let found = try conn.query(
             PGQuery(
                 unsafeSQL: """
-                    WITH d(k, n) AS (VALUES \(rows)),
+                    WITH d(k, n) AS (VALUES \(Self.keyRows(keys.count, from: 4))),
                          starts AS (INSERT INTO session_starts (destination_key, at_ms) SELECT k, $1::bigint FROM d),
                          indexed AS (INSERT INTO destination_sessions (destination_key, stream_id)
                                      SELECT k, $2::text FROM d ON CONFLICT DO NOTHING)
@@ -261,9 +259,10 @@ public struct Pacing: Sendable {
         )
     }
 
-    /// `($1::text), ($2::text), …`: the rows of a VALUES list of `count` text parameters.
-    private static func rows(_ count: Int) -> String {
-        (1...count).map { "($\($0)::text)" }.joined(separator: ", ")
+    /// The rows of a VALUES list of `count` keys as text parameters from `$from` on, each with its ordinal:
+    /// `($1::text, 0), ($2::text, 1), …` (the keys are passed sorted, so `n` orders them).
+    private static func keyRows(_ count: Int, from first: Int = 1) -> String {
+        (0..<count).map { "($\(first + $0)::text, \($0))" }.joined(separator: ", ")
     }
 
     /// Refuses when `times` (oldest first, all inside the window) already hold `limit` events; the retry comes

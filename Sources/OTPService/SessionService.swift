@@ -73,21 +73,19 @@ public final class SessionService: Sendable {
         loaded: LoadedSession? = nil,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)? = nil
     ) async throws -> CommandOutcome {
-        let (outcome, effects): (CommandOutcome, CommitEffects)
-        if let committer {
-            (outcome, effects) = try await committer.run(key: stream.text) { conn, counts, attempt in
-                try self.run(
-                    command,
-                    on: stream,
-                    preloaded: attempt == 0 ? loaded : nil,
-                    also: also,
-                    counts: counts,
-                    on: conn
-                )
-            }
-        } else {
-            (outcome, effects) = try await alone(command, on: stream, loaded: loaded, also: also)
+        // One attempt; only the first may decide on the caller's load.
+        let attempt: GroupCommit<(outcome: CommandOutcome, effects: CommitEffects)>.Work = { conn, counts, attempt in
+            try self.run(
+                command,
+                on: stream,
+                preloaded: attempt == 0 ? loaded : nil,
+                also: also,
+                counts: counts,
+                on: conn
+            )
         }
+        let (outcome, effects) =
+            if let committer { try await committer.run(key: stream.text, attempt) } else { try await alone(attempt) }
         if effects.queuedMessages > 0 { store.outbox.signal.signal() }
         if effects.timersChanged { store.timers.signal.signal() }
         if !outcome.decision.events.isEmpty { store.appended.signal() }
@@ -101,20 +99,15 @@ public final class SessionService: Sendable {
 
     /// One transaction per command (the default): a lost race rolls back and runs the command again on a
     /// fresh load, a bounded number of times.
-    private func alone(
-        _ command: SessionCommand,
-        on stream: StreamID,
-        loaded: LoadedSession?,
-        also: (@Sendable (PGConnection, SessionState) throws -> Void)?
-    ) async throws -> (outcome: CommandOutcome, effects: CommitEffects) {
+    private func alone<Value: Sendable>(
+        _ work: @escaping @Sendable (PGConnection, PendingCounts, Int) throws -> Value
+    ) async throws -> Value {
         var attempt = 0
         while true {
-            let preloaded = attempt == 0 ? loaded : nil
+            let n = attempt
             do {
                 return try await pool.withConnection { conn in
-                    try PendingCounts.transaction(on: conn) { counts in
-                        try self.run(command, on: stream, preloaded: preloaded, also: also, counts: counts, on: conn)
-                    }
+                    try PendingCounts.transaction(on: conn) { counts in try work(conn, counts, n) }
                 }
             } catch  where Self.isLostRace(error) && attempt < Self.maxConflictRetries {
                 attempt += 1
