@@ -203,6 +203,52 @@ public enum EventStore {
         }
     }
 
+    /// What `follow` read: the events, each stream's in version order, and the log's horizon at that moment.
+    public struct Followed: Sendable {
+        /// The events read.
+        public var records: [EventRecord]
+        /// Every transaction whose id is below it had ended when the events were read, so a reader that goes on
+        /// from it (`since`) misses no event and reads none twice.
+        public var horizon: UInt64
+    }
+
+    /// Reads, in one snapshot, the events of `followed` appended by transactions from `since` up to the log's
+    /// horizon, and every event of `starting` below the horizon; each stream's events in version order.
+    ///
+    /// The live feed's one read per round: `followed` are the streams it already reports (it read them up to
+    /// `since`), `starting` those it has just been asked to report. Through the primary key, so its cost grows
+    /// with the streams asked for and their events, never with the log.
+    public static func follow(
+        _ followed: [String],
+        since: UInt64,
+        starting: [String],
+        on conn: PGConnection
+    ) throws -> Followed {
+        let columns = "stream_id, version, type, data::text AS data, at_ms, prev_hash, hash"
+        let rows = try conn.query(
+            """
+            SELECT h.horizon::text AS horizon, e.*
+            FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) AS h
+            LEFT JOIN LATERAL (
+                SELECT \(unescaped: columns) FROM events
+                WHERE stream_id = ANY(\(PGTextArray(followed))::text[]) AND tx_id >= \(String(since))::xid8
+                  AND tx_id < h.horizon
+                UNION ALL
+                SELECT \(unescaped: columns) FROM events
+                WHERE stream_id = ANY(\(PGTextArray(starting))::text[]) AND tx_id < h.horizon
+            ) AS e ON true
+            ORDER BY e.stream_id, e.version
+            """
+        ).rows
+        guard let horizon = UInt64(try rows[0].decode("horizon", as: String.self)) else {
+            throw AppendError(description: "bad snapshot horizon")
+        }
+        guard try rows[0].decodeIfPresent("stream_id", as: String.self) != nil else {
+            return Followed(records: [], horizon: horizon)
+        }
+        return Followed(records: try rows.map(EventStore.record), horizon: horizon)
+    }
+
     /// Decodes a row with the columns `stream_id, version, type, data (text), at_ms, prev_hash, hash`, for
     /// callers that read events together with something else in one statement.
     public static func record(_ row: PGRow) throws -> EventRecord {

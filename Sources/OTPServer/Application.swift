@@ -29,6 +29,8 @@ public struct Application: Sendable {
         public var scheduler = Scheduler.Settings()
         /// How the projector reads the log.
         public var projector = Projector.Settings()
+        /// How the live feed (SUBSCRIBE) reads the log.
+        public var feed = LiveFeed.Settings()
         /// The RESP server's bounds on its clients (the address and `max_connections` come from the
         /// configuration).
         public var server = ServerConfiguration(address: HostPort(host: "127.0.0.1", port: 0))
@@ -152,15 +154,20 @@ public struct Application: Sendable {
         let projector = Projector(
             pool: projectorPool,
             settings: options.projector,
-            wake: store.appended,
+            wake: store.appended.listener(),
             logger: logger
         ) {
             seconds in
             telemetry.setProjectorLag(seconds: seconds)
         }
+        // The live feed's own connection too: its reads keep their pace whatever the commands do.
+        let feedPool = PGPool(url: database.url, size: 1)
+        let feed = LiveFeed(pool: feedPool, settings: options.feed, wake: store.appended.listener(), logger: logger)
         let handler = CommandHandler(
             sessions: sessions,
             analytics: AnalyticsQueries(pool: pool),
+            feed: feed,
+            subscriberQueueLimit: options.server.subscriberQueueBytes,
             tenants: c.tenants,
             fingerprint: secrets.fingerprint,
             logger: logger,
@@ -182,8 +189,8 @@ public struct Application: Sendable {
         // after the dispatcher, the database last.
         let services: [any Service] =
             [
-                database, PoolService(pool: pool), PoolService(pool: projectorPool), http,
-                ServicesTogether([dispatcher, scheduler, janitor, projector]),
+                database, PoolService(pool: pool), PoolService(pool: projectorPool), PoolService(pool: feedPool), http,
+                ServicesTogether([dispatcher, scheduler, janitor, projector, feed]),
             ]
             + (httpSide.map { [$0] } ?? [])
             + [resp]

@@ -24,6 +24,10 @@ public struct ConnectionState: Sendable {
     public var protocolVersion = 2
     /// Set by QUIT: close after the reply.
     public var closeAfterReply = false
+    /// The sessions subscribed to (SUBSCRIBE), by id.
+    public var subscriptions: Set<String> = []
+    /// Where the connection's output goes from its first SUBSCRIBE on; nil before.
+    var subscriber: SubscriberQueue?
     /// How long the last command took to answer (a reply that waited on the database is sent without waiting
     /// for the rest of its pipeline).
     public var lastAnswerTook: Duration = .zero
@@ -34,6 +38,10 @@ public struct ConnectionState: Sendable {
 public final class CommandHandler: Sendable {
     let sessions: SessionService
     let analytics: AnalyticsQueries?
+    /// The live status feed SUBSCRIBE follows; nil: SUBSCRIBE is refused.
+    let feed: LiveFeed?
+    /// Bytes of replies and messages that may wait for a subscribed client before it is cut off.
+    let subscriberQueueLimit: Int
     let authenticator: Authenticator
     /// The keyed digest that fingerprints ISSUE's arguments.
     let fingerprint: @Sendable ([String]) -> String
@@ -52,6 +60,8 @@ public final class CommandHandler: Sendable {
     public init(
         sessions: SessionService,
         analytics: AnalyticsQueries? = nil,
+        feed: LiveFeed? = nil,
+        subscriberQueueLimit: Int = 1 << 20,
         tenants: [TenantCredential],
         fingerprint: @escaping @Sendable ([String]) -> String,
         logger: Logger,
@@ -59,6 +69,8 @@ public final class CommandHandler: Sendable {
     ) {
         self.sessions = sessions
         self.analytics = analytics
+        self.feed = feed
+        self.subscriberQueueLimit = subscriberQueueLimit
         self.authenticator = Authenticator(tenants)
         self.fingerprint = fingerprint
         self.logger = logger
@@ -110,8 +122,19 @@ public final class CommandHandler: Sendable {
             return WireError(code: .err, message: "unknown command '\(shown)'").reply
         }
         if command.roles != nil && state.tenant == nil { return WireError.authenticationRequired.reply }
+
         guard command.arity.contains(raw.count) else {
             return WireError(code: .err, message: "wrong number of arguments for '\(shown)'").reply
+        }
+        if state.inSubscribedMode {
+            guard Self.subscribedModeCommands.contains(name) else {
+                let message =
+                    "Can't execute '\(shown.lowercased())': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT are allowed in "
+                    + "this context"
+                return WireError(code: .err, message: message).reply
+            }
+            // Redis's PING while subscribed: `pong` and the message, as an array.
+            if name == "PING" { return .array([.bulk("pong"), raw.first.map(RESPValue.bulkString) ?? .bulk("")]) }
         }
         if let allowed = command.roles, allowed.isDisjoint(with: state.roles) {
             return WireError(code: .noPerm, message: "this credential may not run \(name)").reply

@@ -24,6 +24,9 @@ public struct ServerConfiguration: Sendable {
     /// How long one write may wait for a client that does not read before its connection is closed (so a
     /// client that never reads cannot hold a connection, or a shutdown, for ever).
     public var writeTimeout: Duration = .seconds(30)
+    /// Bytes of replies and live-feed messages that may wait for a subscribed client (SUBSCRIBE) that does not
+    /// read; past it the client is sent an error and cut off.
+    public var subscriberQueueBytes = 1 << 20
     /// How long a connection may stay unauthenticated when tenants are configured; then it is closed.
     public var authTimeout: Duration = .seconds(10)
     /// The TLS certificate and key; set, the port speaks TLS only (`Configuration.makeTLSContext`).
@@ -167,42 +170,77 @@ public final class RESPServer: Service {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 /// Writes, closing the connection when the client has not taken the bytes in `writeTimeout`.
-                func write(_ buffer: ByteBuffer) async throws {
+                @Sendable func write(_ buffer: ByteBuffer) async throws {
                     let deadline = channel.eventLoop.scheduleTask(in: .init(writeTimeout)) {
                         channel.close(promise: nil)
                     }
                     defer { deadline.cancel() }
                     try await outbound.write(buffer)
                 }
-                var out = ByteBuffer()
-                do {
-                    // One batch is every request decoded from one read: its replies go out together, in writes
-                    // of about `outboundFlushBytes`; but a reply that waited on the database goes out at once
-                    // with those before it, so a pipeline of ISSUEs is answered as each commits, not at the end.
-                    for try await batch in inbound {
-                        guard setBusy(id, true) else { break }
-                        out.clear()
-                        for request in batch {
-                            let reply = await handler.handle(request, state: &state)
-                            reply.encode(into: &out, protocolVersion: state.protocolVersion)
-                            if state.tenant != nil, let pending = authDeadline {
-                                pending.cancel()
-                                authDeadline = nil
-                            }
-                            if state.closeAfterReply { break }
-                            if out.readableBytes >= flushBytes || state.lastAnswerTook > .milliseconds(1) {
-                                try await write(out)
-                                out.clear()
-                            }
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    // From the first SUBSCRIBE on, every reply and message goes through the connection's queue,
+                    // and one writer task sends them in order while the loop goes on reading requests.
+                    var queue: SubscriberQueue?
+                    func subscribed(_ q: SubscriberQueue) {
+                        guard queue == nil else { return }
+                        queue = q
+                        q.onCutOff = {
+                            // The writer closes the connection once the error is written; a client that does
+                            // not read even that is closed after a grace.
+                            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
                         }
-                        if out.readableBytes > 0 { try await write(out) }
-                        if state.closeAfterReply || !setBusy(id, false) { break }
+                        tasks.addTask {
+                            while let bytes = await q.next() { try await write(bytes) }
+                            if q.wasCutOff { channel.close(promise: nil) }
+                        }
                     }
-                } catch let e as RESPProtocolError {
-                    out.clear()
-                    WireError(code: .proto, message: e.reason).reply
-                        .encode(into: &out, protocolVersion: state.protocolVersion)
-                    try await write(out)
+                    defer { handler.endSubscriptions(state) }
+                    var out = ByteBuffer()
+                    do {
+                        // One batch is every request decoded from one read: its replies go out together, in
+                        // writes of about `outboundFlushBytes`; but a reply that waited on the database goes out at
+                        // once with those before it, so a pipeline of ISSUEs is answered as each commits, not at
+                        // the end.
+                        for try await batch in inbound {
+                            guard setBusy(id, true) else { break }
+                            out.clear()
+                            for request in batch {
+                                let reply = await handler.handle(request, state: &state)
+                                if let q = state.subscriber {
+                                    if queue == nil {
+                                        if out.readableBytes > 0 { try await write(out) }
+                                        out.clear()
+                                        subscribed(q)
+                                    }
+                                    q.enqueue(reply, protocolVersion: state.protocolVersion)
+                                } else {
+                                    reply.encode(into: &out, protocolVersion: state.protocolVersion)
+                                }
+                                if state.tenant != nil, let pending = authDeadline {
+                                    pending.cancel()
+                                    authDeadline = nil
+                                }
+                                if state.closeAfterReply { break }
+                                if out.readableBytes >= flushBytes || state.lastAnswerTook > .milliseconds(1) {
+                                    try await write(out)
+                                    out.clear()
+                                }
+                            }
+                            if out.readableBytes > 0 { try await write(out) }
+                            if state.closeAfterReply || !setBusy(id, false) { break }
+                        }
+                    } catch let e as RESPProtocolError {
+                        let error = WireError(code: .proto, message: e.reason).reply
+                        if let queue {
+                            queue.enqueue(error, protocolVersion: state.protocolVersion)
+                        } else {
+                            out.clear()
+                            error.encode(into: &out, protocolVersion: state.protocolVersion)
+                            try await write(out)
+                        }
+                    }
+                    handler.endSubscriptions(state)
+                    try await tasks.waitForAll()
                 }
             }
         } catch {

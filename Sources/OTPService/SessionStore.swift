@@ -58,8 +58,8 @@ public struct SessionStore: Sendable {
     public let timers: Timers
     /// The messages handed to providers (a session's rows go when it is erased).
     public let messages: Messages
-    /// Signalled after every commit that appended events: wakes this instance's projector at once.
-    public let appended = Signal()
+    /// Signalled after every commit that appended events: wakes this instance's projector and live feed at once.
+    public let appended = SignalFan()
 
     /// Creates the store.
     public init(

@@ -51,3 +51,24 @@ public final class Signal: Sendable {
         }
     }
 }
+
+/// One event that several loops wait for, each on a signal of its own: a wake one of them has not waited for
+/// yet stays pending for it, and is never taken by another.
+public final class SignalFan: Sendable {
+    private let signals = Mutex<[Signal]>([])
+
+    /// Creates a fan with no listener.
+    public init() {}
+
+    /// Wakes every listener (or marks it pending until it waits).
+    public func signal() {
+        for s in signals.withLock({ $0 }) { s.signal() }
+    }
+
+    /// A new listener's signal.
+    public func listener() -> Signal {
+        let s = Signal()
+        signals.withLock { $0.append(s) }
+        return s
+    }
+}

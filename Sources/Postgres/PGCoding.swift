@@ -139,3 +139,29 @@ extension Optional: PGEncodable where Wrapped: PGEncodable {
         }
     }
 }
+
+/// A `text[]` parameter: the array literal of its elements, each quoted (cast it: `$1::text[]`).
+public struct PGTextArray: PGEncodable {
+    /// The elements.
+    public var elements: [String]
+
+    /// An array of `elements`.
+    public init(_ elements: [String]) {
+        self.elements = elements
+    }
+
+    /// `{"a","b"}`, with `"` and `\` escaped inside the quotes.
+    public var pgText: String? {
+        var out = "{"
+        for (i, e) in elements.enumerated() {
+            if i > 0 { out += "," }
+            out += "\""
+            for c in e.unicodeScalars {
+                if c == "\"" || c == "\\" { out += "\\" }
+                out.unicodeScalars.append(c)
+            }
+            out += "\""
+        }
+        return out + "}"
+    }
+}

@@ -16,6 +16,11 @@ public indirect enum RESPValue: Sendable {
     case array([RESPValue])
     /// A map with string keys: `%n` in RESP3, a flat array of alternating keys and values in RESP2; keys are bulk strings.
     case map([(key: String, value: RESPValue)])
+    /// Out-of-band data the server sends unasked (pub/sub messages): `>n` in RESP3, an array in RESP2.
+    case push([RESPValue])
+    /// Nothing: a request answered by writes of its own (SUBSCRIBE queues one reply per session). Encodes to no
+    /// bytes.
+    case nothing
 
     /// A bulk string holding the UTF-8 bytes of `string`.
     public static func bulk(_ string: String) -> RESPValue {
@@ -46,6 +51,13 @@ public indirect enum RESPValue: Sendable {
             for element in elements {
                 element.encode(into: &buffer, protocolVersion: protocolVersion)
             }
+        case .push(let elements):
+            buffer.writeHeader(prefix: protocolVersion >= 3 ? .greater : .asterisk, Int64(elements.count))
+            for element in elements {
+                element.encode(into: &buffer, protocolVersion: protocolVersion)
+            }
+        case .nothing:
+            break
         case .map(let pairs):
             if protocolVersion >= 3 {
                 buffer.writeHeader(prefix: .percent, Int64(pairs.count))
@@ -74,7 +86,10 @@ extension RESPValue: Equatable {
         case (.array(let a), .array(let b)): return a == b
         case (.map(let a), .map(let b)):
             return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
-        case (.simpleString, _), (.error, _), (.integer, _), (.bulkString, _), (.null, _), (.array, _), (.map, _):
+        case (.push(let a), .push(let b)): return a == b
+        case (.nothing, .nothing): return true
+        case (.simpleString, _), (.error, _), (.integer, _), (.bulkString, _), (.null, _), (.array, _), (.map, _),
+            (.push, _), (.nothing, _):
             return false
         }
     }
@@ -133,4 +148,5 @@ extension UInt8 {
     fileprivate static let dollar = UInt8(ascii: "$")
     fileprivate static let asterisk = UInt8(ascii: "*")
     fileprivate static let percent = UInt8(ascii: "%")
+    fileprivate static let greater = UInt8(ascii: ">")
 }

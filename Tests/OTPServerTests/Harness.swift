@@ -86,6 +86,7 @@ final class TestServer: Sendable {
         dispatcher: Dispatcher.Settings? = nil,
         http: Bool = false,
         poolSize: Int = 4,
+        subscriberQueueBytes: Int? = nil,
         logger: Logger? = nil
     ) async throws -> TestServer {
         let url: String
@@ -107,6 +108,7 @@ final class TestServer: Sendable {
         options.server.requestTimeout = requestTimeout
         options.server.writeTimeout = writeTimeout
         options.server.authTimeout = authTimeout
+        if let subscriberQueueBytes { options.server.subscriberQueueBytes = subscriberQueueBytes }
         options.schemaDirectory = repositoryRoot + "/schema"
         options.onListening = { address in bound.withLock { $0 = address.port } }
         var quiet = Logger(label: "otpd-test")
