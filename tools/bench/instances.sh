@@ -25,14 +25,9 @@ ports=("$port")
 extra=()
 trap 'kill "${extra[@]}" $pid 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 for k in $(seq 2 "$instances"); do
-  p=$(free_port)
-  sed -e "s|^listen = .*|listen = \"127.0.0.1:$p\"|" -e "s|^data_dir = .*|database_url = \"$db\"|" \
-    "$work/otpd.toml" > "$work/otpd$k.toml"
-  "$bin" --config "$work/otpd$k.toml" > "$work/out$k.log" 2> "$work/err$k.log" &
-  extra+=($!)
-  for _ in $(seq 1 120); do grep -q "listening" "$work/out$k.log" && break; sleep 0.5; done
-  grep -q "listening" "$work/out$k.log" || { cat "$work/err$k.log" >&2; echo "instances.sh: otpd $k did not start" >&2; exit 1; }
-  ports+=("$p")
+  start_another_otpd "$k"
+  extra+=("$another_pid")
+  ports+=("$another_port")
 done
 events() { psql "$db" -XAtc "SELECT count(*) FROM events"; }
 echo "otpd ($bin) x $instances on one embedded PostgreSQL; $connections connections, $seconds s per count"

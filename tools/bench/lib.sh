@@ -43,3 +43,15 @@ TOML
   export PGPASSFILE="$work/data/pg/otpd.pgpass"
   db="postgresql://otpd@127.0.0.1:$pgport/otpd"
 }
+
+# start_another_otpd K: one more otpd on start_otpd's database, with its configuration but its own port; sets
+# another_port and another_pid (the caller stops it), its output in $work/outK.log and $work/errK.log.
+start_another_otpd() {
+  another_port=$(free_port)
+  sed -e "s|^listen = .*|listen = \"127.0.0.1:$another_port\"|" -e "s|^data_dir = .*|database_url = \"$db\"|" \
+    "$work/otpd.toml" > "$work/otpd$1.toml"
+  "$bin" --config "$work/otpd$1.toml" > "$work/out$1.log" 2> "$work/err$1.log" &
+  another_pid=$!
+  for _ in $(seq 1 120); do grep -q "listening" "$work/out$1.log" && break; sleep 0.5; done
+  grep -q "listening" "$work/out$1.log" || { cat "$work/err$1.log" >&2; echo "otpd $1 did not start" >&2; exit 1; }
+}
