@@ -54,8 +54,18 @@ extension Command {
             Command("STATUS", 1...1, roles: [.service, .auditor], .session { try await $0.status($1, tenant: $2) }),
             Command("HISTORY", 1...1, roles: [.auditor], .session { try await $0.history($1, tenant: $2) }),
             Command("REPLAY", 1...1, roles: [.auditor], .session { try await $0.replay($1, tenant: $2) }),
-            Command("SUBSCRIBE", 1...63, roles: [.service, .auditor], .connection { try $0.subscribe($1, state: &$2) }),
-            Command("UNSUBSCRIBE", 0...63, roles: [.service, .auditor], .connection { try $0.unsubscribe($1, state: &$2) }),
+            Command(
+                "SUBSCRIBE",
+                1...63,
+                roles: [.service, .auditor],
+                .connection { try $0.subscribe($1, state: &$2) }
+            ),
+            Command(
+                "UNSUBSCRIBE",
+                0...63,
+                roles: [.service, .auditor],
+                .connection { try $0.unsubscribe($1, state: &$2) }
+            ),
             Command("STATS", 0...4, roles: [.analyst], .session { try await $0.stats($1, tenant: $2) }),
         ].map { ($0.name, $0) }
     )

@@ -65,8 +65,12 @@ final class SubscriberQueue: LiveSubscriber {
             if s.pending.readableBytes > limit {
                 overflowed = (s.pending.readableBytes, s.onCutOff)
                 s.pending.clear()
-                let message = "subscriber too slow: more than \(limit) bytes of messages were waiting; closing the connection"
-                WireError(code: .err, message: message).reply.encode(into: &s.pending, protocolVersion: s.protocolVersion)
+                let message =
+                    "subscriber too slow: more than \(limit) bytes of messages were waiting; closing the connection"
+                WireError(code: .err, message: message).reply.encode(
+                    into: &s.pending,
+                    protocolVersion: s.protocolVersion
+                )
                 s.cutOff = true
                 s.closed = true
             }

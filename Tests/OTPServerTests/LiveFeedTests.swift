@@ -75,7 +75,9 @@ private let smsThenEmail = """
         _ = try await redisCLI(server.port, ["ISSUE", "late1", "sms:+15551230002"])
         try await server.waitUntilSent("late1")
         // redis-cli follows until killed (SIGKILL: a test process may leave its children ignoring SIGTERM).
-        let r = try await run(["timeout", "-s", "KILL", "2", "redis-cli", "-p", String(server.port), "SUBSCRIBE", "late1"])
+        let r = try await run([
+            "timeout", "-s", "KILL", "2", "redis-cli", "-p", String(server.port), "SUBSCRIBE", "late1",
+        ])
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.prefix(5) == ["subscribe", "late1", "1", "message", "late1"], "\(r.stdout)")
         let payload = try #require(lines.count > 5 ? lines[5] : nil, "\(r.stdout)")
@@ -84,7 +86,9 @@ private let smsThenEmail = """
         #expect(json["status"] as? String == "sent")
         #expect(json["version"] as? Int == 2)
         #expect(
-            Set(json.keys) == ["session", "status", "version", "type", "channel", "step", "next_channel", "next_at", "at"]
+            Set(json.keys) == [
+                "session", "status", "version", "type", "channel", "step", "next_channel", "next_at", "at",
+            ]
         )
         #expect(lines.count == 6, "one message only: nothing else happened")
     }
@@ -131,7 +135,9 @@ private let smsThenEmail = """
             """#
         let lines = try await python(server.port, script).split(separator: "\n").map(String.init)
         #expect(
-            lines.count == 8 && lines[0] == #"b'*3\r\n$9\r\nsubscribe\r\n$2\r\nw1\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$2\r\nw2\r\n:2\r\n'"#,
+            lines.count == 8
+                && lines[0]
+                    == #"b'*3\r\n$9\r\nsubscribe\r\n$2\r\nw1\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$2\r\nw2\r\n:2\r\n'"#,
             "\(lines)"
         )
         guard lines.count == 8 else { return }
@@ -180,6 +186,11 @@ private let smsThenEmail = """
             """#
         let out = try await python(server.port, script)
         #expect(out.contains("closed"), "\(out)")
-        #expect(out.contains(#"-ERR subscriber too slow: more than 4096 bytes of messages were waiting; closing the connection\r\n'"#), "\(out)")
+        #expect(
+            out.contains(
+                #"-ERR subscriber too slow: more than 4096 bytes of messages were waiting; closing the connection\r\n'"#
+            ),
+            "\(out)"
+        )
     }
 }

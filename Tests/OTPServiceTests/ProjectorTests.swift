@@ -357,7 +357,12 @@ func knownScenario(_ d: Driver) async throws {
         settings.idleWait = .milliseconds(10)
         settings.batchGap = .seconds(1)
         let pool = PGPool(url: f.url, size: 1)
-        let projector = Projector(pool: pool, settings: settings, wake: f.store.appended.listener(), logger: quietLogger)
+        let projector = Projector(
+            pool: pool,
+            settings: settings,
+            wake: f.store.appended.listener(),
+            logger: quietLogger
+        )
         let running = Task { try await projector.run() }
         func applied() async throws -> [String: Int64] {
             try await f.pool.withConnection { conn in
