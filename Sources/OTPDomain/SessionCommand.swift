@@ -76,6 +76,8 @@ public struct DecisionContext: Sendable {
     public var minGapMs: Int64
     /// Facts read from storage before deciding.
     public var facts: Facts
+    /// The destinations a team tests with, and their codes.
+    public var testDestinations: TestDestinations
 
     /// What the store looked up for this decision (pacing counters the domain cannot read itself).
     public struct Facts: Sendable, Hashable {
@@ -97,7 +99,8 @@ public struct DecisionContext: Sendable {
         policies: PolicyBook = PolicyBook(policies: []),
         pick: @escaping @Sendable (_ n: Int) -> Int = { Int.random(in: 0..<$0) },
         minGapMs: Int64 = 30_000,
-        facts: Facts = Facts()
+        facts: Facts = Facts(),
+        testDestinations: TestDestinations = TestDestinations()
     ) {
         self.now = now
         self.stream = stream
@@ -106,5 +109,6 @@ public struct DecisionContext: Sendable {
         self.pick = pick
         self.minGapMs = minGapMs
         self.facts = facts
+        self.testDestinations = testDestinations
     }
 }

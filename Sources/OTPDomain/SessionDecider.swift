@@ -158,7 +158,9 @@ public enum SessionDecider {
             return Decision(events: [])  // a repeated ISSUE is answered as it was
         }
         let ttl = try IntegerOption.ttl.check(request.ttlSeconds)
-        let digits = try IntegerOption.digits.check(request.digits)
+        let testCode = try context.testDestinations.code(for: request.destinations)
+        let digits: Int
+        if let testCode { digits = testCode.count } else { digits = try IntegerOption.digits.check(request.digits) }
         let maxAttempts = try IntegerOption.maxAttempts.check(request.maxAttempts)
         var plan = try context.policies.plan(
             policyName: request.policy,
@@ -167,13 +169,14 @@ public enum SessionDecider {
             carrier: request.carrier,
             pick: context.pick
         )
-        if context.facts.countryOverCeiling {
+        if context.facts.countryOverCeiling && testCode == nil {
             // Against SMS pumping: no SMS or voice for a country over its ceiling, where another channel remains.
             plan.steps.removeAll { $0.channel.isTelephony }
             guard !plan.steps.isEmpty else { throw .rateLimited(retryAfterSeconds: 60) }
         }
-        let seed = context.codes.newSeed()
-        let code = context.codes.code(seed: seed, digits: digits, stream: context.stream)
+        // A test session's code is the configured one; it has no seed, since nothing is ever rendered.
+        let seed = testCode == nil ? context.codes.newSeed() : ""
+        let code = testCode ?? context.codes.code(seed: seed, digits: digits, stream: context.stream)
         return Decision(events: [
             .issued(
                 .init(
@@ -189,7 +192,10 @@ public enum SessionDecider {
                     codeSeed: seed,
                     codeDigest: context.codes.digest(code: code, stream: context.stream),
                     fingerprint: request.fingerprint,
-                    country: request.destinations.first(where: \.channel.isTelephony).map { CountryCode.of($0.address) }
+                    country: request.destinations.first(where: \.channel.isTelephony).map {
+                        CountryCode.of($0.address)
+                    },
+                    test: testCode != nil
                 )
             )
         ])

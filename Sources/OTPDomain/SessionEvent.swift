@@ -75,6 +75,9 @@ public enum SessionEvent: Sendable, Hashable {
         /// The country calling code of the session's phone number (`+44`), kept in clear for the read models
         /// (a prefix names no person); nil without a phone number, and in events recorded before otpd kept it.
         public var country: String?
+        /// Issued to test destinations only (`[[test_destination]]`): nothing is sent, the configured code
+        /// verifies, and pacing and the read models leave the session out.
+        public var test = false
 
         /// Creates the event's data.
         public init(
@@ -90,7 +93,8 @@ public enum SessionEvent: Sendable, Hashable {
             codeSeed: String,
             codeDigest: String,
             fingerprint: String,
-            country: String? = nil
+            country: String? = nil,
+            test: Bool = false
         ) {
             self.session = session
             self.plan = plan
@@ -105,6 +109,7 @@ public enum SessionEvent: Sendable, Hashable {
             self.codeDigest = codeDigest
             self.fingerprint = fingerprint
             self.country = country
+            self.test = test
         }
     }
 

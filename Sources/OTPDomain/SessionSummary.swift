@@ -50,6 +50,8 @@ public struct SessionSummary: Sendable, Hashable {
         lastEventAt = at
         switch event {
         case .issued(let i):
+            // A test destination's session is left out of the read models: it is never issued for them.
+            guard !i.test else { return }
             isIssued = true
             policy = i.plan.policy
             variant = i.plan.variant

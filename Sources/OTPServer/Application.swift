@@ -228,6 +228,7 @@ public struct Application: Sendable {
             pacing: pacing,
             codes: codes,
             policies: PolicyBook(policies: c.policies),
+            testDestinations: c.testDestinations,
             minGapMs: c.limits.minGapPerChannelMs,
             telemetry: telemetry,
             groupCommit: c.groupCommit

@@ -130,6 +130,7 @@ struct Reader {
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
                 "tls_client_ca", "max_connections", "http_listen", "public_url", "templates", "metrics_token",
+                "test_destination",
             ],
             ""
         )
@@ -292,6 +293,38 @@ struct Reader {
         if !c.policies.isEmpty && !c.policies.contains(where: { $0.name == "default" }) {
             throw fail("policy", "no policy is named \"default\"")
         }
+
+        var tests: [TestDestinations.Entry] = []
+        for (i, tt) in try tables(t, "test_destination", "test_destination").enumerated() {
+            let p = "test_destination[\(i)]"
+            try onlyKeys(tt, ["destination", "code", "allow_unreserved"], p)
+            guard let text = try string(tt, "destination", "\(p).destination") else {
+                throw fail("\(p).destination", "is required, as ISSUE names it (\"sms:+15005550006\")")
+            }
+            let destination: Destination
+            do { destination = try Destination.parse(text) } catch {
+                let reason = if case .badArgument(let m) = error { m } else { "not a destination" }
+                throw fail("\(p).destination", "'\(Validation.printable(text))': \(reason)")
+            }
+            guard let code = try string(tt, "code", "\(p).code"), (4...10).contains(code.count),
+                code.allSatisfy({ $0.isASCII && $0.isNumber })
+            else { throw fail("\(p).code", "is required: 4 to 10 digits") }
+            if try bool(tt, "allow_unreserved", "\(p).allow_unreserved") != true
+                && !TestDestinations.isReserved(destination)
+            {
+                throw fail(
+                    "\(p).destination",
+                    "'\(text)' is not in a range reserved for tests (+1555..., +1500555..., +447700900..., e-mail at "
+                        + "example.com, .test or .invalid): a real person could be reached; set allow_unreserved = true "
+                        + "if it is yours"
+                )
+            }
+            guard !tests.contains(where: { $0.destination == destination }) else {
+                throw fail("\(p).destination", "'\(text)' is listed twice")
+            }
+            tests.append(TestDestinations.Entry(destination: destination, code: code))
+        }
+        c.testDestinations = TestDestinations(tests)
 
         if let v = t["limits"] {
             guard let lt = v.table else { throw fail("limits", "must be a table") }

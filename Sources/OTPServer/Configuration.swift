@@ -28,6 +28,8 @@ public struct Configuration: Sendable {
     public var channels: [DeliveryChannel: ChannelSettings] = [:]
     /// The fallback flows; empty: the built-in default.
     public var policies: [Policy] = []
+    /// `[[test_destination]]`: destinations that send nothing and verify with their configured code.
+    public var testDestinations = TestDestinations()
     /// Pacing and abuse limits.
     public var limits = Limits()
     /// The server secret in hex, when given inline.
@@ -88,4 +90,15 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+extension Configuration {
+    /// The start's one line about test destinations, nil without any: which they are, so nobody mistakes a
+    /// run that sends nothing for a provider outage.
+    public var testDestinationsWarning: String? {
+        guard !testDestinations.isEmpty else { return nil }
+        let list = testDestinations.entries.map { "\($0.destination.channel.rawValue):\($0.destination.address)" }
+        return "test destinations send nothing and verify with their configured code: "
+            + list.joined(separator: ", ")
+    }
 }

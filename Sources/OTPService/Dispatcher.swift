@@ -169,6 +169,18 @@ public final class Dispatcher: Service {
             else {
                 return  // withdrawn meanwhile (cancelled, verified, erased), or the lease ran out: send nothing
             }
+            if issued.test {
+                // A test destination: nothing is rendered or sent, and the provider is recorded as `test`.
+                let handOff = SessionCommand.recordHandOff(
+                    token: c.token,
+                    messageId: messageId,
+                    provider: "test",
+                    providerRef: nil,
+                    locale: issued.locale
+                )
+                try await record(handOff, c, loaded: loaded, also: complete)
+                return
+            }
             let code = codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
             let message = renderer.render(
                 channel: c.channel,

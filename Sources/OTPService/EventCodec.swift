@@ -51,6 +51,8 @@ public struct EventCodec: Sendable {
         var fingerprint: String?
         /// The phone number's country calling code, in clear for the projector (absent in older events).
         var country: String?
+        /// True for a session of test destinations; absent otherwise.
+        var test: Bool?
 
         enum CodingKeys: String, CodingKey {
             case session, policy, variant, steps
@@ -62,7 +64,7 @@ public struct EventCodec: Sendable {
             case codeDigest = "code_digest"
             case sealedFingerprint = "sealed_fingerprint"
             case codeSeed = "code_seed"
-            case fingerprint, country
+            case fingerprint, country, test
         }
     }
 
@@ -104,7 +106,8 @@ public struct EventCodec: Sendable {
                     sealedFingerprint: try Self.seal(i.fingerprint, key: key, binding: "\(stream)\u{0}fingerprint"),
                     codeSeed: nil,
                     fingerprint: nil,
-                    country: i.country
+                    country: i.country,
+                    test: i.test ? true : nil
                 )
             )
         case .sent(let e): data = try encoder.encode(e)
@@ -167,7 +170,8 @@ public struct EventCodec: Sendable {
                     codeSeed: seed ?? "",
                     codeDigest: s.codeDigest,
                     fingerprint: fingerprint ?? "",
-                    country: s.country
+                    country: s.country,
+                    test: s.test ?? false
                 )
             )
         case "sent": return .sent(try decoder.decode(SessionEvent.Sent.self, from: data))

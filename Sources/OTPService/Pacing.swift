@@ -114,7 +114,10 @@ public struct Pacing: Sendable {
         counts: PendingCounts,
         on conn: PGConnection
     ) throws {
-        guard let issued = after.issued, events.contains(where: Self.touchesDestinations) else { return }
+        // A test session is left out: it sends nothing, so it neither counts nor is limited.
+        guard let issued = after.issued, !issued.test, events.contains(where: Self.touchesDestinations) else {
+            return
+        }
         let tenant = stream.tenant
         // One transaction at a time per destination: each limit is a read then a write, so concurrent commands
         // for one address must not both read the count before either writes it. Keys in order: no deadlock.

@@ -23,6 +23,8 @@ public final class SessionService: Sendable {
     let pacing: Pacing
     let codes: any CodeBook
     let policies: PolicyBook
+    /// The destinations that send nothing and verify with a configured code.
+    let testDestinations: TestDestinations
     let minGapMs: Int64
     let pick: @Sendable (Int) -> Int
     /// Where committed events, escalations and receipts are counted.
@@ -40,6 +42,7 @@ public final class SessionService: Sendable {
         pacing: Pacing,
         codes: any CodeBook,
         policies: PolicyBook,
+        testDestinations: TestDestinations = TestDestinations(),
         minGapMs: Int64,
         pick: @escaping @Sendable (Int) -> Int = { Int.random(in: 0..<$0) },
         telemetry: Telemetry = Telemetry(),
@@ -50,6 +53,7 @@ public final class SessionService: Sendable {
         self.pacing = pacing
         self.codes = codes
         self.policies = policies
+        self.testDestinations = testDestinations
         self.minGapMs = minGapMs
         self.pick = pick
         self.telemetry = telemetry
@@ -149,7 +153,8 @@ public final class SessionService: Sendable {
                 now: now,
                 counts: counts,
                 on: conn
-            )
+            ),
+            testDestinations: testDestinations
         )
         let decision = try SessionDecider.decide(command, state: session.state, context: context)
         let (next, effects) = try store.commit(decision.events, to: stream, after: session, now: now, on: conn)

@@ -110,6 +110,7 @@ struct Serve: AsyncParsableCommand {
             )
         }
         for warning in app.templateWarnings + c.receiptWarnings { stderr("otpd: WARNING: \(warning)") }
+        if let tests = c.testDestinationsWarning { stderr("otpd: WARNING: \(tests)") }
         if let cert = c.tlsCert {
             let clients = c.tlsClientCA.map { ", client certificates signed by \($0)" } ?? ""
             stderr("otpd: the RESP port speaks TLS only (certificate \(cert)\(clients))")
