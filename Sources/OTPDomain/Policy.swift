@@ -5,19 +5,67 @@ public struct Step: Sendable, Hashable, Codable {
         case channel
         case timeoutMs = "timeout_ms"
         case until
+        case auto
     }
     /// The channel of this step.
     public var channel: DeliveryChannel
-    /// How long to wait for `until` after the provider accepted the message; nil means no wait.
+    /// How long to wait for `until` after the provider accepted the message; nil means no wait. With `auto`,
+    /// the longest wait (`max`), used when the `sent` event records none.
     public var timeoutMs: Int64?
     /// The receipt that ends the wait.
     public var until: Until
+    /// `timeout = "auto"`: the wait is chosen at each hand-off from how fast the route delivers.
+    public var auto: AutoTimeout?
 
     /// Creates a step.
-    public init(channel: DeliveryChannel, timeoutMs: Int64? = nil, until: Until = .delivered) {
+    public init(channel: DeliveryChannel, timeoutMs: Int64? = nil, until: Until = .delivered, auto: AutoTimeout? = nil)
+    {
         self.channel = channel
-        self.timeoutMs = timeoutMs
+        self.timeoutMs = auto?.maxMs ?? timeoutMs
         self.until = until
+        self.auto = auto
+    }
+}
+
+/// An adaptive step timeout: the route's live p95 of send → receipt, times 1.25, within `[min, max]`.
+public struct AutoTimeout: Sendable, Hashable, Codable {
+    enum CodingKeys: String, CodingKey {
+        case minMs = "min_ms"
+        case maxMs = "max_ms"
+    }
+    /// The shortest wait.
+    public var minMs: Int64
+    /// The longest wait, and the wait without enough samples.
+    public var maxMs: Int64
+    /// Samples a p95 needs to be used.
+    public static let minimumSamples = 50
+
+    /// Creates the bounds.
+    public init(minMs: Int64 = 10_000, maxMs: Int64 = 120_000) {
+        self.minMs = minMs
+        self.maxMs = maxMs
+    }
+
+    /// The wait for a route, and its basis as the `sent` event records it.
+    public func wait(for route: RouteLatency?) -> (ms: Int64, basis: String) {
+        guard let route, route.samples >= Self.minimumSamples else { return (maxMs, "too few samples") }
+        let chosen = min(max(route.p95Ms.saturatingAdd(route.p95Ms / 4), minMs), maxMs)
+        return (chosen, "p95 \(route.p95Ms) ms of \(route.samples) in 1 h")
+    }
+}
+
+/// How fast a route (a channel to a country) delivered recently: the p95 of send → delivery receipt, and how
+/// many deliveries it is computed from.
+public struct RouteLatency: Sendable, Hashable {
+    /// The 95th percentile, in milliseconds.
+    public var p95Ms: Int64
+    /// The deliveries counted.
+    public var samples: Int
+
+    /// Creates a figure.
+    public init(p95Ms: Int64, samples: Int) {
+        self.p95Ms = p95Ms
+        self.samples = samples
     }
 }
 

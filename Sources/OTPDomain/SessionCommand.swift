@@ -78,6 +78,9 @@ public struct DecisionContext: Sendable {
     public var facts: Facts
     /// The destinations a team tests with, and their codes.
     public var testDestinations: TestDestinations
+    /// How fast a channel delivers to a country (its calling code, or `none`) lately, for adaptive step
+    /// timeouts; nil when nothing is known. Read from memory, never from the database per command.
+    public var routeLatency: @Sendable (DeliveryChannel, String) -> RouteLatency?
 
     /// What the store looked up for this decision (pacing counters the domain cannot read itself).
     public struct Facts: Sendable, Hashable {
@@ -100,7 +103,8 @@ public struct DecisionContext: Sendable {
         pick: @escaping @Sendable (_ n: Int) -> Int = { Int.random(in: 0..<$0) },
         minGapMs: Int64 = 30_000,
         facts: Facts = Facts(),
-        testDestinations: TestDestinations = TestDestinations()
+        testDestinations: TestDestinations = TestDestinations(),
+        routeLatency: @escaping @Sendable (DeliveryChannel, String) -> RouteLatency? = { _, _ in nil }
     ) {
         self.now = now
         self.stream = stream
@@ -110,5 +114,6 @@ public struct DecisionContext: Sendable {
         self.minGapMs = minGapMs
         self.facts = facts
         self.testDestinations = testDestinations
+        self.routeLatency = routeLatency
     }
 }

@@ -31,6 +31,7 @@ public enum SessionDecider {
             } else if token == s.stepStartedVersion && s.sentVersion == nil {
                 s.sentVersion = s.version
                 s.sentAt = at
+                s.stepWaitMs = e.timeoutMs
                 if !s.started.isEmpty {
                     s.started[s.started.count - 1].sentAt = at
                     s.started[s.started.count - 1].sentVersion = s.version
@@ -58,6 +59,7 @@ public enum SessionDecider {
             s.stepStartedVersion = s.version
             s.sentVersion = nil
             s.sentAt = nil
+            s.stepWaitMs = nil
             s.deliveredAt = nil
             s.opened = false
             s.status = .pending
@@ -71,6 +73,7 @@ public enum SessionDecider {
                 s.stepStartedVersion = back.version
                 s.sentVersion = back.sentVersion
                 s.sentAt = back.sentAt
+                s.stepWaitMs = nil
             } else {
                 s.step = w.to
             }
@@ -132,7 +135,8 @@ public enum SessionDecider {
                 provider: provider,
                 providerRef: providerRef,
                 locale: locale,
-                state: s
+                state: s,
+                context: context
             )
         case .recordProviderFailure(let token, let reason, let permanent):
             try recordProviderFailure(token, reason: reason, permanent: permanent, state: s, context: context)
@@ -334,10 +338,12 @@ public enum SessionDecider {
         provider: String,
         providerRef: String?,
         locale: String?,
-        state s: SessionState
+        state s: SessionState,
+        context: DecisionContext
     ) throws(Rejection) -> Decision {
-        let (_, current) = try existing(s)
+        let (issued, current) = try existing(s)
         let step: (number: Int, channel: DeliveryChannel)
+        var wait: (ms: Int64, basis: String)?
         if let gone = s.withdrawn[token] {
             // The provider already had it when the escalation was withdrawn: the send is recorded, the step stays.
             guard gone.sentAt == nil else { return Decision(events: []) }
@@ -345,6 +351,8 @@ public enum SessionDecider {
         } else {
             guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
             step = (s.step, current.channel)
+            // An adaptive step's wait is chosen now, from the route's recent deliveries, and recorded with why.
+            wait = current.auto?.wait(for: context.routeLatency(current.channel, issued.country ?? "none"))
         }
         return Decision(events: [
             .sent(
@@ -355,7 +363,9 @@ public enum SessionDecider {
                     provider: provider,
                     providerRef: providerRef,
                     token: token,
-                    locale: locale
+                    locale: locale,
+                    timeoutMs: wait?.ms,
+                    timeoutBasis: wait?.basis
                 )
             )
         ])
@@ -397,7 +407,8 @@ public enum SessionDecider {
         let now = context.now
         guard token == s.sentVersion, s.status == .sent || s.status == .delivered, !s.untilSatisfied,
             !s.currentStepTimedOut, !s.erased,
-            let timeout = current.timeoutMs, let sentAt = s.sentAt, now >= sentAt.saturatingAdd(timeout),
+            let timeout = s.stepWaitMs ?? current.timeoutMs, let sentAt = s.sentAt,
+            now >= sentAt.saturatingAdd(timeout),
             now < s.expiresAt
         else { return Decision(events: []) }
         return Decision(events: [

@@ -124,6 +124,8 @@ public enum SessionEvent: Sendable, Hashable {
             case providerRef = "provider_ref"
             case token
             case locale
+            case timeoutMs = "timeout_ms"
+            case timeoutBasis = "timeout_basis"
         }
         /// The 1-based step whose message went out.
         public var step: Int
@@ -141,6 +143,9 @@ public enum SessionEvent: Sendable, Hashable {
         /// The locale of the template the message was rendered from (`pt` for a request's `pt-BR` without a
         /// `pt-BR` template); nil in events recorded before otpd recorded it.
         public var locale: String?
+        /// The wait chosen for an adaptive step (`timeout = "auto"`), and why; nil for a fixed timeout.
+        public var timeoutMs: Int64?
+        public var timeoutBasis: String?
         /// Creates the event's data.
         public init(
             step: Int,
@@ -149,8 +154,12 @@ public enum SessionEvent: Sendable, Hashable {
             provider: String,
             providerRef: String?,
             token: Int? = nil,
-            locale: String? = nil
+            locale: String? = nil,
+            timeoutMs: Int64? = nil,
+            timeoutBasis: String? = nil
         ) {
+            self.timeoutMs = timeoutMs
+            self.timeoutBasis = timeoutBasis
             self.step = step
             self.channel = channel
             self.messageId = messageId

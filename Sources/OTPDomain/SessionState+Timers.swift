@@ -29,7 +29,7 @@ extension SessionState {
     public var timers: [TimerSpec] {
         guard issued != nil, status.isActive else { return [] }
         var out = [TimerSpec(name: "expiry", dueAt: expiresAt, token: 1)]
-        if status == .sent || status == .delivered, let timeout = currentStep?.timeoutMs, let sentAt,
+        if status == .sent || status == .delivered, let timeout = stepWaitMs ?? currentStep?.timeoutMs, let sentAt,
             let sentVersion, !untilSatisfied, !currentStepTimedOut, !erased
         {
             out.append(TimerSpec(name: "step", dueAt: sentAt.saturatingAdd(timeout), token: sentVersion))

@@ -52,6 +52,9 @@ public struct SessionState: Sendable, Hashable {
     public var sentVersion: Int?
     /// When the current step's message was handed to its provider.
     public var sentAt: Int64?
+    /// The wait an adaptive current step chose at its hand-off (its `sent` event's `timeout_ms`); nil: the
+    /// step's own timeout.
+    public var stepWaitMs: Int64?
     /// When the current step's message was first reported delivered or opened.
     public var deliveredAt: Int64?
     /// Whether the current step's message was reported opened.

@@ -31,6 +31,8 @@ public struct Application: Sendable {
         public var projector = Projector.Settings()
         /// How the live feed (SUBSCRIBE) reads the log.
         public var feed = LiveFeed.Settings()
+        /// How often the routes' delivery p95 (adaptive step timeouts) is read from the histograms.
+        public var routeLatencyRefresh: Duration = .seconds(10)
         /// The RESP server's bounds on its clients (the address and `max_connections` come from the
         /// configuration).
         public var server = ServerConfiguration(address: HostPort(host: "127.0.0.1", port: 0))
@@ -101,7 +103,14 @@ public struct Application: Sendable {
 
         let pool = PGPool(url: database.url, size: c.databasePoolSize)
         let telemetry = Telemetry()
-        let (sessions, store, pacing, codes) = Self.commandPath(c, secrets: secrets, pool: pool, telemetry: telemetry)
+        let routes = RouteLatencies(pool: pool, interval: options.routeLatencyRefresh, logger: logger)
+        let (sessions, store, pacing, codes) = Self.commandPath(
+            c,
+            secrets: secrets,
+            pool: pool,
+            telemetry: telemetry,
+            routeLatency: routes.latency
+        )
         let httpSide = c.httpListen.map { address in
             var settings = HTTPSide.Settings(address: address)
             settings.publicURL = c.publicURL
@@ -190,7 +199,7 @@ public struct Application: Sendable {
         let services: [any Service] =
             [
                 database, PoolService(pool: pool), PoolService(pool: projectorPool), PoolService(pool: feedPool), http,
-                ServicesTogether([dispatcher, scheduler, janitor, projector, feed]),
+                ServicesTogether([dispatcher, scheduler, janitor, projector, feed, routes]),
             ]
             + (httpSide.map { [$0] } ?? [])
             + [resp]
@@ -217,7 +226,8 @@ public struct Application: Sendable {
         _ c: Configuration,
         secrets: Secrets,
         pool: PGPool,
-        telemetry: Telemetry = Telemetry()
+        telemetry: Telemetry = Telemetry(),
+        routeLatency: @escaping @Sendable (DeliveryChannel, String) -> RouteLatency? = { _, _ in nil }
     ) -> (sessions: SessionService, store: SessionStore, pacing: Pacing, codes: SecretCodeBook) {
         let codes = SecretCodeBook(secrets)
         let store = SessionStore(secrets: secrets)
@@ -229,6 +239,7 @@ public struct Application: Sendable {
             codes: codes,
             policies: PolicyBook(policies: c.policies),
             testDestinations: c.testDestinations,
+            routeLatency: routeLatency,
             minGapMs: c.limits.minGapPerChannelMs,
             telemetry: telemetry,
             groupCommit: c.groupCommit

@@ -238,7 +238,7 @@ struct Reader {
             var steps: [Step] = []
             for (j, st) in try tables(tt, "steps", "\(p).steps").enumerated() {
                 let sp = "\(p).steps[\(j)]"
-                try onlyKeys(st, ["channel", "timeout", "until"], sp)
+                try onlyKeys(st, ["channel", "timeout", "until", "min", "max"], sp)
                 guard let chName = try string(st, "channel", "\(sp).channel") else {
                     throw fail("\(sp).channel", "is required")
                 }
@@ -253,7 +253,21 @@ struct Reader {
                     }
                     until = parsed
                 }
-                steps.append(Step(channel: ch, timeoutMs: try duration(st, "timeout", "\(sp).timeout"), until: until))
+                if st["timeout"]?.string == "auto" {
+                    let bounds = AutoTimeout(
+                        minMs: try duration(st, "min", "\(sp).min") ?? AutoTimeout().minMs,
+                        maxMs: try duration(st, "max", "\(sp).max") ?? AutoTimeout().maxMs
+                    )
+                    guard bounds.minMs <= bounds.maxMs else { throw fail("\(sp).min", "is longer than max") }
+                    steps.append(Step(channel: ch, until: until, auto: bounds))
+                } else {
+                    for key in ["min", "max"] where st[key] != nil {
+                        throw fail("\(sp).\(key)", "needs timeout = \"auto\"")
+                    }
+                    steps.append(
+                        Step(channel: ch, timeoutMs: try duration(st, "timeout", "\(sp).timeout"), until: until)
+                    )
+                }
             }
             guard !steps.isEmpty else { throw fail("\(p).steps", "a policy needs at least one step") }
             let countries = try strings(tt, "match_country", "\(p).match_country") ?? []

@@ -25,6 +25,8 @@ public final class SessionService: Sendable {
     let policies: PolicyBook
     /// The destinations that send nothing and verify with a configured code.
     let testDestinations: TestDestinations
+    /// How fast each route delivers lately, for adaptive step timeouts (from memory).
+    let routeLatency: @Sendable (DeliveryChannel, String) -> RouteLatency?
     let minGapMs: Int64
     let pick: @Sendable (Int) -> Int
     /// Where committed events, escalations and receipts are counted.
@@ -43,6 +45,7 @@ public final class SessionService: Sendable {
         codes: any CodeBook,
         policies: PolicyBook,
         testDestinations: TestDestinations = TestDestinations(),
+        routeLatency: @escaping @Sendable (DeliveryChannel, String) -> RouteLatency? = { _, _ in nil },
         minGapMs: Int64,
         pick: @escaping @Sendable (Int) -> Int = { Int.random(in: 0..<$0) },
         telemetry: Telemetry = Telemetry(),
@@ -54,6 +57,7 @@ public final class SessionService: Sendable {
         self.codes = codes
         self.policies = policies
         self.testDestinations = testDestinations
+        self.routeLatency = routeLatency
         self.minGapMs = minGapMs
         self.pick = pick
         self.telemetry = telemetry
@@ -154,7 +158,8 @@ public final class SessionService: Sendable {
                 counts: counts,
                 on: conn
             ),
-            testDestinations: testDestinations
+            testDestinations: testDestinations,
+            routeLatency: routeLatency
         )
         let decision = try SessionDecider.decide(command, state: session.state, context: context)
         let (next, effects) = try store.commit(decision.events, to: stream, after: session, now: now, on: conn)

@@ -110,6 +110,7 @@ final class TestServer: Sendable {
         options.server.authTimeout = authTimeout
         if let subscriberQueueBytes { options.server.subscriberQueueBytes = subscriberQueueBytes }
         options.schemaDirectory = repositoryRoot + "/schema"
+        options.routeLatencyRefresh = .milliseconds(200)
         options.onListening = { address in bound.withLock { $0 = address.port } }
         var quiet = Logger(label: "otpd-test")
         quiet.logLevel = ProcessInfo.processInfo.environment["OTPD_TEST_DEBUG"] != nil ? .debug : .warning
