@@ -24,8 +24,9 @@ public struct ConnectionState: Sendable {
     public var protocolVersion = 2
     /// Set by QUIT: close after the reply.
     public var closeAfterReply = false
-    /// The sessions subscribed to (SUBSCRIBE), by id.
-    public var subscriptions: Set<String> = []
+    /// The sessions subscribed to (SUBSCRIBE): each one's stream id by session id. The stream names the tenant
+    /// of the moment it was subscribed, so a later AUTH (allowed in RESP3) cannot mix up whose session it was.
+    public var subscriptions: [String: String] = [:]
     /// Where the connection's output goes from its first SUBSCRIBE on; nil before.
     var subscriber: SubscriberQueue?
     /// How long the last command took to answer (a reply that waited on the database is sent without waiting

@@ -185,13 +185,15 @@ public final class RESPServer: Service {
                         guard queue == nil else { return }
                         queue = q
                         q.onCutOff = {
-                            // The writer closes the connection once the error is written; a client that does
-                            // not read even that is closed after a grace.
+                            // The writer ends the output once the error is written; a client that does not read
+                            // even that is closed after a grace.
                             channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
                         }
                         tasks.addTask {
                             while let bytes = await q.next() { try await write(bytes) }
-                            if q.wasCutOff { channel.close(promise: nil) }
+                            // Only the output: closing while the client's requests are still unread would reset
+                            // the connection, and the client could lose the error before it.
+                            if q.wasCutOff { channel.close(mode: .output, promise: nil) }
                         }
                     }
                     defer { handler.endSubscriptions(state) }

@@ -133,7 +133,7 @@ extension CommandHandler {
             throw WireError(code: .err, message: "this server has no live feed")
         }
         let ids = try args.map { try Arguments.sessionID($0) }
-        let adding = Set(ids).subtracting(state.subscriptions).count
+        let adding = Set(ids).subtracting(state.subscriptions.keys).count
         guard state.subscriptions.count + adding <= Self.subscriptionLimit else {
             throw WireError(
                 code: .err,
@@ -142,12 +142,14 @@ extension CommandHandler {
         }
         let queue = subscriberQueue(&state)
         for id in ids {
-            let added = state.subscriptions.insert(id).inserted
+            let stream = StreamID(tenant: tenant, session: id).text
+            let added = state.subscriptions[id] == nil
+            if added { state.subscriptions[id] = stream }
             queue.enqueue(
                 .push([.bulk("subscribe"), .bulk(id), .integer(Int64(state.subscriptions.count))]),
                 protocolVersion: state.protocolVersion
             )
-            if added { feed.subscribe(StreamID(tenant: tenant, session: id).text, queue) }
+            if added { feed.subscribe(stream, queue) }
         }
         return .nothing
     }
@@ -155,16 +157,14 @@ extension CommandHandler {
     /// `UNSUBSCRIBE [session ...]`: from the sessions named, or from all; one `unsubscribe` reply each (one with a
     /// null session when there was none).
     func unsubscribe(_ args: [String], state: inout ConnectionState) throws -> RESPValue {
-        let ids = args.isEmpty ? state.subscriptions.sorted() : try args.map { try Arguments.sessionID($0) }
+        let ids = args.isEmpty ? state.subscriptions.keys.sorted() : try args.map { try Arguments.sessionID($0) }
         let queue = subscriberQueue(&state)
         if ids.isEmpty {
             // Subscribed to nothing: one reply with a null session, as in Redis.
             queue.enqueue(.push([.bulk("unsubscribe"), .null, .integer(0)]), protocolVersion: state.protocolVersion)
         }
         for id in ids {
-            if state.subscriptions.remove(id) != nil, let feed, let tenant = state.tenant {
-                feed.unsubscribe(StreamID(tenant: tenant, session: id).text, queue)
-            }
+            if let stream = state.subscriptions.removeValue(forKey: id) { feed?.unsubscribe(stream, queue) }
             queue.enqueue(
                 .push([.bulk("unsubscribe"), .bulk(id), .integer(Int64(state.subscriptions.count))]),
                 protocolVersion: state.protocolVersion
@@ -176,9 +176,7 @@ extension CommandHandler {
     /// Leaves every subscription when the connection ends.
     func endSubscriptions(_ state: ConnectionState) {
         guard let queue = state.subscriber else { return }
-        if let feed, let tenant = state.tenant {
-            for id in state.subscriptions { feed.unsubscribe(StreamID(tenant: tenant, session: id).text, queue) }
-        }
+        for stream in state.subscriptions.values { feed?.unsubscribe(stream, queue) }
         queue.close()
     }
 
