@@ -177,73 +177,74 @@ public final class RESPServer: Service {
                     defer { deadline.cancel() }
                     try await outbound.write(buffer)
                 }
-                try await withThrowingTaskGroup(of: Void.self) { tasks in
-                    // From the first SUBSCRIBE on, every reply and message goes through the connection's queue,
-                    // and one writer task sends them in order while the loop goes on reading requests.
-                    var queue: SubscriberQueue?
-                    func subscribed(_ q: SubscriberQueue) {
-                        guard queue == nil else { return }
-                        queue = q
-                        q.onCutOff = {
-                            // The writer ends the output once the error is written; a client that does not read
-                            // even that is closed after a grace.
-                            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
-                        }
-                        tasks.addTask {
-                            while let bytes = await q.next() { try await write(bytes) }
-                            // Only the output: closing while the client's requests are still unread would reset
-                            // the connection, and the client could lose the error before it.
-                            if q.wasCutOff { channel.close(mode: .output, promise: nil) }
-                        }
+                // From the first SUBSCRIBE on, every reply and message goes through the connection's queue,
+                // and one writer task sends them in order while the loop goes on reading requests. Only a
+                // subscribed connection has one: the others pay nothing for it.
+                var queue: SubscriberQueue?
+                var writer: Task<Void, Never>?
+                func subscribed(_ q: SubscriberQueue) {
+                    guard queue == nil else { return }
+                    queue = q
+                    q.onCutOff = {
+                        // The writer ends the output once the error is written; a client that does not read
+                        // even that is closed after a grace.
+                        channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
                     }
-                    defer { handler.endSubscriptions(state) }
-                    var out = ByteBuffer()
-                    do {
-                        // One batch is every request decoded from one read: its replies go out together, in
-                        // writes of about `outboundFlushBytes`; but a reply that waited on the database goes out at
-                        // once with those before it, so a pipeline of ISSUEs is answered as each commits, not at
-                        // the end.
-                        for try await batch in inbound {
-                            guard setBusy(id, true) else { break }
-                            out.clear()
-                            for request in batch {
-                                let reply = await handler.handle(request, state: &state)
-                                if let q = state.subscriber {
-                                    if queue == nil {
-                                        if out.readableBytes > 0 { try await write(out) }
-                                        out.clear()
-                                        subscribed(q)
-                                    }
-                                    q.enqueue(reply, protocolVersion: state.protocolVersion)
-                                } else {
-                                    reply.encode(into: &out, protocolVersion: state.protocolVersion)
-                                }
-                                if state.tenant != nil, let pending = authDeadline {
-                                    pending.cancel()
-                                    authDeadline = nil
-                                }
-                                if state.closeAfterReply { break }
-                                if out.readableBytes >= flushBytes || state.lastAnswerTook > .milliseconds(1) {
-                                    try await write(out)
-                                    out.clear()
-                                }
-                            }
-                            if out.readableBytes > 0 { try await write(out) }
-                            if state.closeAfterReply || !setBusy(id, false) { break }
-                        }
-                    } catch let e as RESPProtocolError {
-                        let error = WireError(code: .proto, message: e.reason).reply
-                        if let queue {
-                            queue.enqueue(error, protocolVersion: state.protocolVersion)
-                        } else {
-                            out.clear()
-                            error.encode(into: &out, protocolVersion: state.protocolVersion)
-                            try await write(out)
-                        }
+                    writer = Task {
+                        // A write fails only once the connection is closing; its loop then ends the queue.
+                        while let bytes = await q.next() { guard (try? await write(bytes)) != nil else { return } }
+                        // Only the output: closing while the client's requests are still unread would reset
+                        // the connection, and the client could lose the error before it.
+                        if q.wasCutOff { channel.close(mode: .output, promise: nil) }
                     }
-                    handler.endSubscriptions(state)
-                    try await tasks.waitForAll()
                 }
+                defer { handler.endSubscriptions(state) }
+                var out = ByteBuffer()
+                do {
+                    // One batch is every request decoded from one read: its replies go out together, in
+                    // writes of about `outboundFlushBytes`; but a reply that waited on the database goes out at
+                    // once with those before it, so a pipeline of ISSUEs is answered as each commits, not at
+                    // the end.
+                    for try await batch in inbound {
+                        guard setBusy(id, true) else { break }
+                        out.clear()
+                        for request in batch {
+                            let reply = await handler.handle(request, state: &state)
+                            if let q = state.subscriber {
+                                if queue == nil {
+                                    if out.readableBytes > 0 { try await write(out) }
+                                    out.clear()
+                                    subscribed(q)
+                                }
+                                q.enqueue(reply, protocolVersion: state.protocolVersion)
+                            } else {
+                                reply.encode(into: &out, protocolVersion: state.protocolVersion)
+                            }
+                            if state.tenant != nil, let pending = authDeadline {
+                                pending.cancel()
+                                authDeadline = nil
+                            }
+                            if state.closeAfterReply { break }
+                            if out.readableBytes >= flushBytes || state.lastAnswerTook > .milliseconds(1) {
+                                try await write(out)
+                                out.clear()
+                            }
+                        }
+                        if out.readableBytes > 0 { try await write(out) }
+                        if state.closeAfterReply || !setBusy(id, false) { break }
+                    }
+                } catch let e as RESPProtocolError {
+                    let error = WireError(code: .proto, message: e.reason).reply
+                    if let queue {
+                        queue.enqueue(error, protocolVersion: state.protocolVersion)
+                    } else {
+                        out.clear()
+                        error.encode(into: &out, protocolVersion: state.protocolVersion)
+                        try await write(out)
+                    }
+                }
+                handler.endSubscriptions(state)
+                await writer?.value
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])

@@ -79,9 +79,7 @@ public final class LiveFeed: Service, Sendable {
             }
             r.streams[stream]!.subscribers[ObjectIdentifier(subscriber)] = subscriber
             guard let f = r.streams[stream], f.started else { return true }
-            if let last = f.last, let message = LiveStatus(f.state, type: last.type, at: last.at) {
-                subscriber.deliver(message, stream: stream)
-            }
+            if let message = f.current { subscriber.deliver(message, stream: stream) }
             return false
         }
         if added { wake.signal() }
@@ -146,27 +144,20 @@ public final class LiveFeed: Service, Sendable {
                 )
             }
         }
-        let startedIDs = Dictionary(starting, uniquingKeysWith: { a, _ in a })
         registry.withLock { r in
             r.horizon = read.horizon
-            for (stream, startedID) in startedIDs {
-                // Unless it was left (and perhaps followed again) while the read ran, it is followed from here on.
+            for (stream, startedID) in starting {
+                // Unless it was left (and perhaps followed again) while the read ran, it is followed from here on:
+                // its history folds into one message, the current state.
                 guard r.streams[stream]?.id == startedID else { continue }
                 r.streams[stream]!.started = true
                 for (record, event) in byStream[stream] ?? [] { r.streams[stream]!.fold(record, event) }
-                if let f = r.streams[stream], let last = f.last,
-                    let message = LiveStatus(f.state, type: last.type, at: last.at)
-                {
-                    for s in f.subscribers.values { s.deliver(message, stream: stream) }
-                }
+                r.streams[stream]!.publish(stream)
             }
             for stream in followed {
                 guard let events = byStream[stream], r.streams[stream]?.started == true else { continue }
-                for (record, event) in events {
-                    guard r.streams[stream]!.fold(record, event),
-                        let f = r.streams[stream], let message = LiveStatus(f.state, type: record.type, at: record.at)
-                    else { continue }
-                    for s in f.subscribers.values { s.deliver(message, stream: stream) }
+                for (record, event) in events where r.streams[stream]!.fold(record, event) {
+                    r.streams[stream]!.publish(stream)
                 }
             }
         }
@@ -176,10 +167,22 @@ public final class LiveFeed: Service, Sendable {
 
 extension LiveFeed.Followed {
     /// Folds the next event; false (and nothing changes) for one already folded.
+    @discardableResult
     fileprivate mutating func fold(_ record: EventRecord, _ event: SessionEvent) -> Bool {
         guard record.version == state.version + 1 else { return false }
         state = SessionDecider.evolve(state, event, at: record.at)
         last = (record.type, record.at)
         return true
+    }
+
+    /// The message for the state folded so far; nil before the session's `issued`.
+    fileprivate var current: LiveStatus? {
+        last.flatMap { LiveStatus(state, type: $0.type, at: $0.at) }
+    }
+
+    /// Delivers the current state to every subscriber.
+    fileprivate func publish(_ stream: String) {
+        guard let message = current else { return }
+        for s in subscribers.values { s.deliver(message, stream: stream) }
     }
 }
