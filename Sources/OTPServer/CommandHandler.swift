@@ -127,16 +127,7 @@ public final class CommandHandler: Sendable {
         guard command.arity.contains(raw.count) else {
             return WireError(code: .err, message: "wrong number of arguments for '\(shown)'").reply
         }
-        if state.inSubscribedMode {
-            guard Self.subscribedModeCommands.contains(name) else {
-                let message =
-                    "Can't execute '\(shown.lowercased())': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT are allowed in "
-                    + "this context"
-                return WireError(code: .err, message: message).reply
-            }
-            // Redis's PING while subscribed: `pong` and the message, as an array.
-            if name == "PING" { return .array([.bulk("pong"), raw.first.map(RESPValue.bulkString) ?? .bulk("")]) }
-        }
+        if state.inSubscribedMode, let reply = Self.subscribedModeReply(name, raw, sent: first) { return reply }
         if let allowed = command.roles, allowed.isDisjoint(with: state.roles) {
             return WireError(code: .noPerm, message: "this credential may not run \(name)").reply
         }

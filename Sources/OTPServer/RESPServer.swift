@@ -169,35 +169,13 @@ public final class RESPServer: Service {
         defer { authDeadline?.cancel() }
         do {
             try await connection.executeThenClose { inbound, outbound in
-                /// Writes, closing the connection when the client has not taken the bytes in `writeTimeout`.
-                @Sendable func write(_ buffer: ByteBuffer) async throws {
-                    let deadline = channel.eventLoop.scheduleTask(in: .init(writeTimeout)) {
-                        channel.close(promise: nil)
-                    }
-                    defer { deadline.cancel() }
-                    try await outbound.write(buffer)
+                func write(_ buffer: ByteBuffer) async throws {
+                    try await Self.write(buffer, to: outbound, of: channel, within: writeTimeout)
                 }
                 // From the first SUBSCRIBE on, every reply and message goes through the connection's queue,
-                // and one writer task sends them in order while the loop goes on reading requests. Only a
-                // subscribed connection has one: the others pay nothing for it.
-                var queue: SubscriberQueue?
+                // and a writer task sends them in order while the loop goes on reading requests. Only a
+                // subscribed connection has one (`startWriter`), so the others' frames stay as small as before.
                 var writer: Task<Void, Never>?
-                func subscribed(_ q: SubscriberQueue) {
-                    guard queue == nil else { return }
-                    queue = q
-                    q.onCutOff = {
-                        // The writer ends the output once the error is written; a client that does not read
-                        // even that is closed after a grace.
-                        channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
-                    }
-                    writer = Task {
-                        // A write fails only once the connection is closing; its loop then ends the queue.
-                        while let bytes = await q.next() { guard (try? await write(bytes)) != nil else { return } }
-                        // Only the output: closing while the client's requests are still unread would reset
-                        // the connection, and the client could lose the error before it.
-                        if q.wasCutOff { channel.close(mode: .output, promise: nil) }
-                    }
-                }
                 defer { handler.endSubscriptions(state) }
                 var out = ByteBuffer()
                 do {
@@ -211,10 +189,11 @@ public final class RESPServer: Service {
                         for request in batch {
                             let reply = await handler.handle(request, state: &state)
                             if let q = state.subscriber {
-                                if queue == nil {
-                                    if out.readableBytes > 0 { try await write(out) }
+                                if writer == nil {
+                                    // The replies before the first SUBSCRIBE go first, through the queue too.
+                                    q.enqueue(bytes: out)
                                     out.clear()
-                                    subscribed(q)
+                                    writer = Self.startWriter(q, to: outbound, of: channel, within: writeTimeout)
                                 }
                                 q.enqueue(reply, protocolVersion: state.protocolVersion)
                             } else {
@@ -235,7 +214,7 @@ public final class RESPServer: Service {
                     }
                 } catch let e as RESPProtocolError {
                     let error = WireError(code: .proto, message: e.reason).reply
-                    if let queue {
+                    if let queue = state.subscriber, writer != nil {
                         queue.enqueue(error, protocolVersion: state.protocolVersion)
                     } else {
                         out.clear()
@@ -248,6 +227,41 @@ public final class RESPServer: Service {
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Writes, closing the connection when the client has not taken the bytes within `timeout`.
+    private static func write(
+        _ buffer: ByteBuffer,
+        to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        of channel: any Channel,
+        within timeout: Duration
+    ) async throws {
+        let deadline = channel.eventLoop.scheduleTask(in: .init(timeout)) { channel.close(promise: nil) }
+        defer { deadline.cancel() }
+        try await outbound.write(buffer)
+    }
+
+    /// The subscribed connection's writer: sends what its queue holds, in order, until the queue ends.
+    private static func startWriter(
+        _ queue: SubscriberQueue,
+        to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        of channel: any Channel,
+        within timeout: Duration
+    ) -> Task<Void, Never> {
+        queue.onCutOff = {
+            // The writer ends the output once the error is written; a client that does not read even that is
+            // closed after a grace.
+            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+        }
+        return Task {
+            // A write fails only once the connection is closing; its loop then ends the queue.
+            while let bytes = await queue.next() {
+                guard (try? await write(bytes, to: outbound, of: channel, within: timeout)) != nil else { return }
+            }
+            // Only the output: closing while the client's requests are still unread would reset the connection,
+            // and the client could lose the error before it.
+            if queue.wasCutOff { channel.close(mode: .output, promise: nil) }
         }
     }
 }

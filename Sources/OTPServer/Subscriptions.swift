@@ -49,6 +49,12 @@ final class SubscriberQueue: LiveSubscriber {
         append(protocolVersion: protocolVersion) { value.encode(into: &$0, protocolVersion: $1) }
     }
 
+    /// Queues bytes already encoded.
+    func enqueue(bytes: ByteBuffer) {
+        guard bytes.readableBytes > 0 else { return }
+        append(protocolVersion: nil) { buffer, _ in buffer.writeImmutableBuffer(bytes) }
+    }
+
     /// Queues one feed message: `message session payload`, a push frame in RESP3.
     func deliver(_ message: LiveStatus, stream: String) {
         let frame = RESPValue.push([.bulk("message"), .bulk(message.session), .bulk(message.json)])
@@ -125,6 +131,19 @@ extension ConnectionState {
 extension CommandHandler {
     /// The commands a RESP2 connection may send while subscribed, as in Redis.
     static let subscribedModeCommands: Set<String> = ["SUBSCRIBE", "UNSUBSCRIBE", "PING", "QUIT"]
+
+    /// In RESP2's subscribed mode: the refusal of a command it does not allow, or Redis's answer to PING there
+    /// (`pong` and the message, as an array); nil for a command that runs as usual. Synchronous on purpose: it
+    /// keeps these values out of the async frame every request goes through.
+    static func subscribedModeReply(_ name: String, _ raw: [ByteBuffer], sent: String) -> RESPValue? {
+        guard subscribedModeCommands.contains(name) else {
+            let message =
+                "Can't execute '\(Validation.printable(sent).lowercased())': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT "
+                + "are allowed in this context"
+            return WireError(code: .err, message: message).reply
+        }
+        return name == "PING" ? .array([.bulk("pong"), raw.first.map(RESPValue.bulkString) ?? .bulk("")]) : nil
+    }
 
     /// `SUBSCRIBE session [session ...]`: one `subscribe` reply per session, each followed, once read, by the
     /// session's current state and then a message per event.
