@@ -15,8 +15,17 @@ public enum SessionCommand: Sendable, Hashable {
     /// The dispatcher handed the message of the step started at version `token` to a provider; `locale` is the
     /// locale of the template it was rendered from.
     case recordHandOff(token: Int, messageId: String, provider: String, providerRef: String?, locale: String? = nil)
-    /// The provider refused the message of the step started at version `token`.
-    case recordProviderFailure(token: Int, reason: String, permanent: Bool)
+    /// The provider refused the message of the step started at version `token`. `provider` names it and
+    /// `messageId` the message; `nextProvider`, when set, is the channel's next provider, which takes the same step
+    /// (failover within the channel) instead of the session escalating.
+    case recordProviderFailure(
+        token: Int,
+        reason: String,
+        permanent: Bool,
+        provider: String? = nil,
+        messageId: String? = nil,
+        nextProvider: String? = nil
+    )
     /// The wait of the step whose message was sent at version `token` has passed.
     case timeOutStep(token: Int)
     /// The session's TTL has passed.

@@ -49,7 +49,12 @@ public enum SessionDecider {
                 if outcome == .opened { s.opened = true }
             }
         case .deliveryFailed(let f):
-            if let start = s.start(token: f.token, channel: f.channel) {
+            if f.nextProvider != nil, let provider = f.provider {
+                // Handed on within the channel: the step stays, and its next message may still fail by receipt.
+                if let i = s.started.lastIndex(where: { $0.version == f.token }) {
+                    s.started[i].failedProviders.append(provider)
+                }
+            } else if let start = s.start(token: f.token, channel: f.channel) {
                 s.receiptKeys.insert(receiptKey(start, .failed))
             }
         case .timedOut:
@@ -138,8 +143,17 @@ public enum SessionDecider {
                 state: s,
                 context: context
             )
-        case .recordProviderFailure(let token, let reason, let permanent):
-            try recordProviderFailure(token, reason: reason, permanent: permanent, state: s, context: context)
+        case .recordProviderFailure(let token, let reason, let permanent, let provider, let messageId, let next):
+            try recordProviderFailure(
+                token,
+                reason: reason,
+                permanent: permanent,
+                provider: provider,
+                messageId: messageId,
+                nextProvider: next,
+                state: s,
+                context: context
+            )
         case .timeOutStep(let token): try timeOutStep(token, state: s, context: context)
         case .expire: try expire(state: s, context: context)
         case .erase: try erase(state: s)
@@ -375,11 +389,21 @@ public enum SessionDecider {
         _ token: Int,
         reason: String,
         permanent: Bool,
+        provider: String?,
+        messageId: String?,
+        nextProvider: String?,
         state s: SessionState,
         context: DecisionContext
     ) throws(Rejection) -> Decision {
         let (_, current) = try existing(s)
         guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
+        let goesOn = s.status.isActive && s.status != .exhausted && !s.erased && context.now < s.expiresAt
+        // The next provider takes the step only while the session could still send; and never one that already
+        // failed this step (a history edited by hand could name one again).
+        let next = nextProvider.flatMap { name in
+            goesOn && provider != nil && !s.failedProviders(token: token).contains(name) && name != provider
+                ? name : nil
+        }
         var events: [SessionEvent] = [
             .deliveryFailed(
                 .init(
@@ -388,11 +412,14 @@ public enum SessionDecider {
                     reason: reason,
                     permanent: permanent,
                     late: false,
-                    token: token
+                    token: token,
+                    provider: provider,
+                    messageId: messageId,
+                    nextProvider: next
                 )
             )
         ]
-        if s.status.isActive && s.status != .exhausted && !s.erased && context.now < s.expiresAt {
+        if next == nil && goesOn {
             events.append(escalation(from: s, reason: .failure))
         }
         return Decision(events: events)

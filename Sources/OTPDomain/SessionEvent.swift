@@ -172,6 +172,12 @@ public enum SessionEvent: Sendable, Hashable {
 
     /// A message could not be delivered (provider error or a `failed` receipt).
     public struct DeliveryFailed: Sendable, Hashable, Codable {
+        /// The keys as stored (snake_case).
+        enum CodingKeys: String, CodingKey {
+            case step, channel, reason, permanent, late, token, provider
+            case messageId = "message_id"
+            case nextProvider = "next_provider"
+        }
         /// The step whose message failed.
         public var step: Int
         /// Its channel.
@@ -185,6 +191,14 @@ public enum SessionEvent: Sendable, Hashable {
         /// The version of the event that started the message's step (its token); nil in events recorded before
         /// otpd recorded it, which are matched to the channel's latest start.
         public var token: Int?
+        /// The provider that failed it (its `[provider.NAME]` table's name, or the driver's in the
+        /// single-provider form); nil for a receipt, and in events recorded before otpd recorded it.
+        public var provider: String?
+        /// otpd's id of the message that failed, when it had one.
+        public var messageId: String?
+        /// The provider the same step goes on with (failover within the channel): the step stays, its message is
+        /// sent again with the same code and a new id; nil: the step failed, and the session escalates.
+        public var nextProvider: String?
         /// Creates the event's data.
         public init(
             step: Int,
@@ -192,7 +206,10 @@ public enum SessionEvent: Sendable, Hashable {
             reason: String,
             permanent: Bool,
             late: Bool,
-            token: Int? = nil
+            token: Int? = nil,
+            provider: String? = nil,
+            messageId: String? = nil,
+            nextProvider: String? = nil
         ) {
             self.step = step
             self.channel = channel
@@ -200,6 +217,9 @@ public enum SessionEvent: Sendable, Hashable {
             self.permanent = permanent
             self.late = late
             self.token = token
+            self.provider = provider
+            self.messageId = messageId
+            self.nextProvider = nextProvider
         }
     }
 

@@ -34,6 +34,9 @@ public struct StartedStep: Sendable, Hashable {
     public var sentVersion: Int?
     /// Whether its wait already ended in `timed_out`: a deadline fires once, even if the step comes back.
     public var timedOut = false
+    /// The providers that failed its message and handed it to the next one (failover within the channel), in
+    /// order: the dispatcher sends with the first provider not among them.
+    public var failedProviders: [String] = []
 }
 
 /// The state of one OTP session, folded from its events.
@@ -104,6 +107,11 @@ public struct SessionState: Sendable, Hashable {
     public func awaitsHandOff(token: Int, now: Int64) -> Bool {
         issued != nil && !erased && effectiveStatus(now: now).isActive && token == stepStartedVersion
             && sentVersion == nil
+    }
+
+    /// The providers that already failed the message of the step started at `token`, handing it on.
+    public func failedProviders(token: Int) -> [String] {
+        started.last { $0.version == token }?.failedProviders ?? []
     }
 
     /// The most recent start of a channel's message.

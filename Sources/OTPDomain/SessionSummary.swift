@@ -73,7 +73,8 @@ public struct SessionSummary: Sendable, Hashable {
             if case .opened = event, messages[m].openedAt == nil { messages[m].openedAt = at }
             if !r.late && (status == .pending || status == .sent) { status = .delivered }
         case .deliveryFailed(let f):
-            guard let m = index(token: f.token, channel: f.channel, step: nil) else { return }
+            // A provider that handed the step on did not fail the step's message: the next provider sends it.
+            guard f.nextProvider == nil, let m = index(token: f.token, channel: f.channel, step: nil) else { return }
             messages[m].failed = true
         case .escalated(let e):
             if let m = currentIndex { messages[m].escalated = true }

@@ -72,8 +72,8 @@ public struct Application: Sendable {
         let c = configuration
         let templateWarnings = try c.checkTemplates()
         let http = ProviderHTTP()
-        let drivers: [DeliveryChannel: any ChannelDriver]
-        do { drivers = try ChannelDrivers.make(c.channels, http: http, file: c.file, log: options.logDriver) } catch {
+        let lineups: [DeliveryChannel: ChannelLineup]
+        do { lineups = try ChannelDrivers.make(c.channels, http: http, file: c.file, log: options.logDriver) } catch {
             await http.shutdown()
             throw error
         }
@@ -117,11 +117,13 @@ public struct Application: Sendable {
             settings.appName = c.appName
             settings.metricsToken = c.metricsToken
             settings.tenants = c.tenants
-            for (channel, s) in c.channels {
-                switch s {
-                case .twilio(let t): settings.twilioTokens.append(t.authToken)
-                case .webhook(let w): settings.webhookSecrets[channel] = w.secret
-                default: break
+            for (channel, providers) in c.channels {
+                for p in providers.providers {
+                    switch p.settings {
+                    case .twilio(let t): settings.twilioTokens.append(t.authToken)
+                    case .webhook(let w): settings.webhookSecrets[channel, default: []] += w.secret.map { [$0] } ?? []
+                    default: break
+                    }
                 }
             }
             return HTTPSide(
@@ -139,8 +141,7 @@ public struct Application: Sendable {
             sessions: sessions,
             outbox: store.outbox,
             codes: codes,
-            drivers: drivers,
-            calls: c.channels.compactMapValues(\.call),
+            channels: lineups,
             renderer: MessageRenderer(settings: c.messageSettings, templates: c.templateBook),
             messages: store.messages,
             secrets: secrets,

@@ -4,6 +4,68 @@ import OTPService
 import TOMLKit
 
 extension Reader {
+    /// The `[channel.X]` tables, each in the single-provider form (`driver = ...`) or listing providers
+    /// (`providers = [...]`, each a `[provider.NAME]` table), and the `[provider.NAME]` tables: a provider listed
+    /// without its table, or a table no channel lists, stops the start with the key named.
+    func channels(_ t: TOMLTable) throws(ConfigurationError) -> [DeliveryChannel: ChannelProviders] {
+        var tables: [String: TOMLTable] = [:]
+        if let v = t["provider"] {
+            guard let pt = v.table else { throw fail("provider", "must be a table of [provider.NAME] tables") }
+            for name in pt.keys.sorted() {
+                let p = "provider.\(name)"
+                guard let table = pt[name]?.table else { throw fail(p, "must be a table") }
+                guard (1...64).contains(name.count),
+                    name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
+                else { throw fail(p, "a provider's name is 1 to 64 letters, digits, '_' or '-'") }
+                guard name != "test" else { throw fail(p, "'test' names the test destinations' provider") }
+                tables[name] = table
+            }
+        }
+        var listed = Set<String>()
+        var channels: [DeliveryChannel: ChannelProviders] = [:]
+        if let v = t["channel"] {
+            guard let ct = v.table else { throw fail("channel", "must be a table of [channel.NAME] tables") }
+            for key in ct.keys.sorted() {
+                let p = "channel.\(key)"
+                let ch = try channel(key, p)
+                guard let tt = ct[key]?.table else { throw fail(p, "must be a table") }
+                guard let names = try strings(tt, "providers", "\(p).providers") else {
+                    if tt["breaker_failures"] != nil || tt["breaker_cooldown"] != nil {
+                        throw fail("\(p).breaker_failures", "a circuit breaker needs providers = [...]")
+                    }
+                    channels[ch] = ChannelProviders(single: try channelSettings(tt, ch, p))
+                    continue
+                }
+                try onlyKeys(tt, ["providers", "breaker_failures", "breaker_cooldown"], p)
+                guard !names.isEmpty else { throw fail("\(p).providers", "must name at least one provider") }
+                var breaker = BreakerSettings()
+                if let n = try int(tt, "breaker_failures", "\(p).breaker_failures", 1...1000) { breaker.failures = n }
+                if let ms = try duration(tt, "breaker_cooldown", "\(p).breaker_cooldown") {
+                    guard ms >= 1000 else { throw fail("\(p).breaker_cooldown", "must be at least 1s") }
+                    breaker.cooldownMs = ms
+                }
+                var providers: [NamedProvider] = []
+                for name in names {
+                    guard !providers.contains(where: { $0.name == name }) else {
+                        throw fail("\(p).providers", "names '\(name)' twice")
+                    }
+                    guard let table = tables[name] else {
+                        throw fail("\(p).providers", "names '\(name)', which has no [provider.\(name)] table")
+                    }
+                    providers.append(
+                        NamedProvider(name: name, settings: try channelSettings(table, ch, "provider.\(name)"))
+                    )
+                    listed.insert(name)
+                }
+                channels[ch] = ChannelProviders(providers: providers, breaker: breaker)
+            }
+        }
+        if let unused = tables.keys.sorted().first(where: { !listed.contains($0) }) {
+            throw fail("provider.\(unused)", "is not in any channel's providers = [...]")
+        }
+        return channels
+    }
+
     /// One `[channel.X]` table: the driver, then exactly that driver's keys. Files it names (tokens, passwords,
     /// keys) are read now, so a missing one stops the start with its key named.
     func channelSettings(
@@ -192,12 +254,8 @@ extension Configuration {
     /// What the start says about receipts that cannot come back: a provider that posts receipts without the
     /// HTTP side to receive them, or callback and tracking URLs built from an address providers cannot reach.
     public var receiptWarnings: [String] {
-        let receipting = channels.filter {
-            switch $0.value {
-            case .twilio, .smtp: true
-            default: false
-            }
-        }.keys.map(\.rawValue).sorted()
+        let receipting = channels.filter { $0.value.uses("twilio") || $0.value.uses("smtp") }.keys.map(\.rawValue)
+            .sorted()
         guard !receipting.isEmpty else { return [] }
         let names = receipting.joined(separator: ", ")
         guard let listen = httpListen else {
@@ -206,7 +264,7 @@ extension Configuration {
             ]
         }
         var warnings: [String] = []
-        if case .smtp = channel(.email) {
+        if channel(.email).uses("smtp") {
             // Opens are seen through the HTML part's image and link: a template without one reports none.
             let book = templateBook
             for locale in book.locales(of: .email) where book.templates[.email]?[locale]?.html == nil {

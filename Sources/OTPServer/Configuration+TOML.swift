@@ -130,7 +130,7 @@ struct Reader {
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
                 "tls_client_ca", "max_connections", "http_listen", "public_url", "templates", "metrics_token",
-                "test_destination",
+                "test_destination", "provider",
             ],
             ""
         )
@@ -217,15 +217,7 @@ struct Reader {
             }
         }
 
-        if let v = t["channel"] {
-            guard let ct = v.table else { throw fail("channel", "must be a table of [channel.NAME] tables") }
-            for key in ct.keys {
-                let p = "channel.\(key)"
-                let ch = try channel(key, p)
-                guard let tt = ct[key]?.table else { throw fail(p, "must be a table") }
-                c.channels[ch] = try channelSettings(tt, ch, p)
-            }
-        }
+        c.channels = try channels(t)
 
         var names = Set<String>()
         for (i, tt) in try tables(t, "policy", "policy").enumerated() {

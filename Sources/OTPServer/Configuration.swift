@@ -24,8 +24,8 @@ public struct Configuration: Sendable {
     public var templates: [DeliveryChannel: [String: OwnTemplate]] = [:]
     /// The tenants and their credentials; empty: single-tenant mode, no AUTH.
     public var tenants: [TenantCredential] = []
-    /// Each configured channel's driver (`log` where absent).
-    public var channels: [DeliveryChannel: ChannelSettings] = [:]
+    /// Each configured channel's providers (the `log` driver where absent).
+    public var channels: [DeliveryChannel: ChannelProviders] = [:]
     /// The fallback flows; empty: the built-in default.
     public var policies: [Policy] = []
     /// `[[test_destination]]`: destinations that send nothing and verify with their configured code.
@@ -57,11 +57,11 @@ public struct Configuration: Sendable {
     /// The defaults: log driver everywhere, no tenants, the built-in default policy.
     public init() {}
 
-    /// The settings of a channel (the `log` driver when not configured).
-    public func channel(_ c: DeliveryChannel) -> ChannelSettings { channels[c] ?? .log }
+    /// A channel's providers (the `log` driver when not configured).
+    public func channel(_ c: DeliveryChannel) -> ChannelProviders { channels[c] ?? .log }
 
     /// Whether any channel prints codes (development only).
-    public var printsCodes: Bool { DeliveryChannel.allCases.contains { channel($0) == .log } }
+    public var printsCodes: Bool { DeliveryChannel.allCases.contains { channel($0).uses("log") } }
 }
 
 /// A `HOST:PORT` pair.

@@ -28,8 +28,9 @@ public final class HTTPSide: Service, Sendable {
         public var publicURL: String?
         /// The auth tokens of the Twilio channels: a callback must be signed with one of them.
         public var twilioTokens: [String] = []
-        /// The webhook channels' secrets: a receipt must be signed with its message's channel's.
-        public var webhookSecrets: [DeliveryChannel: String] = [:]
+        /// The webhook providers' secrets by channel: a receipt must be signed with one of its message's
+        /// channel's.
+        public var webhookSecrets: [DeliveryChannel: [String]] = [:]
         /// The app's name, on the "show the code" page.
         public var appName = "otpd"
         /// The bearer token `GET /metrics` requires; nil: none (bind to a private address then).
@@ -224,8 +225,9 @@ public final class HTTPSide: Service, Sendable {
         }
         guard let row else { return Self.text(.notFound, "unknown message id\n") }
         guard let given = request.headers[HTTPField.Name("X-OTPD-Signature")!],
-            let secret = settings.webhookSecrets[row.channel],
-            Self.constantTimeEqual(given, Self.webhookSignature(body: body, secret: secret))
+            settings.webhookSecrets[row.channel, default: []].contains(where: {
+                Self.constantTimeEqual(given, Self.webhookSignature(body: body, secret: $0))
+            })
         else { return Self.text(.forbidden, "signature missing or wrong\n") }
         let command: SessionCommand
         do {

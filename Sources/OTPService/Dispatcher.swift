@@ -33,8 +33,9 @@ public final class Dispatcher: Service {
     let sessions: SessionService
     let outbox: Outbox
     let codes: any CodeBook
-    let drivers: [DeliveryChannel: any ChannelDriver]
-    let calls: [DeliveryChannel: ProviderCall]
+    let channels: [DeliveryChannel: ChannelLineup]
+    /// The listed providers' circuits (the `providers = [...]` form's).
+    public let breakers: CircuitBreakers
     let renderer: MessageRenderer
     let messages: Messages
     let secrets: Secrets
@@ -51,7 +52,8 @@ public final class Dispatcher: Service {
     static let unknownOutcome =
         "an earlier attempt was handed to the provider and its outcome is unknown; not sent again"
 
-    /// Creates a dispatcher; `calls` holds each provider channel's timeout and tries (default 5 s, 3 tries);
+    /// Creates a dispatcher; `channels` holds each channel's providers in order, with their timeouts and tries,
+    /// and their circuit breaker's settings (the `log` driver where a channel has none);
     /// `secrets` make a message's id and tracking token, and `publicURL` (the HTTP side's, if any) roots
     /// the links given to drivers; `telemetry` times and counts the provider calls.
     public init(
@@ -59,8 +61,7 @@ public final class Dispatcher: Service {
         sessions: SessionService,
         outbox: Outbox,
         codes: any CodeBook,
-        drivers: [DeliveryChannel: any ChannelDriver],
-        calls: [DeliveryChannel: ProviderCall],
+        channels: [DeliveryChannel: ChannelLineup],
         renderer: MessageRenderer,
         messages: Messages = Messages(),
         secrets: Secrets,
@@ -73,21 +74,40 @@ public final class Dispatcher: Service {
         self.sessions = sessions
         self.outbox = outbox
         self.codes = codes
-        self.drivers = drivers
-        self.calls = calls
+        self.channels = channels
         self.renderer = renderer
         self.messages = messages
         self.secrets = secrets
         self.publicURL = publicURL
         self.settings = settings
-        let slowest = calls.values.map(\.timeoutMs).max() ?? 0
+        let slowest = channels.values.flatMap { $0.providers.map(\.call.timeoutMs) }.max() ?? 0
         // Three calls' time: a send that first renews its access token (FCM) makes two, and the record follows.
         self.leaseSeconds = max(settings.leaseSeconds, Int((3 * slowest + 999) / 1000))
         self.logger = logger
         self.telemetry = telemetry
+        var breaking: [String: BreakerSettings] = [:]
         for channel in DeliveryChannel.allCases {
-            telemetry.prepareChannel(channel, driver: (drivers[channel] ?? LogDriver()).name)
+            let lineup = channels[channel] ?? ChannelLineup(LogDriver())
+            for driver in Set(lineup.providers.map(\.driver.name)) { telemetry.prepareChannel(channel, driver: driver) }
+            if let breaker = lineup.breaker {
+                for p in lineup.providers { breaking[p.name] = breaker }
+            }
         }
+        breakers = CircuitBreakers(
+            breaking,
+            changed: { provider, state in
+                telemetry.setProviderState(provider, state)
+                switch state {
+                case .open:
+                    logger.warning(
+                        "dispatcher: provider circuit open; every session skips it until one message probes it",
+                        metadata: ["provider": "\(provider)"]
+                    )
+                case .closed: logger.info("dispatcher: provider circuit closed", metadata: ["provider": "\(provider)"])
+                case .probing: logger.info("dispatcher: provider probed", metadata: ["provider": "\(provider)"])
+                }
+            }
+        )
     }
 
     /// Runs until graceful shutdown, finishing the sends in flight.
@@ -147,7 +167,8 @@ public final class Dispatcher: Service {
                 return
             }
             let lease = leaseSeconds
-            let messageId = secrets.messageId(stream: c.stream, token: c.token)
+            let handedOn = state.failedProviders(token: c.token)
+            let messageId = secrets.messageId(stream: c.stream, token: c.token, handedOn: handedOn.count)
             let token = secrets.trackingToken(messageId: messageId)
             let messages = self.messages
             // The message's row goes in with the mark, so a receipt that beats the record of `sent` finds it.
@@ -181,6 +202,22 @@ public final class Dispatcher: Service {
                 try await record(handOff, c, loaded: loaded, also: complete)
                 return
             }
+            // The first provider left whose circuit lets the message through (one past its cooldown takes it as
+            // its probe); none: the step fails now rather than waiting out its timeout.
+            let lineup = channels[c.channel] ?? ChannelLineup(LogDriver())
+            let untried = lineup.providers.filter { !handedOn.contains($0.name) }
+            let circuitKey = "\(c.stream.text)#\(c.token)"
+            guard let provider = untried.first(where: { breakers.admit($0.name, key: circuitKey) })
+            else {
+                let names = untried.map(\.name).joined(separator: ", ")
+                let reason =
+                    untried.isEmpty
+                    ? "every \(c.channel.rawValue) provider failed this step"
+                    : "every \(c.channel.rawValue) provider left is skipped while its circuit is open: \(names)"
+                let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: true)
+                try await record(failure, c, loaded: loaded, also: complete)
+                return
+            }
             let code = codes.code(seed: issued.codeSeed, digits: issued.digits, stream: c.stream)
             let message = renderer.render(
                 channel: c.channel,
@@ -189,7 +226,7 @@ public final class Dispatcher: Service {
                 locale: issued.locale,
                 ttlSeconds: Int((issued.ttlMs + 999) / 1000)
             )
-            let driver = drivers[c.channel] ?? LogDriver()
+            let driver = provider.driver
             let callStarted = ContinuousClock.now
             let result = await driver.send(
                 OutboundMessage(
@@ -206,6 +243,31 @@ public final class Dispatcher: Service {
             let callTook = ContinuousClock.now - callStarted
             func meter(_ outcome: Telemetry.MessageOutcome) {
                 telemetry.providerCall(channel: c.channel, driver: driver.name, duration: callTook, outcome: outcome)
+                if outcome != .retried {
+                    breakers.record(provider.name, key: circuitKey, success: outcome == .sent)
+                }
+            }
+            // A provider that failed the hand-off passes the step to the next one whose circuit would take it:
+            // same code, a new message id; without one the session escalates.
+            func fail(_ reason: String, permanent: Bool, handOn: Bool) async throws {
+                let next =
+                    handOn
+                    ? untried.first { $0.name != provider.name && breakers.wouldAdmit($0.name) }
+                    : nil
+                let failure = SessionCommand.recordProviderFailure(
+                    token: c.token,
+                    reason: reason,
+                    permanent: permanent,
+                    provider: provider.name,
+                    messageId: messageId,
+                    nextProvider: next?.name
+                )
+                guard next != nil else {
+                    try await record(failure, c, loaded: loaded, also: complete)
+                    return
+                }
+                try await record(failure, c, loaded: loaded) { conn, _ in try outbox.handOn(c, on: conn) }
+                outbox.signal.signal()
             }
             switch result {
             case .accepted(let ref):
@@ -221,40 +283,34 @@ public final class Dispatcher: Service {
                 let handOff = SessionCommand.recordHandOff(
                     token: c.token,
                     messageId: messageId,
-                    provider: driver.name,
+                    provider: provider.name,
                     providerRef: ref,
                     locale: message.locale
                 )
                 try await record(handOff, c, loaded: loaded, also: complete)
             case .permanentFailure(let reason):
                 meter(.failed)
-                let failure = SessionCommand.recordProviderFailure(token: c.token, reason: reason, permanent: true)
-                try await record(failure, c, loaded: loaded, also: complete)
+                try await fail(reason, permanent: true, handOn: true)
             case .unknownOutcome(let reason):
                 meter(.failed)
-                // The provider may have taken it (an answer cut off after the request went out): sending again
-                // could reach the person twice, so the step fails over, as for a row found in flight.
-                let failure = SessionCommand.recordProviderFailure(
-                    token: c.token,
-                    reason: "\(reason); the provider may have accepted it, not sent again",
-                    permanent: false
+                // The provider may have taken it (an answer cut off after the request went out): sending again,
+                // even through another provider, could reach the person twice, so the step fails over to the
+                // next channel, as for a row found in flight.
+                try await fail(
+                    "\(reason); the provider may have accepted it, not sent again",
+                    permanent: false,
+                    handOn: false
                 )
-                try await record(failure, c, loaded: loaded, also: complete)
             case .transientFailure(let reason):
                 // Exponential backoff with jitter: 200 ms, 400 ms, 800 ms ... (± 50 %), while tries are left and
                 // the step's time lasts; then the step fails at once instead of waiting out its timeout.
                 let base = 200 << min(c.attempts - 1, 8)
                 let delay = base / 2 + Int.random(in: 0...base)
-                if c.attempts >= calls[c.channel]?.retries ?? 3
-                    || Self.stepTimeIsUp(c, loaded: loaded, issued: issued, afterMs: delay)
-                {
+                let timeIsUp = Self.stepTimeIsUp(c, loaded: loaded, issued: issued, afterMs: delay)
+                if c.attempts >= provider.call.retries || timeIsUp {
                     meter(.failed)
-                    let failure = SessionCommand.recordProviderFailure(
-                        token: c.token,
-                        reason: reason,
-                        permanent: false
-                    )
-                    try await record(failure, c, loaded: loaded, also: complete)
+                    // Out of tries, the next provider takes the step; out of the step's time, the next channel.
+                    try await fail(reason, permanent: false, handOn: !timeIsUp)
                 } else {
                     meter(.retried)
                     try await pool.withConnection { conn in try outbox.retry(c, afterMs: delay, on: conn) }

@@ -115,3 +115,37 @@ public struct NullDriver: ChannelDriver {
     public init() {}
     public func send(_ message: OutboundMessage) async -> DriverResult { .accepted(providerRef: nil) }
 }
+
+/// One provider of a channel, ready to call: its name, its driver and how it is called.
+public struct ProviderDriver: Sendable {
+    /// The provider's name (recorded in `sent` and `delivery_failed`).
+    public var name: String
+    /// Its driver.
+    public var driver: any ChannelDriver
+    /// Its call's timeout and tries (the defaults for the drivers that call nothing).
+    public var call: ProviderCall
+    /// Creates a provider.
+    public init(name: String, driver: any ChannelDriver, call: ProviderCall = ProviderCall()) {
+        self.name = name
+        self.driver = driver
+        self.call = call
+    }
+}
+
+/// A channel's providers in order, and whether a circuit breaker skips a failing one.
+public struct ChannelLineup: Sendable {
+    /// At least one provider, tried in order.
+    public var providers: [ProviderDriver]
+    /// The breaker's settings; nil: no breaker (the single-provider form).
+    public var breaker: BreakerSettings?
+    /// Creates a lineup.
+    public init(providers: [ProviderDriver], breaker: BreakerSettings? = nil) {
+        precondition(!providers.isEmpty, "a channel has at least one provider")
+        self.providers = providers
+        self.breaker = breaker
+    }
+    /// One provider without a breaker.
+    public init(_ driver: any ChannelDriver, call: ProviderCall = ProviderCall()) {
+        self.init(providers: [ProviderDriver(name: driver.name, driver: driver, call: call)])
+    }
+}

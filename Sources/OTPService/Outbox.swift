@@ -139,6 +139,17 @@ public struct Outbox: Sendable {
         )
     }
 
+    /// Releases a row at once for the channel's next provider (the one whose circuit let it fail handed the
+    /// step on), its tries counted afresh, if this claim still holds it.
+    func handOn(_ claim: Claim, on conn: PGConnection) throws {
+        try conn.query(
+            """
+            UPDATE outbox SET leased_until = NULL, in_flight = false, attempts = 0, available_at = now()
+            WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
+            """
+        )
+    }
+
     /// Keeps a row from being claimed for `seconds` (its session cannot be read; retrying cannot help soon).
     func park(_ claim: Claim, seconds: Int, on conn: PGConnection) throws {
         try conn.query(

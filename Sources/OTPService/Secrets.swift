@@ -49,10 +49,13 @@ public struct Secrets: Sendable {
 
     /// The id of the message of the step started at `token` of `stream`: stable (the provider's idempotency
     /// key, the e-mail's Message-ID), and a keyed hash, so nobody without the secret can compute a session's
-    /// message ids and probe `/receipts/webhook` with them. `m_` and 24 hex digits.
-    public func messageId(stream: StreamID, token: Int) -> String {
+    /// message ids and probe `/receipts/webhook` with them. `m_` and 24 hex digits. `handedOn` counts the
+    /// providers that already failed the step (failover within the channel): each provider's message has an
+    /// id of its own, and the first keeps the id a step always had.
+    public func messageId(stream: StreamID, token: Int, handedOn: Int = 0) -> String {
+        let text = handedOn == 0 ? "\(stream.text)#\(token)" : "\(stream.text)#\(token)#\(handedOn)"
         let mac = HMAC<SHA256>.authenticationCode(
-            for: Array("\(stream.text)#\(token)".utf8),
+            for: Array(text.utf8),
             using: SymmetricKey(data: messageKey)
         )
         return "m_" + Hex.encode(Array(mac).prefix(12))

@@ -258,3 +258,58 @@ extension ChannelSettings {
         return ConfigurationError(file: file, key: key + ".driver", message: "\(driver) sends \(what) only")
     }
 }
+
+/// One provider of a channel: its name (the `[provider.NAME]` table's, or the driver's in the single-provider
+/// form), recorded in `sent` and `delivery_failed`, and its driver's settings.
+public struct NamedProvider: Sendable, Hashable {
+    /// The name HISTORY and `otpd_provider_state` show.
+    public var name: String
+    /// The driver and its keys.
+    public var settings: ChannelSettings
+    /// Creates a named provider.
+    public init(name: String, settings: ChannelSettings) {
+        self.name = name
+        self.settings = settings
+    }
+}
+
+/// A channel's providers in the order they are tried, and the circuit breaker that skips a failing one.
+public struct ChannelProviders: Sendable, Hashable {
+    /// At least one, in order: a step's message goes to the first whose circuit is closed, and a provider that
+    /// fails it hands it to the next.
+    public var providers: [NamedProvider]
+    /// The circuit breaker of the `providers = [...]` form; nil in the single-provider form (`driver = ...`),
+    /// where every session tries its one provider.
+    public var breaker: BreakerSettings?
+
+    /// The single-provider form: the provider is named after its driver.
+    public init(single settings: ChannelSettings) {
+        providers = [NamedProvider(name: settings.driver, settings: settings)]
+        breaker = nil
+    }
+
+    /// The `providers = [...]` form.
+    public init(providers: [NamedProvider], breaker: BreakerSettings) {
+        self.providers = providers
+        self.breaker = breaker
+    }
+
+    /// The `log` driver alone: a channel not configured.
+    public static let log = ChannelProviders(single: .log)
+
+    /// The first provider's settings.
+    public var first: ChannelSettings { providers[0].settings }
+
+    /// Whether any provider uses the driver named `driver`.
+    public func uses(_ driver: String) -> Bool { providers.contains { $0.settings.driver == driver } }
+}
+
+/// When a provider's circuit opens, and for how long (`breaker_failures`, `breaker_cooldown`).
+public struct BreakerSettings: Sendable, Hashable {
+    /// Failed hand-offs in a row that open the circuit.
+    public var failures = 5
+    /// How long an open circuit skips the provider before one message probes it.
+    public var cooldownMs: Int64 = 30_000
+    /// The defaults: 5 failures, 30 s.
+    public init() {}
+}

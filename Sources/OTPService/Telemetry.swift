@@ -62,6 +62,10 @@ public final class Telemetry: Sendable {
             "Times the database could not be reached: commands answered UNAVAILABLE, failed claims, HTTP 503s."
         )
         static let connections = ("connections", "", "Open connections on the RESP port.")
+        static let providerState = (
+            "provider_state", "",
+            "Each listed provider's circuit breaker in this instance: 0 closed, 1 open (skipped), 2 probing."
+        )
     }
 
     static func descriptor(_ family: (String, String, String)) -> MetricNameDescriptor {
@@ -79,6 +83,7 @@ public final class Telemetry: Sendable {
     /// key from the descriptor on every call; this one is a dictionary read).
     private let counters = Mutex<[CounterKey: Counter]>([:])
     private let histograms = Mutex<[CounterKey: DurationHistogram]>([:])
+    private let providerStates = Mutex<[String: Gauge]>([:])
 
     private struct CounterKey: Hashable {
         var family: String
@@ -212,6 +217,20 @@ public final class Telemetry: Sendable {
             [("channel", channel.rawValue), ("driver", driver)],
             buckets: Self.providerBuckets
         )
+    }
+
+    /// Sets `otpd_provider_state{provider}`: 0 closed, 1 open, 2 probing.
+    public func setProviderState(_ provider: String, _ state: CircuitBreakers.State) {
+        let gauge = providerStates.withLock { made in
+            if let g = made[provider] { return g }
+            let g = registry.makeGauge(
+                descriptor: Self.descriptor(Family.providerState),
+                labels: [("provider", provider)]
+            )
+            made[provider] = g
+            return g
+        }
+        gauge.set(Double(state.rawValue))
     }
 
     /// Records one provider call: how long it took and what it came to. `driver` is the driver's fixed name.

@@ -17,16 +17,29 @@ struct SendTest: AsyncParsableCommand {
     @Option(help: "Where to send: a phone number (+15551234567), an e-mail address, or a device token.")
     var to: String
     @Option(help: "The template locale (default en).") var locale = "en"
+    @Option(help: "Which of the channel's providers = [...] to send through (default the first).")
+    var provider: String?
 
     func run() async throws {
         guard let ch = DeliveryChannel(rawValue: channel.lowercased()) else {
             throw ValidationError("unknown channel '\(channel)' (sms, email, voice, push)")
         }
         let c = try Configuration.load(file: config)
-        let settings = c.channel(ch)
+        let providers = c.channel(ch)
+        guard
+            let chosen = provider.map({ name in providers.providers.first { $0.name == name } })
+                ?? providers.providers.first
+        else {
+            let names = providers.providers.map(\.name).joined(separator: ", ")
+            throw ValidationError("channel \(ch.rawValue) has no provider '\(provider ?? "")' (it has \(names))")
+        }
+        let settings = chosen.settings
         let http = ProviderHTTP()
-        let drivers: [DeliveryChannel: any ChannelDriver]
-        do { drivers = try ChannelDrivers.make(c.channels, http: http, file: c.file) } catch {
+        let driver: any ChannelDriver
+        do {
+            let key = providers.breaker == nil ? "channel.\(ch.rawValue)" : "provider.\(chosen.name)"
+            driver = try ChannelDrivers.make(settings, channel: ch, http: http, file: c.file, key: key)
+        } catch {
             await http.shutdown()
             throw error
         }
@@ -44,9 +57,11 @@ struct SendTest: AsyncParsableCommand {
             expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 600_000,
             links: c.publicURL.map { MessageLinks(publicURL: $0, tracking: "0000000000000000000000000000test") }
         )
-        print("sending a \(ch.rawValue) test message with code \(code) through the \(settings.driver) driver ...")
+        print(
+            "sending a \(ch.rawValue) test message with code \(code) through \(chosen.name) (the \(settings.driver) driver) ..."
+        )
         let started = ContinuousClock.now
-        let result = await drivers[ch]?.send(message) ?? .permanentFailure("no driver")
+        let result = await driver.send(message)
         let took = ContinuousClock.now - started
         await http.shutdown()
         switch result {

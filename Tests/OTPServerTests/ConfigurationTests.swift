@@ -67,8 +67,8 @@ import Testing
         #expect(c.appName == "AcmeApp")
         #expect(c.tenants.count == 2)
         #expect(c.tenants[0].roles == [.service, .auditor, .analyst])
-        #expect(c.channel(.sms).driver == "webhook")
-        #expect(c.channel(.voice).driver == "log")
+        #expect(c.channel(.sms).first.driver == "webhook")
+        #expect(c.channel(.voice).first.driver == "log")
         var smtp = SMTPSettings(
             host: "127.0.0.1",
             port: 2525,
@@ -77,13 +77,45 @@ import Testing
         )
         smtp.security = .none
         smtp.call.timeoutMs = 15_000
-        #expect(c.channels[.email] == .smtp(smtp))
+        #expect(c.channels[.email] == ChannelProviders(single: .smtp(smtp)))
         #expect(c.policies.map(\.name) == ["default", "uk"])
         #expect(c.policies[0].steps[0] == Step(channel: .sms, timeoutMs: 15_000, until: .delivered))
         #expect(c.policies[0].steps[3] == Step(channel: .push, timeoutMs: nil, until: .delivered))
         #expect(c.policies[1].matchCountry == ["+44"])
         #expect(c.policies[1].variants.map(\.order) == [[.voice, .sms, .email], [.sms, .voice, .email]])
         #expect(c.limits.minGapPerChannelMs == 30_000)
+    }
+
+    @Test func aChannelListsItsProvidersInOrderWithItsBreaker() throws {
+        let c = try Configuration.parse(
+            """
+            [channel.sms]
+            providers = ["twilio_us", "webhook_eu"]
+            breaker_failures = 3
+            breaker_cooldown = "1m"
+
+            [provider.twilio_us]
+            driver = "twilio"
+            account_sid = "AC00000000000000000000000000000000"
+            auth_token = "t"
+            from = "+15017122661"
+            retries = 2
+
+            [provider.webhook_eu]
+            driver = "webhook"
+            url = "https://gw.example/sms"
+            """
+        )
+        let sms = c.channel(.sms)
+        #expect(sms.providers.map(\.name) == ["twilio_us", "webhook_eu"])
+        #expect(sms.providers.map(\.settings.driver) == ["twilio", "webhook"])
+        #expect(sms.providers[0].settings.call?.retries == 2)
+        var breaker = BreakerSettings()
+        breaker.failures = 3
+        breaker.cooldownMs = 60_000
+        #expect(sms.breaker == breaker)
+        #expect(c.channel(.email).breaker == nil, "the single-provider form has no breaker")
+        #expect(c.channel(.email).providers.map(\.name) == ["log"])
     }
 
     @Test func anEmptyFileGivesTheDevelopmentDefaults() throws {
@@ -141,6 +173,35 @@ import Testing
         (
             "[[policy]]\nname = \"default\"\nsteps = [{ channel = \"sms\", timeout = \"25h\" }]",
             "otpd.toml: policy[0].steps[0].timeout: must be at most 24h"
+        ),
+        (
+            "[channel.sms]\nproviders = [\"a\"]",
+            "otpd.toml: channel.sms.providers: names 'a', which has no [provider.a] table"
+        ),
+        (
+            "[channel.sms]\nproviders = [\"a\", \"a\"]\n[provider.a]\ndriver = \"log\"",
+            "otpd.toml: channel.sms.providers: names 'a' twice"
+        ),
+        ("[provider.a]\ndriver = \"log\"", "otpd.toml: provider.a: is not in any channel's providers = [...]"),
+        (
+            "[channel.email]\nproviders = [\"t\"]\n[provider.t]\ndriver = \"twilio\"",
+            "otpd.toml: provider.t.driver: twilio sends sms and voice only"
+        ),
+        (
+            "[channel.sms]\nproviders = [\"a\"]\nurl = \"http://x/\"\n[provider.a]\ndriver = \"log\"",
+            "otpd.toml: channel.sms.url: unknown key"
+        ),
+        (
+            "[channel.sms]\ndriver = \"log\"\nbreaker_failures = 3",
+            "otpd.toml: channel.sms.breaker_failures: a circuit breaker needs providers = [...]"
+        ),
+        (
+            "[channel.sms]\nproviders = [\"a\"]\nbreaker_cooldown = \"10ms\"\n[provider.a]\ndriver = \"log\"",
+            "otpd.toml: channel.sms.breaker_cooldown: must be at least 1s"
+        ),
+        (
+            "[channel.sms]\nproviders = [\"test\"]\n[provider.test]\ndriver = \"log\"",
+            "otpd.toml: provider.test: 'test' names the test destinations' provider"
         ),
     ])
     func badConfigurationNamesTheFileTheKeyAndTheProblem(text: String, message: String) {
