@@ -115,7 +115,9 @@ public struct TwilioDriver: ChannelDriver {
             // Taken, whatever the body says: without a sid no receipt will find it, but sending again would
             // send twice.
             let sid = response.string("sid").flatMap { $0.isEmpty ? nil : $0 }
-            return .accepted(providerRef: sid)
+            // Twilio's `price` is a negative decimal string ("-0.00750") once known, usually null at creation.
+            let price = response.string("price").flatMap(Money.init(decimal:))
+            return .accepted(providerRef: sid, price: price)
         case 429, 500..<600: return .transientFailure("\(code)HTTP \(status)")
         default: return .permanentFailure("\(code)HTTP \(status)")
         }

@@ -9,9 +9,9 @@ import OTPService
 ///
 /// Headers: `Content-Type: application/json`, `Idempotency-Key: <message_id>` and, with a secret,
 /// `X-OTPD-Signature: sha256=<hex HMAC-SHA256 of the body>`. A 2xx answer accepts the message (a string
-/// `provider_ref` in a JSON answer is the provider's reference), 4xx refuses it for good, and 5xx, a refused
-/// connection, a certificate that does not verify, a malformed answer or no answer within the timeout are
-/// transient. One HTTP attempt per call: the dispatcher retries.
+/// `provider_ref` in a JSON answer is the provider's reference, a decimal string `price` what it cost), 4xx
+/// refuses it for good, and 5xx, a refused connection, a certificate that does not verify, a malformed answer
+/// or no answer within the timeout are transient. One HTTP attempt per call: the dispatcher retries.
 public struct WebhookDriver: ChannelDriver {
     /// `webhook`.
     public var name: String { "webhook" }
@@ -84,7 +84,12 @@ public struct WebhookDriver: ChannelDriver {
 
     static func classify(_ response: ProviderHTTP.Response) -> DriverResult {
         switch response.status {
-        case 200..<300: .accepted(providerRef: response.string("provider_ref"))
+        case 200..<300:
+            // A gateway may say what the message cost: `"price": "0.0123"` (a decimal string).
+            .accepted(
+                providerRef: response.string("provider_ref"),
+                price: response.string("price").flatMap(Money.init(decimal:))
+            )
         case 500..<600: .transientFailure("HTTP \(response.status)")
         // 4xx, and redirects and other oddities: not followed, and retrying would not change them.
         default: .permanentFailure("HTTP \(response.status)")

@@ -14,7 +14,15 @@ public enum SessionCommand: Sendable, Hashable {
     case cancel
     /// The dispatcher handed the message of the step started at version `token` to a provider; `locale` is the
     /// locale of the template it was rendered from.
-    case recordHandOff(token: Int, messageId: String, provider: String, providerRef: String?, locale: String? = nil)
+    /// `price` is what the message costs, when known.
+    case recordHandOff(
+        token: Int,
+        messageId: String,
+        provider: String,
+        providerRef: String?,
+        locale: String? = nil,
+        price: MessagePrice? = nil
+    )
     /// The provider refused the message of the step started at version `token`. `provider` names it and
     /// `messageId` the message; `nextProvider`, when set, is the channel's next provider, which takes the same step
     /// (failover within the channel) instead of the session escalating.
@@ -96,10 +104,13 @@ public struct DecisionContext: Sendable {
         /// The phone number's country is over its sends-per-minute ceiling (against SMS pumping): a new session
         /// gets no SMS or voice step, or is refused when it has no other channel.
         public var countryOverCeiling: Bool
+        /// The phone number's country has spent its `prefix_spend_per_hour`: the same, recorded as `budget`.
+        public var countryOverBudget: Bool
 
         /// Creates facts; none hold by default.
-        public init(countryOverCeiling: Bool = false) {
+        public init(countryOverCeiling: Bool = false, countryOverBudget: Bool = false) {
             self.countryOverCeiling = countryOverCeiling
+            self.countryOverBudget = countryOverBudget
         }
     }
 

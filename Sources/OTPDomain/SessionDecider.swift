@@ -133,13 +133,14 @@ public enum SessionDecider {
         case .recordReceipt(let channel, let outcome, let detail, let token):
             try recordReceipt(channel, outcome, detail: detail, token: token, state: s, context: context)
         case .cancel: try cancel(state: s, context: context)
-        case .recordHandOff(let token, let messageId, let provider, let providerRef, let locale):
+        case .recordHandOff(let token, let messageId, let provider, let providerRef, let locale, let price):
             try recordHandOff(
                 token,
                 messageId: messageId,
                 provider: provider,
                 providerRef: providerRef,
                 locale: locale,
+                price: price,
                 state: s,
                 context: context
             )
@@ -187,10 +188,18 @@ public enum SessionDecider {
             carrier: request.carrier,
             pick: context.pick
         )
-        if context.facts.countryOverCeiling && testCode == nil {
-            // Against SMS pumping: no SMS or voice for a country over its ceiling, where another channel remains.
+        var skipped: [DeliveryChannel] = []
+        var skipReason: String?
+        let facts = context.facts
+        if (facts.countryOverCeiling || facts.countryOverBudget) && testCode == nil {
+            // Against SMS pumping: no SMS or voice for a country over its ceiling or its spend, where another
+            // channel remains; the session records what it lost and why.
+            skipped = plan.steps.map(\.channel).filter(\.isTelephony)
             plan.steps.removeAll { $0.channel.isTelephony }
-            guard !plan.steps.isEmpty else { throw .rateLimited(retryAfterSeconds: 60) }
+            guard !plan.steps.isEmpty else {
+                throw .rateLimited(retryAfterSeconds: facts.countryOverBudget ? 300 : 60)
+            }
+            if !skipped.isEmpty { skipReason = facts.countryOverBudget ? "budget" : "prefix_ceiling" }
         }
         // A test session's code is the configured one; it has no seed, since nothing is ever rendered.
         let seed = testCode == nil ? context.codes.newSeed() : ""
@@ -213,7 +222,9 @@ public enum SessionDecider {
                     country: request.destinations.first(where: \.channel.isTelephony).map {
                         CountryCode.of($0.address)
                     },
-                    test: testCode != nil
+                    test: testCode != nil,
+                    skipped: skipped,
+                    skipReason: skipReason
                 )
             )
         ])
@@ -352,6 +363,7 @@ public enum SessionDecider {
         provider: String,
         providerRef: String?,
         locale: String?,
+        price: MessagePrice?,
         state s: SessionState,
         context: DecisionContext
     ) throws(Rejection) -> Decision {
@@ -379,7 +391,8 @@ public enum SessionDecider {
                     token: token,
                     locale: locale,
                     timeoutMs: wait?.ms,
-                    timeoutBasis: wait?.basis
+                    timeoutBasis: wait?.basis,
+                    price: price
                 )
             )
         ])

@@ -78,6 +78,10 @@ public enum SessionEvent: Sendable, Hashable {
         /// Issued to test destinations only (`[[test_destination]]`): nothing is sent, the configured code
         /// verifies, and pacing and the read models leave the session out.
         public var test = false
+        /// The channels the policy planned that this session does not get, and why: `budget` (its country
+        /// was over `prefix_spend_per_hour`) or `prefix_ceiling` (over `prefix_sends_per_minute`); empty when none.
+        public var skipped: [DeliveryChannel] = []
+        public var skipReason: String?
 
         /// Creates the event's data.
         public init(
@@ -94,8 +98,12 @@ public enum SessionEvent: Sendable, Hashable {
             codeDigest: String,
             fingerprint: String,
             country: String? = nil,
-            test: Bool = false
+            test: Bool = false,
+            skipped: [DeliveryChannel] = [],
+            skipReason: String? = nil
         ) {
+            self.skipped = skipped
+            self.skipReason = skipReason
             self.session = session
             self.plan = plan
             self.ttlMs = ttlMs
@@ -126,6 +134,8 @@ public enum SessionEvent: Sendable, Hashable {
             case locale
             case timeoutMs = "timeout_ms"
             case timeoutBasis = "timeout_basis"
+            case price
+            case priceSource = "price_source"
         }
         /// The 1-based step whose message went out.
         public var step: Int
@@ -146,6 +156,10 @@ public enum SessionEvent: Sendable, Hashable {
         /// The wait chosen for an adaptive step (`timeout = "auto"`), and why; nil for a fixed timeout.
         public var timeoutMs: Int64?
         public var timeoutBasis: String?
+        /// What the message cost (a decimal such as `"0.0079"`), and where the figure comes from (`provider`:
+        /// it reported it; `prices`: the configuration's); nil when nothing prices it.
+        public var price: String?
+        public var priceSource: String?
         /// Creates the event's data.
         public init(
             step: Int,
@@ -156,8 +170,11 @@ public enum SessionEvent: Sendable, Hashable {
             token: Int? = nil,
             locale: String? = nil,
             timeoutMs: Int64? = nil,
-            timeoutBasis: String? = nil
+            timeoutBasis: String? = nil,
+            price: MessagePrice? = nil
         ) {
+            self.price = price?.amount.description
+            self.priceSource = price?.source
             self.timeoutMs = timeoutMs
             self.timeoutBasis = timeoutBasis
             self.step = step

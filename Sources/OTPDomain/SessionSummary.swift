@@ -66,6 +66,7 @@ public struct SessionSummary: Sendable, Hashable {
             guard let m = index(token: e.token, channel: e.channel, step: e.step) else { return }
             if messages[m].sentAt == nil { messages[m].sentAt = at }
             messages[m].provider = e.provider
+            if let price = e.price.flatMap(Money.init(decimal:)) { messages[m].price = price }
             if messages[m].token == currentToken && status == .pending { status = .sent }
         case .delivered(let r), .opened(let r):
             guard let m = index(token: r.token, channel: r.channel, step: nil) else { return }
@@ -149,6 +150,8 @@ public struct MessageSummary: Sendable, Hashable {
     public var withdrawn = false
     /// The driver that handed it over.
     public var provider: String?
+    /// What it cost (its `sent` event's price); nil when nothing priced it.
+    public var price: Money?
 
     /// Creates a message started at `at`.
     public init(token: Int, step: Int, channel: DeliveryChannel, at: Int64) {

@@ -143,6 +143,7 @@ public struct Application: Sendable {
             codes: codes,
             channels: lineups,
             renderer: MessageRenderer(settings: c.messageSettings, templates: c.templateBook),
+            prices: c.prices,
             messages: store.messages,
             secrets: secrets,
             publicURL: { httpSide?.publicURL },

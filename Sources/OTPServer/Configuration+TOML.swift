@@ -87,6 +87,21 @@ struct Reader {
         return ms
     }
 
+    /// An amount of money: a decimal number (`0.0079`) or a string of one (`"0.0079"`), at least 0, at most six
+    /// decimals.
+    func money(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigurationError) -> Money? {
+        guard let v = t[key] else { return nil }
+        let problem = "must be an amount such as 0.0079 (at least 0, at most six decimals)"
+        if let text = v.string {
+            guard !text.hasPrefix("-"), let m = Money(decimal: text) else { throw fail(path, problem) }
+            return m
+        }
+        guard let d = v.double ?? v.int.map(Double.init), d >= 0, d < 1e12 else { throw fail(path, problem) }
+        let micros = (d * 1_000_000).rounded()
+        guard abs(micros - d * 1_000_000) < 0.001 else { throw fail(path, problem) }
+        return Money(micros: Int64(micros))
+    }
+
     func strings(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigurationError) -> [String]? {
         guard let v = t[key] else { return nil }
         guard let a = v.array else { throw fail(path, "must be an array of strings") }
@@ -130,7 +145,7 @@ struct Reader {
                 "android_app_hash", "tenant",
                 "channel", "policy", "limits", "secret", "secret_file", "tls_cert", "tls_key",
                 "tls_client_ca", "max_connections", "http_listen", "public_url", "templates", "metrics_token",
-                "test_destination", "provider",
+                "test_destination", "provider", "prices",
             ],
             ""
         )
@@ -339,6 +354,7 @@ struct Reader {
                 [
                     "sends_per_destination_10m", "min_gap_per_channel", "sessions_per_destination_day",
                     "prefix_sends_per_minute", "tenant_sends_per_day", "consecutive_failures_per_destination",
+                    "spend_per_day", "prefix_spend_per_hour",
                 ],
                 "limits"
             )
@@ -366,6 +382,34 @@ struct Reader {
             ) {
                 c.limits.consecutiveFailuresPerDestination = n
             }
+            c.limits.spendPerDay = try money(lt, "spend_per_day", "limits.spend_per_day")
+            c.limits.prefixSpendPerHour = try money(lt, "prefix_spend_per_hour", "limits.prefix_spend_per_hour")
+        }
+        if let v = t["prices"] {
+            guard let pt = v.table else { throw fail("prices", "must be a table: [prices] sms = { default = 0.0079 }") }
+            for name in pt.keys.sorted() {
+                let p = "prices.\(name)"
+                let ch = try channel(name, p)
+                guard let tt = pt[name]?.table else {
+                    throw fail(p, "must be a table such as { default = 0.0079, \"+44\" = 0.04 }")
+                }
+                var table = Prices.Table()
+                for key in tt.keys.sorted() {
+                    let kp = "\(p).\(key)"
+                    if key == "default" {
+                        table.default = try money(tt, key, kp)
+                    } else {
+                        guard key.hasPrefix("+"), (2...5).contains(key.count), key.dropFirst().allSatisfy(\.isNumber)
+                        else { throw fail(kp, "'\(key)' is not default or a country calling code such as \"+44\"") }
+                        table.byCountry[key] = try money(tt, key, kp)
+                    }
+                }
+                c.prices.channels[ch] = table
+            }
+        }
+        if c.limits.spendPerDay != nil || c.limits.prefixSpendPerHour != nil, c.prices.channels.isEmpty {
+            let key = c.limits.spendPerDay != nil ? "limits.spend_per_day" : "limits.prefix_spend_per_hour"
+            throw fail(key, "a spend cap needs [prices] (what a message costs per channel and country)")
         }
         return c
     }

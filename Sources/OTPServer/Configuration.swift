@@ -32,6 +32,8 @@ public struct Configuration: Sendable {
     public var testDestinations = TestDestinations()
     /// Pacing and abuse limits.
     public var limits = Limits()
+    /// `[prices]`: what a message costs by channel and country calling code.
+    public var prices = Prices()
     /// The server secret in hex, when given inline.
     public var secret: String?
     /// The file holding the secret, when not `dataDirectory/secret`.

@@ -11,7 +11,7 @@ public enum Dashboard {
     /// The STATS keys, in PROTOCOL.md's order: the table's columns and the JSON's channel keys.
     public static let statsKeys = [
         "group", "issued", "sent", "delivered", "failed", "escalated", "verified", "expired", "delivery_rate",
-        "conversion_rate", "p50_delivery_ms", "p95_delivery_ms", "p50_verify_ms",
+        "conversion_rate", "p50_delivery_ms", "p95_delivery_ms", "p50_verify_ms", "cost", "cost_per_verification",
     ]
 
     /// The page's Content-Security-Policy: nothing may be fetched, inline styles only.
@@ -123,7 +123,7 @@ public enum Dashboard {
         let sum = { (k: KeyPath<StatsGroup, Int64>) in channels.reduce(Int64(0)) { $0 + $1[keyPath: k] } }
         let (issued, sent, delivered) = (sum(\.issued), sum(\.sent), sum(\.delivered))
         let (verified, escalated, failed) = (sum(\.verified), sum(\.escalated), sum(\.failed))
-        let items: [(String, String, String)] = [
+        var items: [(String, String, String)] = [
             ("Sessions issued", grouped(issued), "kpi-issued"),
             ("Messages sent", grouped(sent), "kpi-sent"),
             ("Delivery rate", percent(delivered, sent), "kpi-delivery"),
@@ -132,6 +132,18 @@ public enum Dashboard {
             ("Escalations", grouped(escalated), "kpi-escalated"),
             ("Failed sends", grouped(failed), "kpi-failed"),
         ]
+        // Spend, when anything is priced ([prices], or a provider's reported price).
+        let priced = channels.compactMap(\.costMicros)
+        if !priced.isEmpty {
+            let spent = priced.reduce(0, +)
+            items.append(("Spend", Money(micros: spent).fourDecimals, "kpi-cost"))
+            items.append(
+                (
+                    "Cost per verification",
+                    verified > 0 ? Money.fourDecimals(spent, dividedBy: verified) : "–", "kpi-cost-per-verification"
+                )
+            )
+        }
         var out = "<section class=\"kpis\">"
         for (label, value, id) in items {
             out +=
@@ -411,11 +423,7 @@ public enum Dashboard {
             let c = esc(g.group)
             out += "<tr data-channel=\"\(c)\">"
             for field in g.fields {
-                let value =
-                    switch field.value {
-                    case .text(let s): s
-                    case .integer(let i): String(i)
-                    }
+                let value = field.value.text
                 let tag = field.key == "group" ? "th scope=\"row\"" : "td"
                 let close = field.key == "group" ? "th" : "td"
                 out += "<\(tag) data-channel=\"\(c)\" data-key=\"\(field.key)\">\(esc(value))</\(close)>"

@@ -47,6 +47,7 @@ enum Replies {
                 switch field.value {
                 case .text(let t): (field.key, .bulk(t))
                 case .integer(let n): (field.key, .integer(n))
+                case .null: (field.key, .null)
                 }
             }
         )

@@ -10,7 +10,7 @@ public enum StatsGrouping: String, Sendable, CaseIterable {
 }
 
 /// One STATS group: PROTOCOL.md's keys, in its order.
-public struct StatsGroup: Sendable, Hashable, Codable {
+public struct StatsGroup: Sendable, Hashable, Encodable {
     /// The channel, the country (`+44`, `none`), or the policy (`login/2` for its second variant).
     public var group: String
     public var issued: Int64
@@ -29,6 +29,15 @@ public struct StatsGroup: Sendable, Hashable, Codable {
     public var p95DeliveryMs: Int64
     /// ISSUE → verified, median; 0 without a sample.
     public var p50VerifyMs: Int64
+    /// What the group's priced messages cost, in millionths; nil when none is priced.
+    public var costMicros: Int64? = nil
+
+    /// `cost`: the priced messages' sum, four decimals; nil when none is priced.
+    public var cost: String? { costMicros.map { Money(micros: $0).fourDecimals } }
+    /// `cost_per_verification`: `cost` ÷ `verified`, four decimals; nil when either is missing.
+    public var costPerVerification: String? {
+        costMicros.flatMap { verified > 0 ? Money.fourDecimals($0, dividedBy: verified) : nil }
+    }
 
     /// The keys in PROTOCOL.md's order with their values, for the RESP map and tables.
     public var fields: [(key: String, value: Field)] {
@@ -38,13 +47,47 @@ public struct StatsGroup: Sendable, Hashable, Codable {
             ("verified", .integer(verified)), ("expired", .integer(expired)), ("delivery_rate", .text(deliveryRate)),
             ("conversion_rate", .text(conversionRate)), ("p50_delivery_ms", .integer(p50DeliveryMs)),
             ("p95_delivery_ms", .integer(p95DeliveryMs)), ("p50_verify_ms", .integer(p50VerifyMs)),
+            ("cost", cost.map(Field.text) ?? .null),
+            ("cost_per_verification", costPerVerification.map(Field.text) ?? .null),
         ]
+    }
+
+    /// Encodes the STATS keys in their order, `cost` and `cost_per_verification` as null when missing (the
+    /// dashboard's JSON has every key STATS has).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        for (key, value) in fields {
+            switch value {
+            case .text(let t): try c.encode(t, forKey: Key(key))
+            case .integer(let n): try c.encode(n, forKey: Key(key))
+            case .null: try c.encodeNil(forKey: Key(key))
+            }
+        }
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ s: String) { stringValue = s }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 
     /// A value of a STATS field.
     public enum Field: Sendable {
         case text(String)
         case integer(Int64)
+        /// No value (RESP's null; an empty cell).
+        case null
+
+        /// The value as a table cell shows it (empty for null).
+        public var text: String {
+            switch self {
+            case .text(let t): t
+            case .integer(let n): String(n)
+            case .null: ""
+            }
+        }
     }
 
     /// A ratio with four decimals, `0.0000` when the denominator is 0.
@@ -115,7 +158,8 @@ public enum Analytics {
                                 FILTER (WHERE delivered_ms IS NOT NULL AND sent_ms IS NOT NULL), 0)
                        AS p95_delivery_ms,
                    coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY verified_ms - issued_ms), 0)
-                       AS p50_verify_ms
+                       AS p50_verify_ms,
+                   sum(price_micros) AS cost_micros
             FROM projections.message_view, now
             WHERE tenant = \(tenant) AND issued_ms >= now.ms - \(seconds) * 1000
               AND (NOT withdrawn OR sent_ms IS NOT NULL)
@@ -141,7 +185,8 @@ public enum Analytics {
                 conversionRate: StatsGroup.rate(verified, issued),
                 p50DeliveryMs: try r.decode("p50_delivery_ms"),
                 p95DeliveryMs: try r.decode("p95_delivery_ms"),
-                p50VerifyMs: try r.decode("p50_verify_ms")
+                p50VerifyMs: try r.decode("p50_verify_ms"),
+                costMicros: try r.decodeIfPresent("cost_micros", as: Int64.self)
             )
         }
     }
@@ -267,7 +312,7 @@ public struct AnalyticsQueries: Sendable {
 }
 
 /// What `/dashboard` and `/dashboard.json` show: the last 24 hours of one tenant.
-public struct DashboardFigures: Sendable, Hashable, Codable {
+public struct DashboardFigures: Sendable, Hashable, Encodable {
     /// `STATS SINCE 86400 BY channel`.
     public var channels: [StatsGroup]
     /// The last 24 hours by hour of issue, oldest first.

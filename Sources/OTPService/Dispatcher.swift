@@ -37,6 +37,7 @@ public final class Dispatcher: Service {
     /// The listed providers' circuits (the `providers = [...]` form's).
     public let breakers: CircuitBreakers
     let renderer: MessageRenderer
+    let prices: Prices
     let messages: Messages
     let secrets: Secrets
     let publicURL: @Sendable () -> String?
@@ -63,6 +64,7 @@ public final class Dispatcher: Service {
         codes: any CodeBook,
         channels: [DeliveryChannel: ChannelLineup],
         renderer: MessageRenderer,
+        prices: Prices = Prices(),
         messages: Messages = Messages(),
         secrets: Secrets,
         publicURL: @escaping @Sendable () -> String? = { nil },
@@ -76,6 +78,7 @@ public final class Dispatcher: Service {
         self.codes = codes
         self.channels = channels
         self.renderer = renderer
+        self.prices = prices
         self.messages = messages
         self.secrets = secrets
         self.publicURL = publicURL
@@ -270,8 +273,14 @@ public final class Dispatcher: Service {
                 outbox.signal.signal()
             }
             switch result {
-            case .accepted(let ref):
+            case .accepted(let ref, let reported):
                 meter(.sent)
+                // What it cost: the provider's figure when it gave one, else the configured price.
+                let price =
+                    reported.map { MessagePrice(amount: $0, source: "provider") }
+                    ?? prices.price(c.channel, country: issued.country).map {
+                        MessagePrice(amount: $0, source: "prices")
+                    }
                 if let ref {
                     // At once, on its own: a provider's receipt naming this reference (Twilio's sid) can come
                     // before `sent` is recorded, and must find its message then. A failure here leaves the
@@ -285,7 +294,8 @@ public final class Dispatcher: Service {
                     messageId: messageId,
                     provider: provider.name,
                     providerRef: ref,
-                    locale: message.locale
+                    locale: message.locale,
+                    price: price
                 )
                 try await record(handOff, c, loaded: loaded, also: complete)
             case .permanentFailure(let reason):

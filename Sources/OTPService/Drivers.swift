@@ -64,8 +64,8 @@ public struct MessageLinks: Sendable, Hashable {
 
 /// What a provider said about a message.
 public enum DriverResult: Sendable, Equatable {
-    /// Accepted; the provider's reference if it gave one.
-    case accepted(providerRef: String?)
+    /// Accepted; the provider's reference if it gave one, and the price if it reported one (Twilio's `price`).
+    case accepted(providerRef: String?, price: Money? = nil)
     /// Refused for good (4xx): escalate now.
     case permanentFailure(String)
     /// Failed in a way worth retrying (5xx, refused connection, timeout).

@@ -53,6 +53,9 @@ public struct EventCodec: Sendable {
         var country: String?
         /// True for a session of test destinations; absent otherwise.
         var test: Bool?
+        /// The planned channels the session does not get, and why (absent when none).
+        var skipped: [DeliveryChannel]?
+        var skipReason: String?
 
         enum CodingKeys: String, CodingKey {
             case session, policy, variant, steps
@@ -64,7 +67,8 @@ public struct EventCodec: Sendable {
             case codeDigest = "code_digest"
             case sealedFingerprint = "sealed_fingerprint"
             case codeSeed = "code_seed"
-            case fingerprint, country, test
+            case fingerprint, country, test, skipped
+            case skipReason = "skip_reason"
         }
     }
 
@@ -107,7 +111,9 @@ public struct EventCodec: Sendable {
                     codeSeed: nil,
                     fingerprint: nil,
                     country: i.country,
-                    test: i.test ? true : nil
+                    test: i.test ? true : nil,
+                    skipped: i.skipped.isEmpty ? nil : i.skipped,
+                    skipReason: i.skipReason
                 )
             )
         case .sent(let e): data = try encoder.encode(e)
@@ -171,7 +177,9 @@ public struct EventCodec: Sendable {
                     codeDigest: s.codeDigest,
                     fingerprint: fingerprint ?? "",
                     country: s.country,
-                    test: s.test ?? false
+                    test: s.test ?? false,
+                    skipped: s.skipped ?? [],
+                    skipReason: s.skipReason
                 )
             )
         case "sent": return .sent(try decoder.decode(SessionEvent.Sent.self, from: data))

@@ -53,9 +53,10 @@ public struct Pacing: Sendable {
             return stored + counts.count(scope: scope, from: from)
         }
 
-        /// Counts one send against each ceiling in its current bucket; `counts` writes it with the transaction.
-        static func record(_ ceilings: [Ceiling], now: Int64, counts: PendingCounts) {
-            for c in ceilings { counts.add(scope: c.scope, bucketMs: now - now % c.bucketMs) }
+        /// Counts one send (or `amount`) against each ceiling in its current bucket; `counts` writes it with the
+        /// transaction.
+        static func record(_ ceilings: [Ceiling], now: Int64, counts: PendingCounts, amount: Int = 1) {
+            for c in ceilings { counts.add(scope: c.scope, bucketMs: now - now % c.bucketMs, amount: amount) }
         }
     }
 
@@ -67,6 +68,26 @@ public struct Pacing: Sendable {
             windowMs: Self.minute,
             limit: limits.prefixSendsPerMinute
         )
+    }
+
+    /// A tenant's spend over a day, in millionths (1 h buckets); nil without `spend_per_day`.
+    func tenantSpend(_ tenant: String) -> Ceiling? {
+        limits.spendPerDay.map {
+            Ceiling(scope: "spend:" + tenant, bucketMs: 3_600_000, windowMs: Self.day, limit: Int($0.micros))
+        }
+    }
+
+    /// A tenant's spend on a country calling code over an hour, in millionths (5 min buckets); nil without
+    /// `prefix_spend_per_hour`.
+    func countrySpend(_ country: String, tenant: String) -> Ceiling? {
+        limits.prefixSpendPerHour.map {
+            Ceiling(
+                scope: "spend:\(tenant):" + country,
+                bucketMs: 300_000,
+                windowMs: 3_600_000,
+                limit: Int($0.micros)
+            )
+        }
     }
 
     /// A tenant's daily send budget (1 h buckets).
@@ -91,8 +112,10 @@ public struct Pacing: Sendable {
             let phone = request.destinations.first(where: { $0.channel.isTelephony })?.address
         else { return DecisionContext.Facts() }
         let ceiling = country(of: phone, tenant: tenant)
+        let spend = countrySpend(CountryCode.of(phone), tenant: tenant)
         return DecisionContext.Facts(
-            countryOverCeiling: try ceiling.count(now: now, counts: counts, on: conn) >= ceiling.limit
+            countryOverCeiling: try ceiling.count(now: now, counts: counts, on: conn) >= ceiling.limit,
+            countryOverBudget: try spend.map { try $0.count(now: now, counts: counts, on: conn) >= $0.limit } ?? false
         )
     }
 
@@ -115,10 +138,15 @@ public struct Pacing: Sendable {
         on conn: PGConnection
     ) throws {
         // A test session is left out: it sends nothing, so it neither counts nor is limited.
-        guard let issued = after.issued, !issued.test, events.contains(where: Self.touchesDestinations) else {
-            return
-        }
+        guard let issued = after.issued, !issued.test else { return }
         let tenant = stream.tenant
+        // A message's price counts when its provider took it, against the tenant's day and its country's hour.
+        for case .sent(let e) in events {
+            guard let price = e.price.flatMap(Money.init(decimal:)), price.micros > 0 else { continue }
+            let ceilings = [tenantSpend(tenant), issued.country.flatMap { countrySpend($0, tenant: tenant) }]
+            Ceiling.record(ceilings.compactMap { $0 }, now: now, counts: counts, amount: Int(price.micros))
+        }
+        guard events.contains(where: Self.touchesDestinations) else { return }
         // One transaction at a time per destination: each limit is a read then a write, so concurrent commands
         // for one address must not both read the count before either writes it. Keys in order: no deadlock.
         let keys = Set(issued.destinations.map { key(tenant, $0.address) }).sorted()
@@ -210,8 +238,8 @@ public struct Pacing: Sendable {
     }
 
     private func checkTenant(_ tenant: String, now: Int64, counts: PendingCounts, on conn: PGConnection) throws {
-        let budget = self.tenant(tenant)
-        if try budget.count(now: now, counts: counts, on: conn) >= budget.limit {
+        for budget in [self.tenant(tenant), tenantSpend(tenant)].compactMap({ $0 })
+        where try budget.count(now: now, counts: counts, on: conn) >= budget.limit {
             throw Rejection.rateLimited(retryAfterSeconds: 3600)
         }
     }
@@ -371,9 +399,9 @@ final class PendingCounts {
         }
     }
 
-    /// Counts one more in `scope`'s bucket, for the command running now.
-    func add(scope: String, bucketMs: Int64) {
-        current[Key(scope: scope, bucketMs: bucketMs), default: 0] += 1
+    /// Counts `amount` more (one send, or a price in millionths) in `scope`'s bucket, for the command running now.
+    func add(scope: String, bucketMs: Int64, amount: Int = 1) {
+        current[Key(scope: scope, bucketMs: bucketMs), default: 0] += amount
     }
 
     /// What this transaction has counted in `scope` from bucket `from` on.
@@ -411,7 +439,7 @@ final class PendingCounts {
             """
             INSERT INTO pacing_counts (scope, bucket_ms, shard, n)
             SELECT scope, bucket_ms, \(Int.random(in: 0..<Pacing.Ceiling.shards))::smallint, n
-            FROM json_to_recordset(\(rows.text)::json) AS r(scope text, bucket_ms bigint, n integer)
+            FROM json_to_recordset(\(rows.text)::json) AS r(scope text, bucket_ms bigint, n bigint)
             ORDER BY scope, bucket_ms
             ON CONFLICT (scope, bucket_ms, shard) DO UPDATE SET n = pacing_counts.n + excluded.n
             """

@@ -56,7 +56,7 @@ public struct ReadModels: Sendable {
         let messages = try conn.query(
             """
             SELECT stream_id, token, step, channel, provider, started_ms, sent_ms, delivered_ms, opened_ms, failed,
-                   escalated, verified_ms, expired, withdrawn
+                   escalated, verified_ms, expired, withdrawn, price_micros
             FROM \(unescaped: schema).message_view
             WHERE stream_id IN (SELECT json_array_elements_text(\(wanted)::json))
             ORDER BY stream_id, token
@@ -82,6 +82,7 @@ public struct ReadModels: Sendable {
             m.verifiedAt = try row.decodeIfPresent("verified_ms")
             m.expired = try row.decode("expired")
             m.withdrawn = try row.decode("withdrawn")
+            m.price = try row.decodeIfPresent("price_micros", as: Int64.self).map(Money.init(micros:))
             summaries[id]?.messages.append(m)
         }
         return summaries
@@ -143,6 +144,7 @@ public struct ReadModels: Sendable {
                     r.field("verified_ms", m.verifiedAt)
                     r.field("expired", m.expired)
                     r.field("withdrawn", m.withdrawn)
+                    r.field("price_micros", m.price?.micros)
                 }
             }
         }
@@ -173,11 +175,12 @@ public struct ReadModels: Sendable {
                     stream_id text, token integer, tenant text, step integer, channel text, country text,
                     policy text, variant integer, provider text, first_step boolean, issued_ms bigint,
                     started_ms bigint, sent_ms bigint, delivered_ms bigint, opened_ms bigint, failed boolean,
-                    escalated boolean, verified_ms bigint, expired boolean, withdrawn boolean)
+                    escalated boolean, verified_ms bigint, expired boolean, withdrawn boolean, price_micros bigint)
                 ON CONFLICT (stream_id, token) DO UPDATE SET
                     provider = excluded.provider, sent_ms = excluded.sent_ms, delivered_ms = excluded.delivered_ms,
                     opened_ms = excluded.opened_ms, failed = excluded.failed, escalated = excluded.escalated,
-                    verified_ms = excluded.verified_ms, expired = excluded.expired, withdrawn = excluded.withdrawn
+                    verified_ms = excluded.verified_ms, expired = excluded.expired, withdrawn = excluded.withdrawn,
+                    price_micros = excluded.price_micros
                 """
             )
         }

@@ -213,6 +213,11 @@ public struct Limits: Sendable, Hashable {
     public var tenantSendsPerDay = 1_000_000
     /// Wrong codes in a row for one address across sessions; then ISSUE is refused until an operator clears it.
     public var consecutiveFailuresPerDestination = 100
+    /// A tenant's spend over the last 24 hours past which its ISSUEs are refused; nil: no cap.
+    public var spendPerDay: Money?
+    /// A country calling code's spend (per tenant) over the last hour past which it loses SMS and voice at
+    /// ISSUE, or is refused without another channel; nil: no cap.
+    public var prefixSpendPerHour: Money?
     /// The defaults.
     public init() {}
 }

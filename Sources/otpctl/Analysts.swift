@@ -62,12 +62,7 @@ struct Stats: ParsableCommand {
         }
         let header = first.fields.map(\.key)
         let rows = groups.map { g in
-            g.fields.map { f -> String in
-                switch f.value {
-                case .text(let t): t
-                case .integer(let n): String(n)
-                }
-            }
+            g.fields.map(\.value.text)
         }
         let widths = header.indices.map { i in max(header[i].count, rows.map { $0[i].count }.max() ?? 0) }
         func line(_ cells: [String]) -> String {

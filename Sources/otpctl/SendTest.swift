@@ -65,7 +65,7 @@ struct SendTest: AsyncParsableCommand {
         let took = ContinuousClock.now - started
         await http.shutdown()
         switch result {
-        case .accepted(let ref):
+        case .accepted(let ref, _):
             print(
                 "accepted in \(took.formatted(.units(allowed: [.milliseconds])))"
                     + (ref.map { ", provider reference \($0)" } ?? "")

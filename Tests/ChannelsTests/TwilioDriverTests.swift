@@ -112,6 +112,15 @@ import Testing
         #expect(result == .accepted(providerRef: nil))
     }
 
+    @Test func aPriceTwilioReportsComesWithTheAcceptanceAndANullOneDoesNot() async throws {
+        let priced = #"{"sid": "SM0123456789abcdef0123456789abcdef", "price": "-0.00750", "price_unit": "USD"}"#
+        let (result, _) = try await Self.send(Self.message(.sms), channel: .sms, body: priced)
+        #expect(result == .accepted(providerRef: "SM0123456789abcdef0123456789abcdef", price: Money(micros: 7_500)))
+        let unpriced = #"{"sid": "SM0123456789abcdef0123456789abcdef", "price": null}"#
+        let (later, _) = try await Self.send(Self.message(.sms), channel: .sms, body: unpriced)
+        #expect(later == .accepted(providerRef: "SM0123456789abcdef0123456789abcdef", price: nil))
+    }
+
     @Test func noAnswerAfterTheRequestWentOutIsAnUnknownOutcomeNotARetry() async throws {
         let provider = try await FakeProvider.start { _ in (201, #"{"sid":"SMlate"}"#, .seconds(3)) }
         var settings = TwilioSettings(accountSID: Self.sid, authToken: Self.token, sender: .from("+15550001111"))

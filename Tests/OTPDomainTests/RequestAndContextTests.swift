@@ -65,6 +65,37 @@ import Testing
             return
         }
         #expect(i.plan.steps.map(\.channel) == [.email, .push])
+        #expect(i.skipped == [.sms, .voice])
+        #expect(i.skipReason == "prefix_ceiling")
+    }
+
+    @Test func aCountryOverItsSpendLosesItsTelephonyStepsRecordedAsBudget() throws {
+        let d = try Given().when(.issue(request()), at: 0, facts: .init(countryOverBudget: true))
+        guard case .issued(let i) = d.events.first else {
+            Issue.record("not issued")
+            return
+        }
+        #expect(i.plan.steps.map(\.channel) == [.email, .push])
+        #expect(i.skipped == [.sms, .voice])
+        #expect(i.skipReason == "budget")
+        let phoneOnly = IssueRequest(
+            session: "s1",
+            destinations: [Destination(channel: .sms, address: "+15551234567")],
+            fingerprint: "fp"
+        )
+        #expect(throws: Rejection.rateLimited(retryAfterSeconds: 300)) {
+            try Given().when(.issue(phoneOnly), at: 0, facts: .init(countryOverBudget: true))
+        }
+    }
+
+    @Test func withinEveryCeilingNothingIsSkipped() throws {
+        let d = try Given().when(.issue(request()), at: 0)
+        guard case .issued(let i) = d.events.first else {
+            Issue.record("not issued")
+            return
+        }
+        #expect(i.skipped.isEmpty)
+        #expect(i.skipReason == nil)
     }
 
     @Test func aNewSessionWithOnlyTelephonyIsRefused() {

@@ -118,6 +118,27 @@ import Testing
         #expect(c.channel(.email).providers.map(\.name) == ["log"])
     }
 
+    @Test func pricesAndSpendCapsParse() throws {
+        let c = try Configuration.parse(
+            """
+            [prices]
+            sms = { default = 0.0079, "+44" = 0.04 }
+            voice = { "+1" = "0.0140" }
+
+            [limits]
+            spend_per_day = 250
+            prefix_spend_per_hour = 12.5
+            """
+        )
+        #expect(c.prices.price(.sms, country: "+44") == Money(micros: 40_000))
+        #expect(c.prices.price(.sms, country: "+33") == Money(micros: 7_900))
+        #expect(c.prices.price(.voice, country: "+1") == Money(micros: 14_000))
+        #expect(c.prices.price(.voice, country: "+44") == nil)
+        #expect(c.limits.spendPerDay == Money(micros: 250_000_000))
+        #expect(c.limits.prefixSpendPerHour == Money(micros: 12_500_000))
+        #expect(try Configuration.parse("").limits.spendPerDay == nil, "no cap by default")
+    }
+
     @Test func anEmptyFileGivesTheDevelopmentDefaults() throws {
         let c = try Configuration.parse("")
         #expect(c.listen.description == "127.0.0.1:7379")
@@ -198,6 +219,19 @@ import Testing
         (
             "[channel.sms]\nproviders = [\"a\"]\nbreaker_cooldown = \"10ms\"\n[provider.a]\ndriver = \"log\"",
             "otpd.toml: channel.sms.breaker_cooldown: must be at least 1s"
+        ),
+        (
+            "[prices]\nsms = { default = -1 }",
+            "otpd.toml: prices.sms.default: must be an amount such as 0.0079 (at least 0, at most six decimals)"
+        ),
+        (
+            "[prices]\nsms = { \"44\" = 0.04 }",
+            "otpd.toml: prices.sms.44: '44' is not default or a country calling code such as \"+44\""
+        ),
+        ("[prices]\nfax = { default = 1 }", "otpd.toml: prices.fax: unknown channel 'fax' (sms, email, voice, push)"),
+        (
+            "[limits]\nspend_per_day = 10",
+            "otpd.toml: limits.spend_per_day: a spend cap needs [prices] (what a message costs per channel and country)"
         ),
         (
             "[channel.sms]\nproviders = [\"test\"]\n[provider.test]\ndriver = \"log\"",

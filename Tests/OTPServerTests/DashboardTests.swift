@@ -45,7 +45,7 @@ func statsByChannel(_ port: Int, auth: [String] = []) async throws -> [String: [
     return out
 }
 
-/// `/dashboard.json`'s `channels`, by group, values as text (integers in decimal, rates as given).
+/// `/dashboard.json`'s `channels`, by group, values as text (integers in decimal, rates as given, null empty).
 func jsonChannels(_ body: [UInt8]) throws -> [String: [String: String]] {
     let object = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
     let channels = try #require(object["channels"] as? [[String: Any]])
@@ -53,7 +53,13 @@ func jsonChannels(_ body: [UInt8]) throws -> [String: [String: String]] {
     for c in channels {
         var row: [String: String] = [:]
         for (k, v) in c {
-            if let s = v as? String { row[k] = s } else if let n = v as? NSNumber { row[k] = n.stringValue }
+            if let s = v as? String {
+                row[k] = s
+            } else if let n = v as? NSNumber {
+                row[k] = n.stringValue
+            } else if v is NSNull {
+                row[k] = ""  // as redis-cli prints a null (cost with nothing priced)
+            }
         }
         out[row["group"] ?? "?"] = row
     }

@@ -36,11 +36,14 @@ import Testing
         // Keys in PROTOCOL.md's order.
         let first = try await redisCLI(server.port, ["STATS", "BY", "channel"])
         #expect(
-            stride(from: 0, to: 26, by: 2).map { first[$0] } == [
+            stride(from: 0, to: 30, by: 2).map { first[$0] } == [
                 "group", "issued", "sent", "delivered", "failed", "escalated", "verified", "expired", "delivery_rate",
-                "conversion_rate", "p50_delivery_ms", "p95_delivery_ms", "p50_verify_ms",
+                "conversion_rate", "p50_delivery_ms", "p95_delivery_ms", "p50_verify_ms", "cost",
+                "cost_per_verification",
             ]
         )
+        // Nothing is priced here: cost and cost_per_verification are null (an empty line in redis-cli's printout).
+        #expect(first[27] == "" && first[29] == "")
         for bad in [
             ["SINCE", "0"], ["SINCE", "x"], ["BY", "carrier"], ["SINCE", "5", "SINCE", "6"], ["LIMIT", "1"],
         ] {
@@ -111,14 +114,14 @@ import Testing
     }
 }
 
-/// redis-cli's printout of STATS (an array of flat maps of 13 pairs) by group.
+/// redis-cli's printout of STATS (an array of flat maps of 15 pairs) by group.
 func groups(_ lines: [String]) -> [String: [String: String]] {
     var out: [String: [String: String]] = [:]
     var i = 0
-    while i + 26 <= lines.count {
-        let m = pairs(Array(lines[i..<i + 26]))
+    while i + 30 <= lines.count {
+        let m = pairs(Array(lines[i..<i + 30]))
         if let g = m["group"] { out[g] = m }
-        i += 26
+        i += 30
     }
     return out
 }
