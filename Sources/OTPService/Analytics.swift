@@ -7,6 +7,8 @@ public enum StatsGrouping: String, Sendable, CaseIterable {
     case channel
     case country
     case policy
+    /// The provider that handed each message over (`none` for a message no provider took).
+    case provider
 }
 
 /// One STATS group: PROTOCOL.md's keys, in its order.
@@ -139,6 +141,7 @@ public enum Analytics {
             case .channel: "channel"
             case .country: "country"
             case .policy: "CASE WHEN variant = 0 THEN policy ELSE policy || '/' || variant END"
+            case .provider: "coalesce(provider, 'none')"
             }
         let rows = try conn.query(
             """
@@ -236,7 +239,7 @@ public enum Analytics {
     }
 }
 
-/// STATS' arguments: `[SINCE seconds] [BY channel|country|policy]`, in either order, names case-insensitive.
+/// STATS' arguments: `[SINCE seconds] [BY channel|country|policy|provider]`, in either order, names case-insensitive.
 public struct StatsQuery: Sendable, Hashable {
     /// Sessions issued in the last this many seconds.
     public var since: Int64 = 3_600
@@ -272,7 +275,7 @@ public struct StatsQuery: Sendable, Hashable {
                 q.since = s
             } else {
                 guard let g = StatsGrouping(rawValue: value.lowercased()) else {
-                    throw .badArgument("BY must be channel, country or policy")
+                    throw .badArgument("BY must be channel, country, policy or provider")
                 }
                 q.by = g
             }

@@ -26,7 +26,7 @@ import Testing
         #expect(lines.dropFirst().first?.prefix(3) == ["email", "3", "3"])
         let bad = try await run([otpctl, "stats"] + db + ["BY", "carrier"])
         #expect(bad.status != 0)
-        #expect(bad.stderr.contains("BY must be channel, country or policy"))
+        #expect(bad.stderr.contains("BY must be channel, country, policy or provider"))
 
         // Projections wiped by hand come back from the log; STATS then answers as before.
         let conn = try PGConnection(url: server.databaseURL)

@@ -135,6 +135,14 @@ import Testing
         _ = try await redisCLI(server.port, ["ISSUE", "f7", "sms:+15551230007"])
         #expect(try await Self.sent(server.port, "f7")[1].data["provider"] as? String == "primary")
         #expect(email.requests.isEmpty)
+
+        // STATS BY provider: each message under the provider that sent it; none failed, none escalated.
+        let byProvider = try await eventually("STATS to count f7") { () -> [String: [String: String]]? in
+            let g = groups(try await redisCLI(server.port, ["STATS", "BY", "provider"]))
+            return g["primary"]?["sent"] == "2" ? g : nil
+        }
+        #expect(byProvider["backup"]?["sent"] == "5")
+        #expect(byProvider.values.allSatisfy { $0["failed"] == "0" && $0["escalated"] == "0" })
     }
 
     @Test func whenEveryProviderFailsTheSessionEscalatesToTheNextChannel() async throws {
