@@ -43,12 +43,15 @@ struct ProgressLine {
 /// STATS as a table, from the same read models and the same query as the RESP command.
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print STATS as a table: SINCE seconds (default 3600), BY channel|country|policy|provider (default channel).",
+        abstract:
+            "Print STATS as a table: SINCE seconds (default 3600), BY channel|country|policy|provider (default "
+            + "channel).",
         discussion: "Example: otpctl stats SINCE 86400 BY country --tenant acme"
     )
     @OptionGroup var database: DatabaseSource
     @Option(help: "The tenant (default: default, the single-tenant name).") var tenant = "default"
-    @Argument(help: "STATS' own arguments: [SINCE seconds] [BY channel|country|policy|provider].") var arguments: [String] = []
+    @Argument(help: "STATS' own arguments: [SINCE seconds] [BY channel|country|policy|provider].")
+    var arguments: [String] = []
 
     func run() throws {
         let query: StatsQuery
