@@ -113,10 +113,10 @@ public struct APNsDriver: ChannelDriver {
         )
         switch answer {
         case .failure(let failure):
-            return .transientFailure(failure.reason)
+            return .transientFailure(failure.reason, mayHaveBeenSent: failure.mayHaveBeenSent)
         case .success(let response):
             let result = Self.classify(response)
-            if case .transientFailure(let reason) = result, reason.contains("ExpiredProviderToken") {
+            if case .transientFailure(let reason, _) = result, reason.contains("ExpiredProviderToken") {
                 await tokens.invalidate(bearer)
             }
             return result

@@ -163,7 +163,7 @@ public struct FCMDriver: ChannelDriver {
         )
         switch answer {
         case .failure(let failure):
-            return .transientFailure(failure.reason)
+            return .transientFailure(failure.reason, mayHaveBeenSent: failure.mayHaveBeenSent)
         case .success(let response):
             if response.status == 401 { await tokens.invalidate(bearer) }
             return Self.classify(response)

@@ -77,7 +77,7 @@ public struct WebhookDriver: ChannelDriver {
         headers.add(name: "Idempotency-Key", value: message.messageId)
         if let key { headers.add(name: "X-OTPD-Signature", value: Self.signature(body: body, key: key)) }
         switch await http.send(.POST, url, headers: headers, body: body, tls: tls, timeoutMs: timeoutMs) {
-        case .failure(let failure): return .transientFailure(failure.reason)
+        case .failure(let failure): return .transientFailure(failure.reason, mayHaveBeenSent: failure.mayHaveBeenSent)
         case .success(let response): return Self.classify(response)
         }
     }

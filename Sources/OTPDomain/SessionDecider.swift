@@ -410,6 +410,9 @@ public enum SessionDecider {
     ) throws(Rejection) -> Decision {
         let (_, current) = try existing(s)
         guard token == s.stepStartedVersion, s.sentVersion == nil else { return Decision(events: []) }
+        // A provider that already handed this step on is not recorded failing it twice (a record retried after
+        // a commit whose outcome was unknown).
+        if let provider, s.failedProviders(token: token).contains(provider) { return Decision(events: []) }
         let goesOn = s.status.isActive && s.status != .exhausted && !s.erased && context.now < s.expiresAt
         // The next provider takes the step only while the session could still send; and never one that already
         // failed this step (a history edited by hand could name one again).

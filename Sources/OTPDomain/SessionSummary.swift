@@ -77,6 +77,8 @@ public struct SessionSummary: Sendable, Hashable {
             // A provider that handed the step on did not fail the step's message: the next provider sends it.
             guard f.nextProvider == nil, let m = index(token: f.token, channel: f.channel, step: nil) else { return }
             messages[m].failed = true
+            // The provider that failed it last: STATS BY provider counts the failure there.
+            if messages[m].sentAt == nil, let provider = f.provider { messages[m].provider = provider }
         case .escalated(let e):
             if let m = currentIndex { messages[m].escalated = true }
             messages.append(MessageSummary(token: version, step: e.to, channel: e.toChannel, at: at))

@@ -52,6 +52,14 @@ extension Reader {
                     guard let table = tables[name] else {
                         throw fail("\(p).providers", "names '\(name)', which has no [provider.\(name)] table")
                     }
+                    // One circuit per provider table: a channel of its own each (Twilio's SMS and its calls fail
+                    // apart), so each channel lists tables of its own.
+                    guard !listed.contains(name) else {
+                        throw fail(
+                            "\(p).providers",
+                            "names '\(name)', which another channel lists; give each channel its own [provider.NAME]"
+                        )
+                    }
                     providers.append(
                         NamedProvider(name: name, settings: try channelSettings(table, ch, "provider.\(name)"))
                     )

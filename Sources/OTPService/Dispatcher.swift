@@ -210,7 +210,8 @@ public final class Dispatcher: Service {
             let lineup = channels[c.channel] ?? ChannelLineup(LogDriver())
             let untried = lineup.providers.filter { !handedOn.contains($0.name) }
             let circuitKey = "\(c.stream.text)#\(c.token)"
-            guard let provider = untried.first(where: { breakers.admit($0.name, key: circuitKey) })
+            let breaking = lineup.breaker != nil
+            guard let provider = untried.first(where: { !breaking || breakers.admit($0.name, key: circuitKey) })
             else {
                 let names = untried.map(\.name).joined(separator: ", ")
                 let reason =
@@ -246,7 +247,7 @@ public final class Dispatcher: Service {
             let callTook = ContinuousClock.now - callStarted
             func meter(_ outcome: Telemetry.MessageOutcome) {
                 telemetry.providerCall(channel: c.channel, driver: driver.name, duration: callTook, outcome: outcome)
-                if outcome != .retried {
+                if breaking && outcome != .retried {
                     breakers.record(provider.name, key: circuitKey, success: outcome == .sent)
                 }
             }
@@ -311,7 +312,7 @@ public final class Dispatcher: Service {
                     permanent: false,
                     handOn: false
                 )
-            case .transientFailure(let reason):
+            case .transientFailure(let reason, let mayHaveBeenSent):
                 // Exponential backoff with jitter: 200 ms, 400 ms, 800 ms ... (± 50 %), while tries are left and
                 // the step's time lasts; then the step fails at once instead of waiting out its timeout.
                 let base = 200 << min(c.attempts - 1, 8)
@@ -319,11 +320,17 @@ public final class Dispatcher: Service {
                 let timeIsUp = Self.stepTimeIsUp(c, loaded: loaded, issued: issued, afterMs: delay)
                 if c.attempts >= provider.call.retries || timeIsUp {
                     meter(.failed)
-                    // Out of tries, the next provider takes the step; out of the step's time, the next channel.
-                    try await fail(reason, permanent: false, handOn: !timeIsUp)
+                    // Out of tries, the next provider takes the step; out of the step's time, the next channel;
+                    // and where a try may have reached this provider, the next channel too: another provider
+                    // could deliver the same code a second time.
+                    let maybeSent = c.maybeSent || mayHaveBeenSent
+                    let reason = maybeSent ? "\(reason); a try may have reached the provider, not handed on" : reason
+                    try await fail(reason, permanent: false, handOn: !timeIsUp && !maybeSent)
                 } else {
                     meter(.retried)
-                    try await pool.withConnection { conn in try outbox.retry(c, afterMs: delay, on: conn) }
+                    try await pool.withConnection { conn in
+                        try outbox.retry(c, afterMs: delay, maybeSent: mayHaveBeenSent, on: conn)
+                    }
                 }
             }
         } catch let u as UnreadableSession {

@@ -68,8 +68,10 @@ public enum DriverResult: Sendable, Equatable {
     case accepted(providerRef: String?, price: Money? = nil)
     /// Refused for good (4xx): escalate now.
     case permanentFailure(String)
-    /// Failed in a way worth retrying (5xx, refused connection, timeout).
-    case transientFailure(String)
+    /// Failed in a way worth retrying (5xx, refused connection, timeout). `mayHaveBeenSent`: the request may
+    /// have reached the provider (a timeout after it went out); retrying the same provider is safe (its
+    /// idempotency key), handing the message to another provider is not.
+    case transientFailure(String, mayHaveBeenSent: Bool = false)
     /// No answer after the request went out, to a provider without idempotency (Twilio): it may have been
     /// taken, so the step fails over instead of sending again.
     case unknownOutcome(String)

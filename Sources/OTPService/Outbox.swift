@@ -29,6 +29,9 @@ public struct Outbox: Sendable {
         public var lease: Int64
         /// Whether an earlier holder handed the message to the provider without recording what happened.
         public var wasInFlight: Bool
+        /// Whether an earlier try of this provider may have reached it (a timeout after the request went
+        /// out): the step may be retried with it, never handed to another provider.
+        public var maybeSent = false
     }
 
     /// Queues the message of the step started at `token`.
@@ -77,7 +80,7 @@ public struct Outbox: Sendable {
                         ) AS ranked WHERE ranked.rank <= ranked.n
                     ) AS picked
                     WHERE o.stream_id = picked.stream_id AND o.token = picked.token
-                    RETURNING o.stream_id, o.token, o.channel, o.attempts, o.lease_id, o.in_flight
+                    RETURNING o.stream_id, o.token, o.channel, o.attempts, o.lease_id, o.in_flight, o.maybe_sent
                     """,
                 parameters: [leaseSeconds.pgText] + lanes.flatMap { [$0.key.rawValue.pgText, $0.value.pgText] }
             )
@@ -92,7 +95,8 @@ public struct Outbox: Sendable {
                 channel: channel,
                 attempts: try row.decode("attempts"),
                 lease: try row.decode("lease_id"),
-                wasInFlight: try row.decode("in_flight")
+                wasInFlight: try row.decode("in_flight"),
+                maybeSent: try row.decode("maybe_sent")
             )
         }
     }
@@ -128,11 +132,11 @@ public struct Outbox: Sendable {
     }
 
     /// Releases a row to be claimed again after `delayMs` (the provider said the send failed, so it may be sent
-    /// again), if this claim still holds it.
-    func retry(_ claim: Claim, afterMs delayMs: Int, on conn: PGConnection) throws {
+    /// again), if this claim still holds it; `maybeSent` remembers that this try may have reached the provider.
+    func retry(_ claim: Claim, afterMs delayMs: Int, maybeSent: Bool = false, on conn: PGConnection) throws {
         try conn.query(
             """
-            UPDATE outbox SET leased_until = NULL, in_flight = false,
+            UPDATE outbox SET leased_until = NULL, in_flight = false, maybe_sent = maybe_sent OR \(maybeSent),
                 available_at = now() + make_interval(secs => \(Double(delayMs) / 1000))
             WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
             """
@@ -144,7 +148,8 @@ public struct Outbox: Sendable {
     func handOn(_ claim: Claim, on conn: PGConnection) throws {
         try conn.query(
             """
-            UPDATE outbox SET leased_until = NULL, in_flight = false, attempts = 0, available_at = now()
+            UPDATE outbox SET leased_until = NULL, in_flight = false, attempts = 0, maybe_sent = false,
+                available_at = now()
             WHERE stream_id = \(claim.stream.text) AND token = \(claim.token) AND lease_id = \(claim.lease)
             """
         )

@@ -73,7 +73,7 @@ public struct Pacing: Sendable {
     /// A tenant's spend over a day, in millionths (1 h buckets); nil without `spend_per_day`.
     func tenantSpend(_ tenant: String) -> Ceiling? {
         limits.spendPerDay.map {
-            Ceiling(scope: "spend:" + tenant, bucketMs: 3_600_000, windowMs: Self.day, limit: Int($0.micros))
+            Ceiling(scope: "spend_day:" + tenant, bucketMs: 3_600_000, windowMs: Self.day, limit: Int($0.micros))
         }
     }
 
@@ -82,7 +82,7 @@ public struct Pacing: Sendable {
     func countrySpend(_ country: String, tenant: String) -> Ceiling? {
         limits.prefixSpendPerHour.map {
             Ceiling(
-                scope: "spend:\(tenant):" + country,
+                scope: "spend_hour:\(tenant):" + country,
                 bucketMs: 300_000,
                 windowMs: 3_600_000,
                 limit: Int($0.micros)

@@ -73,7 +73,7 @@ struct SendTest: AsyncParsableCommand {
         case .permanentFailure(let reason):
             print("refused for good: \(reason)")
             throw ExitCode(1)
-        case .transientFailure(let reason):
+        case .transientFailure(let reason, _):
             print("failed (otpd would retry, then fall back): \(reason)")
             throw ExitCode(1)
         case .unknownOutcome(let reason):

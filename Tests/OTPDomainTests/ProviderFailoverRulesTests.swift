@@ -79,6 +79,20 @@ import Testing
         )
     }
 
+    @Test func aHandOnRecordedTwiceIsRecordedOnce() throws {
+        let g = try issuedSession(plan: Self.plan)
+        let command = SessionCommand.recordProviderFailure(
+            token: 1,
+            reason: "HTTP 500",
+            permanent: false,
+            provider: "a",
+            nextProvider: "b"
+        )
+        let first = try g.when(command, at: 10)
+        #expect(first.events.count == 1)
+        #expect(try g.and(first.events, at: 10).when(command, at: 20).events.isEmpty)
+    }
+
     @Test func noFailoverPastTheSessionsExpiry() throws {
         let g = try issuedSession(plan: Self.plan)
         let late = g.state.expiresAt + 1

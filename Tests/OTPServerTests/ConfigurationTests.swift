@@ -205,6 +205,10 @@ import Testing
         ),
         ("[provider.a]\ndriver = \"log\"", "otpd.toml: provider.a: is not in any channel's providers = [...]"),
         (
+            "[channel.sms]\nproviders = [\"a\"]\n[channel.voice]\nproviders = [\"a\"]\n[provider.a]\ndriver = \"log\"",
+            "otpd.toml: channel.voice.providers: names 'a', which another channel lists; give each channel its own [provider.NAME]"
+        ),
+        (
             "[channel.email]\nproviders = [\"t\"]\n[provider.t]\ndriver = \"twilio\"",
             "otpd.toml: provider.t.driver: twilio sends sms and voice only"
         ),

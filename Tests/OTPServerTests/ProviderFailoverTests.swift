@@ -145,6 +145,35 @@ import Testing
         #expect(byProvider.values.allSatisfy { $0["failed"] == "0" && $0["escalated"] == "0" })
     }
 
+    @Test func aProviderWhoseTriesTimedOutAfterTheRequestWentOutIsNotHandedOn() async throws {
+        // The primary takes the request and answers after the call's timeout: it may have sent the SMS, so a
+        // second provider could deliver the code twice. Its tries reuse one idempotency key; then e-mail.
+        let primary = try await FakeProvider.start { _ in (status: 200, body: "{}", delay: .seconds(2)) }
+        let backup = try await FakeProvider.start { _ in (status: 200, body: "{}", delay: .zero) }
+        let email = try await FakeProvider.start { _ in (status: 200, body: "{}", delay: .zero) }
+        let config = Self.config(primary: primary, backup: backup, email: email)
+            .replacingOccurrences(of: "retries = 2", with: "retries = 2\ntimeout = \"300ms\"")
+        let server = try await TestServer.start(label: "failover_timeout", config: config)
+        defer {
+            Task {
+                await server.stop()
+                await primary.stop()
+                await backup.stop()
+                await email.stop()
+            }
+        }
+        _ = try await redisCLI(server.port, ["ISSUE", "t1", "sms:+15551230031", "email:t@example.com"])
+        let h = try await Self.sent(server.port, "t1")
+        #expect(h.map(\.type) == ["issued", "delivery_failed", "escalated", "sent"])
+        #expect(h[1].data["provider"] as? String == "primary")
+        #expect(h[1].data["next_provider"] == nil)
+        #expect((h[1].data["reason"] as? String)?.contains("not handed on") == true)
+        #expect(h[3].data["channel"] as? String == "email")
+        #expect(backup.requests.isEmpty)
+        #expect(primary.requests.count == 2)
+        #expect(Set(primary.requests.compactMap { $0.header("Idempotency-Key") }).count == 1)
+    }
+
     @Test func whenEveryProviderFailsTheSessionEscalatesToTheNextChannel() async throws {
         let primary = try await FakeProvider.start { _ in (status: 400, body: "invalid number", delay: .zero) }
         let backup = try await FakeProvider.start { _ in (status: 503, body: "busy", delay: .zero) }
@@ -174,5 +203,52 @@ import Testing
         #expect(h[2].data["next_provider"] == nil)
         #expect(h[4].data["channel"] as? String == "email")
         #expect(email.requests.count == 1)
+    }
+
+    @Test func aSingleProviderChannelNamedLikeAListedProviderKeepsNoCircuit() async throws {
+        // The SMS list's provider is named "webhook", as the e-mail channel's single provider is (after its
+        // driver): the SMS circuit opening must not skip e-mail.
+        let failing = try await FakeProvider.start { _ in (status: 503, body: "busy", delay: .zero) }
+        let email = try await FakeProvider.start { _ in (status: 200, body: "{}", delay: .zero) }
+        let server = try await TestServer.start(
+            label: "failover_names",
+            config: """
+                [channel.sms]
+                providers = ["webhook"]
+                breaker_failures = 1
+                breaker_cooldown = "60s"
+
+                [provider.webhook]
+                driver = "webhook"
+                url = "\(failing.baseURL)/sms"
+                retries = 1
+
+                [channel.email]
+                driver = "webhook"
+                url = "\(email.baseURL)/email"
+
+                [[policy]]
+                name = "default"
+                steps = [ { channel = "sms", timeout = "20s" }, { channel = "email", timeout = "20s" } ]
+                """
+        )
+        defer {
+            Task {
+                await server.stop()
+                await failing.stop()
+                await email.stop()
+            }
+        }
+        for (i, session) in ["n1", "n2"].enumerated() {
+            _ = try await redisCLI(
+                server.port,
+                ["ISSUE", session, "sms:+1555123004\(i)", "email:\(session)@example.com"]
+            )
+            let h = try await Self.sent(server.port, session)
+            #expect(h.last?.data["channel"] as? String == "email", "\(session) reached e-mail")
+        }
+        // The first opened the SMS circuit; the second skipped SMS and still got its e-mail.
+        #expect(failing.requests.count == 1)
+        #expect(email.requests.count == 2)
     }
 }

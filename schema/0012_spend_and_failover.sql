@@ -1,5 +1,6 @@
 -- Spend budgets: prices (in millionths of the currency) are counted into the same bucketed counters as sends,
--- under scopes 'spend:<tenant>' (a day, 1 h buckets) and 'spend:<tenant>:<country>' (an hour, 5 min buckets).
+-- under scopes 'spend_day:<tenant>' (a day, 1 h buckets) and 'spend_hour:<tenant>:<country>' (an hour, 5 min
+-- buckets).
 -- A day of a large tenant's spend in millionths outgrows integer.
 ALTER TABLE pacing_counts ALTER COLUMN n TYPE bigint;
 
@@ -22,3 +23,7 @@ SELECT tenant, split_part(stream_id, '/', 2) AS session, step, channel, country,
        price_micros / 1000000.0 AS price
 FROM projections.message_view
 WHERE NOT withdrawn OR sent_ms IS NOT NULL;
+
+-- Provider failover: whether a try of the current provider may have reached it (a timeout after the request
+-- went out). Such a step is retried with that provider (its idempotency key) but never handed to another.
+ALTER TABLE outbox ADD COLUMN maybe_sent boolean NOT NULL DEFAULT false;
