@@ -534,6 +534,25 @@ func chromium(_ arguments: [String], url: String, profile: String) async throws 
         #expect(!page.contains("No sessions in the last 24 hours"))
     }
 
+    @Test func pricedMessagesShowTheirSpendAndCostPerVerification() throws {
+        var figures = Self.hostile
+        figures.channels[0].costMicros = 90_000  // 7 verified
+        figures.channels[1].costMicros = 10_270_000  // 1,100 verified
+        let page = Dashboard.html(figures, tenant: "t")
+        #expect(page.contains(#"id="kpi-cost"><div class="k">Spend</div><div class="v">10.3600</div>"#))
+        // 10.36 over 1,107 verifications.
+        #expect(page.contains(#"<div class="k">Cost per verification</div><div class="v">0.0094</div>"#))
+        let cells = try tableCells(page)
+        #expect(cells["sms"]?["cost"] == "10.2700")
+        #expect(cells["sms"]?["cost_per_verification"] == "0.0093")
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(try Dashboard.json(figures, tenant: "t"))) as? [String: Any]
+        )
+        let sms = try #require((object["channels"] as? [[String: Any]])?.last)
+        #expect(sms["cost"] as? String == "10.2700")
+        #expect(sms["cost_per_verification"] as? String == "0.0093")
+    }
+
     @Test func theRendererShowsEmptyStatesAndTheJSONHasSTATSKeys() throws {
         let hours = (0..<24).map { i in
             HourFigures(hour: Int64(i) * 3_600_000, issued: 0, sent: 0, delivered: 0, failed: 0, verified: 0)
@@ -555,6 +574,8 @@ func chromium(_ arguments: [String], url: String, profile: String) async throws 
         for c in channels { #expect(Set(c.keys) == Set(Dashboard.statsKeys)) }
         #expect(channels[1]["delivery_rate"] as? String == "0.9231")
         #expect((channels[1]["p50_delivery_ms"] as? NSNumber)?.int64Value == 1_200)
+        #expect(channels[1]["cost"] is NSNull, "nothing priced: null, as STATS answers")
+        #expect(!page.contains("kpi-cost"), "no spend tile without prices")
         let firstPath = try #require((object["paths"] as? [[String: Any]])?.first)
         #expect(Set(firstPath.keys) == ["path", "status", "sessions"])
         let firstHour = try #require((object["hours"] as? [[String: Any]])?.first)
