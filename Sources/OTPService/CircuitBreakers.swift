@@ -30,8 +30,8 @@ public final class CircuitBreakers: Sendable {
     private let changed: @Sendable (String, State) -> Void
     private let clock: @Sendable () -> Int64
 
-    /// Breakers for the named providers; `changed` hears every change of state (for the gauge and the log);
-    /// `clock` reads the time in milliseconds (a monotonic clock by default).
+    /// Breakers for the named providers, every circuit closed; `changed` hears every later change of state (for
+    /// the gauge and the log); `clock` reads the time in milliseconds (a monotonic clock by default).
     public init(
         _ providers: [String: BreakerSettings],
         clock: @escaping @Sendable () -> Int64 = CircuitBreakers.monotonicMs,
@@ -40,7 +40,6 @@ public final class CircuitBreakers: Sendable {
         circuits = Mutex(providers.mapValues { Circuit(settings: $0) })
         self.clock = clock
         self.changed = changed
-        for name in providers.keys { changed(name, .closed) }
     }
 
     /// Milliseconds on the system's monotonic clock.

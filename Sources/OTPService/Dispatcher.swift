@@ -111,6 +111,8 @@ public final class Dispatcher: Service {
                 }
             }
         )
+        // Every listed provider's gauge shows from the start: closed.
+        for name in breaking.keys { telemetry.setProviderState(name, .closed) }
     }
 
     /// Runs until graceful shutdown, finishing the sends in flight.

@@ -12,7 +12,7 @@ import Testing
         [channel.sms]
         providers = ["primary", "backup"]
         breaker_failures = 2
-        breaker_cooldown = "2s"
+        breaker_cooldown = "5s"
 
         [provider.primary]
         driver = "webhook"
@@ -116,7 +116,7 @@ import Testing
 
         // 4. After the cooldown one message probes it; the probe fails, so the circuit opens for another
         //    cooldown and that message goes on to the backup.
-        try await Task.sleep(for: .milliseconds(2_200))
+        try await Task.sleep(for: .milliseconds(5_200))
         _ = try await redisCLI(server.port, ["ISSUE", "f4", "sms:+15551230004"])
         #expect(try await Self.sent(server.port, "f4").map(\.type) == ["issued", "delivery_failed", "sent"])
         #expect(primary.requests.count == 6)
@@ -126,7 +126,7 @@ import Testing
 
         // 5. Healthy again: after the next cooldown the probe succeeds and closes the circuit.
         healthy.withLock { $0 = true }
-        try await Task.sleep(for: .milliseconds(2_200))
+        try await Task.sleep(for: .milliseconds(5_200))
         _ = try await redisCLI(server.port, ["ISSUE", "f6", "sms:+15551230006"])
         let h6 = try await Self.sent(server.port, "f6")
         #expect(h6.map(\.type) == ["issued", "sent"])
