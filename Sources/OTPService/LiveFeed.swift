@@ -100,9 +100,9 @@ public final class LiveFeed: Service, Sendable {
     public func run() async throws {
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            var wait = settings.pollInterval
+            var wait: Duration? = settings.pollInterval
             do {
-                if try await round() == false { wait = .seconds(3600) }  // nobody subscribed: a subscribe wakes it
+                if try await round() == false { wait = nil }  // nobody subscribed: a subscribe (or an append) wakes it
                 failures = 0
             } catch {
                 failures += 1
@@ -112,7 +112,8 @@ public final class LiveFeed: Service, Sendable {
             let (wake, pause, gap) = (self.wake, wait, settings.minGap)
             try? await cancelWhenGracefulShutdown {
                 try await Task.sleep(for: gap)
-                await wake.wait(timeout: pause)
+                // No timer while nobody is subscribed: one cut short by each append would outlive it (`wait()`).
+                if let pause { await wake.wait(timeout: pause) } else { await wake.wait() }
             }
         }
     }
