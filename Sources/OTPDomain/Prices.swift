@@ -35,18 +35,28 @@ public struct Money: Sendable, Hashable, Comparable, Codable, CustomStringConver
         return fraction.isEmpty ? "\(whole)" : "\(whole).\(fraction)"
     }
 
+    public static func < (a: Money, b: Money) -> Bool { a.micros < b.micros }
+
     /// The amount with four decimals, rounded half up (STATS' `cost`).
     public var fourDecimals: String { Self.fourDecimals(micros, dividedBy: 1) }
 
-    /// `micros ÷ divisor` with four decimals, rounded half up, in integers; nil when `divisor` is not positive.
+    /// `micros ÷ divisor` in currency units with four decimals, rounded half up; `0.0000` when `divisor` is not
+    /// positive.
     public static func fourDecimals(_ micros: Int64, dividedBy divisor: Int64) -> String {
-        guard divisor > 0 else { return "0.0000" }
-        let tenThousandths = (micros + 50 * divisor) / (100 * divisor)
-        let frac = String(tenThousandths % 10_000)
-        return "\(tenThousandths / 10_000)." + String(repeating: "0", count: 4 - frac.count) + frac
+        FourDecimals.ratio(micros, divisor.multipliedReportingOverflow(by: 1_000_000).partialValue)
     }
+}
 
-    public static func < (a: Money, b: Money) -> Bool { a.micros < b.micros }
+/// Ratios written with four decimals, as STATS gives its rates and costs.
+public enum FourDecimals {
+    /// `n ÷ d` with four decimals, rounded half up, in integers (no locale, no float noise); `0.0000` when `d` is
+    /// not positive.
+    public static func ratio(_ n: Int64, _ d: Int64) -> String {
+        guard d > 0 else { return "0.0000" }
+        let scaled = (n * 10_000 + d / 2) / d
+        let frac = String(scaled % 10_000)
+        return "\(scaled / 10_000)." + String(repeating: "0", count: 4 - frac.count) + frac
+    }
 }
 
 /// What a message costs, and whether the provider said so or the operator's `[prices]` did.

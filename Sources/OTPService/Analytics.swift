@@ -93,13 +93,7 @@ public struct StatsGroup: Sendable, Hashable, Encodable {
     }
 
     /// A ratio with four decimals, `0.0000` when the denominator is 0.
-    static func rate(_ n: Int64, _ d: Int64) -> String {
-        guard d > 0 else { return "0.0000" }
-        let scaled = (n * 10_000 + d / 2) / d  // rounded half up, in integers: no locale, no float noise
-        let whole = scaled / 10_000
-        let frac = String(scaled % 10_000)
-        return "\(whole)." + String(repeating: "0", count: 4 - frac.count) + frac
-    }
+    static func rate(_ n: Int64, _ d: Int64) -> String { FourDecimals.ratio(n, d) }
 }
 
 /// One hour of a tenant's traffic (the dashboard's last 24 hours).
