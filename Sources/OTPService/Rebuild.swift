@@ -57,8 +57,10 @@ public enum Rebuild {
         defer { _ = try? conn.query("SELECT pg_advisory_unlock(\(rebuildLock))") }
         try conn.execute("SET client_min_messages = warning")  // no NOTICE per table the CASCADE drops
         // Copying a large log's read models over the live ones takes longer than a command's statement timeout
-        // (a server's own bound): this connection is the rebuild's alone.
-        try conn.execute("SET statement_timeout = 0")
+        // (a server's own bound, and the client's bound on each answer, which follows it): this connection is
+        // the rebuild's alone. A bare SET would leave the client's bound where it was, and the swap of a million
+        // sessions would be dropped as a server that stopped answering.
+        try conn.setStatementTimeout(.zero)
         try conn.execute("DROP SCHEMA IF EXISTS projections_rebuild CASCADE")
         try conn.execute("CREATE SCHEMA projections_rebuild")
         for t in ReadModels.tables {

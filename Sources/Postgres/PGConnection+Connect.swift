@@ -14,7 +14,7 @@ extension PGConnection {
             PQfinish(handle)
             throw .connection(message)
         }
-        self.init(handle: handle, responseTimeout: settings.responseTimeout)
+        self.init(handle: handle, settings: settings)
     }
 
     /// Progress of a non-blocking connection attempt.
@@ -38,7 +38,7 @@ extension PGConnection {
             PQfinish(handle)
             throw .connection(message)
         }
-        let connection = PGConnection(handle: handle, responseTimeout: settings.responseTimeout)
+        let connection = PGConnection(handle: handle, settings: settings)
         // Per the libpq docs, behave as if PQconnectPoll last returned PGRES_POLLING_WRITING.
         return (connection, .wantWrite(PQsocket(handle)))
     }

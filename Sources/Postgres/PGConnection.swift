@@ -19,7 +19,10 @@ public final class PGConnection {
     /// The libpq connection; nil once closed.
     private(set) var handle: OpaquePointer?
     /// The longest a call waits for the server's next answer (`PGSettings.responseTimeout`); nil waits forever.
-    public let responseTimeout: Duration?
+    /// It follows the server's statement timeout: change that with `setStatementTimeout`, never with a bare `SET`.
+    public private(set) var responseTimeout: Duration?
+    /// How long past the statement timeout the client waits (`PGSettings.responseGrace`).
+    let responseGrace: Duration
     /// Numbers the savepoints of nested transactions.
     var savepointCounter = 0
     /// Statements prepared on this connection, by SQL text (parse and plan once, not per call).
@@ -29,9 +32,20 @@ public final class PGConnection {
     /// How many distinct statements a connection keeps prepared; past it, statements run unprepared.
     public static let preparedStatementLimit = 512
 
-    init(handle: OpaquePointer, responseTimeout: Duration?) {
+    init(handle: OpaquePointer, settings: PGSettings) {
         self.handle = handle
-        self.responseTimeout = responseTimeout
+        self.responseTimeout = settings.responseTimeout
+        self.responseGrace = settings.responseGrace
+    }
+
+    /// Sets the session's `statement_timeout` (zero disables it) and moves the client's own bound on each
+    /// answer with it, so a statement the server now lets run longer is not dropped by the client at the old
+    /// bound. With zero only TCP keepalives bound the wait, as for a connection opened with that setting.
+    public func setStatementTimeout(_ timeout: Duration) throws(PGError) {
+        var settings = PGSettings(statementTimeout: timeout)
+        settings.responseGrace = responseGrace
+        try execute("SET statement_timeout = \(PGSettings.milliseconds(timeout))")
+        responseTimeout = settings.responseTimeout
     }
 
     deinit {

@@ -19,6 +19,24 @@ struct OTPCtl: AsyncParsableCommand {
             SendTest.self, Stats.self, Rebuild.self,
         ]
     )
+
+    /// Runs the command; a database error is printed with its primary message ("the database did not answer
+    /// within 8 s", "password authentication failed"), which otpd's logs leave out and an operator needs.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as PGError {
+            FileHandle.standardError.write(Data("otpctl: \(error.debugDescription)\n".utf8))
+            exit(withError: ExitCode.failure)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Lints every message template (built-in and own) as otpd's start does, without a database; exits 1 when a

@@ -55,6 +55,35 @@ struct ConnectionTests {
         #expect(many == (0..<(PGConnection.preparedStatementLimit + 20)).map { 2 * $0 })
     }
 
+    /// A statement the session lets run longer than the connection's first bound (`otpctl rebuild`'s swap of a
+    /// million sessions) is not dropped by the client at that bound: `setStatementTimeout` moves both.
+    @Test func aLongerStatementTimeoutMovesTheClientsBoundWithIt() async throws {
+        let settings = PGSettings(statementTimeout: .milliseconds(300), responseGrace: .milliseconds(700))
+        let (short, bounds, shown, slept) = try await withWorker("longer", settings: settings) { worker in
+            try await worker.submit { connection in
+                // The server's own timeout cancels a statement past it, and the connection stays usable.
+                var short: String?
+                do { try connection.execute("SELECT pg_sleep(1)") } catch let e as PGError { short = e.sqlState }
+                let before = connection.responseTimeout
+                try connection.setStatementTimeout(.zero)
+                let bounds = [before, connection.responseTimeout]
+                let shown = try connection.query("SHOW statement_timeout").rows[0].decode(
+                    "statement_timeout",
+                    as: String.self
+                )
+                // 1.5 s: past the old 1 s bound on an answer.
+                try connection.execute("SELECT pg_sleep(1.5)")
+                try connection.setStatementTimeout(.seconds(2))
+                let slept = try connection.query("SELECT \(1)::int AS one").rows[0].decode("one", as: Int.self)
+                return (short, bounds + [connection.responseTimeout], shown, slept)
+            }
+        }
+        #expect(short == "57014")
+        #expect(bounds == [.seconds(1), nil, .milliseconds(2700)])
+        #expect(shown == "0")
+        #expect(slept == 1)
+    }
+
     @Test func nullsRoundTripAsNil() async throws {
         let rows = try await withWorker("nulls") { worker in
             try await worker.submit { connection in
