@@ -149,14 +149,24 @@ enum Fold {
     static let codec = EventCodec()
 
     /// Folds `records` (in log order) into `summaries`, creating the summaries of new streams. An event that
-    /// cannot be read (an edited row) is skipped and logged: `otpctl verify` names it.
+    /// cannot be read (an edited row) is skipped and logged: `otpctl verify` names it. `onEveryCore` decodes the
+    /// events on every core first (a rebuild's large batches; the live projector leaves the cores to commands).
     @discardableResult
-    static func apply(_ records: [EventRecord], to summaries: inout [String: SessionSummary], logger: Logger) -> Int {
+    static func apply(
+        _ records: [EventRecord],
+        to summaries: inout [String: SessionSummary],
+        onEveryCore: Bool = false,
+        logger: Logger
+    ) -> Int {
+        let decoded: [Result<SessionEvent, any Error>] =
+            onEveryCore
+            ? Parallel.map(records, threshold: 512) { r in Result { try codec.decode(r, key: nil) } }
+            : records.map { r in Result { try codec.decode(r, key: nil) } }
         var unreadable = 0
-        for r in records {
+        for (r, outcome) in zip(records, decoded) {
             guard let stream = StreamID(text: r.streamID) else { continue }
             let event: SessionEvent
-            do { event = try codec.decode(r, key: nil) } catch {
+            do { event = try outcome.get() } catch {
                 unreadable += 1
                 logger.error(
                     "projector: an event cannot be read and is left out of the read models",

@@ -13,6 +13,8 @@ public struct ReadModels: Sendable {
     public static let live = ReadModels(schema: "projections")
     /// The tables every read model has, in the order they are written.
     static let tables = ["session_view", "message_view", "delivery_stats", "delivery_latency", "fallback_paths"]
+    /// The tables with a row per session or message (the others add up contributions).
+    static let rowTables = ["session_view", "message_view"]
 
     /// The schema the tables are in (an identifier from code, never from input).
     public let schema: String
@@ -89,10 +91,13 @@ public struct ReadModels: Sendable {
     }
 
     /// Writes sessions whose summaries went from `before` (nil: new to the read models) to `after`: their rows,
-    /// and the change of their contribution to the aggregates. `appliedAt` is the database clock now.
+    /// and the change of their contribution to the aggregates. `appliedAt` is the database clock now. `fresh`:
+    /// none of the sessions has rows yet, so they are inserted without looking for one (a rebuild's tables
+    /// before their keys are built).
     public func write(
         _ changes: [(before: SessionSummary?, after: SessionSummary)],
         appliedAt: Int64,
+        fresh: Bool = false,
         on conn: PGConnection
     ) throws {
         var sessions = JSONRows()
@@ -157,6 +162,7 @@ public struct ReadModels: Sendable {
                     status text, version integer, current_token integer, channels text[], converted_step integer,
                     converted_channel text, issued_ms bigint, first_sent_ms bigint, first_delivered_ms bigint,
                     verified_ms bigint, ended_ms bigint, last_event_ms bigint, applied_ms bigint)
+                \(unescaped: fresh ? "" : """
                 ON CONFLICT (stream_id) DO UPDATE SET
                     status = excluded.status, version = excluded.version, current_token = excluded.current_token,
                     channels = excluded.channels, converted_step = excluded.converted_step,
@@ -164,6 +170,7 @@ public struct ReadModels: Sendable {
                     first_delivered_ms = excluded.first_delivered_ms, verified_ms = excluded.verified_ms,
                     ended_ms = excluded.ended_ms, last_event_ms = excluded.last_event_ms,
                     applied_ms = excluded.applied_ms
+                """)
                 """
             )
         }
@@ -176,11 +183,13 @@ public struct ReadModels: Sendable {
                     policy text, variant integer, provider text, first_step boolean, issued_ms bigint,
                     started_ms bigint, sent_ms bigint, delivered_ms bigint, opened_ms bigint, failed boolean,
                     escalated boolean, verified_ms bigint, expired boolean, withdrawn boolean, price_micros bigint)
+                \(unescaped: fresh ? "" : """
                 ON CONFLICT (stream_id, token) DO UPDATE SET
                     provider = excluded.provider, sent_ms = excluded.sent_ms, delivered_ms = excluded.delivered_ms,
                     opened_ms = excluded.opened_ms, failed = excluded.failed, escalated = excluded.escalated,
                     verified_ms = excluded.verified_ms, expired = excluded.expired, withdrawn = excluded.withdrawn,
                     price_micros = excluded.price_micros
+                """)
                 """
             )
         }

@@ -63,8 +63,11 @@ public enum Rebuild {
         try conn.setStatementTimeout(.zero)
         try conn.execute("DROP SCHEMA IF EXISTS projections_rebuild CASCADE")
         try conn.execute("CREATE SCHEMA projections_rebuild")
+        // The row tables start without indexes and get their primary keys once filled (a sorted build, instead
+        // of a B-tree insertion per row); the shadow needs no other index, as nobody queries it.
         for t in ReadModels.tables {
-            try conn.execute("CREATE UNLOGGED TABLE projections_rebuild.\(t) (LIKE projections.\(t) INCLUDING ALL)")
+            let copied = ReadModels.rowTables.contains(t) ? "INCLUDING DEFAULTS" : "INCLUDING ALL"
+            try conn.execute("CREATE UNLOGGED TABLE projections_rebuild.\(t) (LIKE projections.\(t) \(copied))")
         }
         defer { try? conn.execute("DROP SCHEMA IF EXISTS projections_rebuild CASCADE") }
 
@@ -75,7 +78,7 @@ public enum Rebuild {
         while true {
             let batch = try EventStore.readLog(after: position, limit: batchSize, on: conn)
             guard let last = batch.last else { break }
-            unreadable += Fold.apply(batch.map(\.record), to: &summaries, logger: logger)
+            unreadable += Fold.apply(batch.map(\.record), to: &summaries, onEveryCore: true, logger: logger)
             events += batch.count
             position = last.position
             progress(Progress(phase: "reading", events: events, sessions: summaries.count, written: 0))
@@ -89,15 +92,20 @@ public enum Rebuild {
         for s in summaries.values {
             chunk.append((nil, s))
             if chunk.count == 5_000 {
-                try conn.transaction { try shadow.write(chunk, appliedAt: now, on: $0) }
+                try conn.transaction { try shadow.write(chunk, appliedAt: now, fresh: true, on: $0) }
                 written += chunk.count
                 chunk.removeAll(keepingCapacity: true)
                 progress(Progress(phase: "writing", events: events, sessions: summaries.count, written: written))
             }
         }
-        try conn.transaction { try shadow.write(chunk, appliedAt: now, on: $0) }
+        try conn.transaction { try shadow.write(chunk, appliedAt: now, fresh: true, on: $0) }
         written += chunk.count
         progress(Progress(phase: "writing", events: events, sessions: summaries.count, written: written))
+        for t in ReadModels.rowTables {
+            try conn.execute(
+                "ALTER TABLE projections_rebuild.\(t) ADD PRIMARY KEY (\(try primaryKey(of: t, on: conn)))"
+            )
+        }
         progress(Progress(phase: "swapping", events: events, sessions: summaries.count, written: written))
 
         try conn.transaction { conn in
@@ -110,7 +118,7 @@ public enum Rebuild {
                 let streams = Set(batch.map(\.record.streamID))
                 var before: [String: SessionSummary] = [:]
                 for id in streams { before[id] = summaries[id] }
-                unreadable += Fold.apply(batch.map(\.record), to: &summaries, logger: logger)
+                unreadable += Fold.apply(batch.map(\.record), to: &summaries, onEveryCore: true, logger: logger)
                 try shadow.write(
                     streams.compactMap { id in summaries[id].map { (before[id], $0) } },
                     appliedAt: try EventStore.now(on: conn),
@@ -131,5 +139,22 @@ public enum Rebuild {
         let elapsed = clock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return Report(events: events, sessions: sessions, unreadable: unreadable, seconds: seconds)
+    }
+
+    /// The live table's primary key columns, quoted and in order, as the catalog has them.
+    static func primaryKey(of table: String, on conn: PGConnection) throws -> String {
+        let rows = try conn.query(
+            """
+            SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) AS columns
+            FROM pg_index i
+            CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = ('projections.' || \(table))::regclass AND i.indisprimary
+            """
+        ).rows
+        guard let columns = try rows.first?.decodeIfPresent("columns", as: String.self) else {
+            throw PGError(code: .server, message: "projections.\(table) has no primary key")
+        }
+        return columns
     }
 }

@@ -133,7 +133,7 @@ enum LogScan {
             for (id, head) in page.heads.sorted(by: { $0.key < $1.key }) where !inPage.contains(id) {
                 streams.append(ScannedStream(id: id, head: head, projection: page.projection[id]))
             }
-            for verdict in parallelMap(streams, work) { report(verdict) }
+            for verdict in Parallel.map(streams, work) { report(verdict) }
             totals.streams += streams.count
             totals.events += streams.reduce(0) { $0 + $1.records.count }
             totals.seconds = (ContinuousClock.now - began).inSeconds
@@ -143,20 +143,6 @@ enum LogScan {
         progress.finish()
         totals.seconds = (ContinuousClock.now - began).inSeconds
         return totals
-    }
-
-    /// `transform` of every element, on every core, in order.
-    static func parallelMap<T: Sendable, V: Sendable>(_ items: [T], _ transform: @Sendable (T) -> V) -> [V] {
-        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        let chunks = items.count < 64 ? 1 : cores
-        guard chunks > 1 else { return items.map(transform) }
-        let size = (items.count + chunks - 1) / chunks
-        let results = Mutex<[[V]]>(Array(repeating: [], count: chunks))
-        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-            let part = items[min(items.count, chunk * size)..<min(items.count, (chunk + 1) * size)].map(transform)
-            results.withLock { $0[chunk] = part }
-        }
-        return results.withLock { $0.flatMap { $0 } }
     }
 
     /// The reader thread: pages until the end of the log, or until the scan is cancelled.
