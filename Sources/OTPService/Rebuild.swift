@@ -128,7 +128,7 @@ public enum Rebuild {
                 position = last.position
                 if batch.count < batchSize { break }
             }
-            // In primary key order, the key's B-tree is filled page after page: a quarter faster than in the
+            // In primary key order, the key's B-tree is filled page after page: about half the time of the
             // shadow's order for 720,000 sessions (docs/BENCHMARKS.md).
             for t in ReadModels.tables {
                 let key = try primaryKey(of: t, on: conn)

@@ -40,7 +40,8 @@ public final class PGConnection {
 
     /// Sets the session's `statement_timeout` (zero disables it) and moves the client's own bound on each
     /// answer with it, so a statement the server now lets run longer is not dropped by the client at the old
-    /// bound. With zero only TCP keepalives bound the wait, as for a connection opened with that setting.
+    /// bound. With zero only TCP keepalives bound the wait, as for a connection opened with that setting. Call
+    /// it outside a transaction: a rollback would undo the `SET` but not the client's bound.
     public func setStatementTimeout(_ timeout: Duration) throws(PGError) {
         var settings = PGSettings(statementTimeout: timeout)
         settings.responseGrace = responseGrace
