@@ -419,19 +419,7 @@ func knownScenario(_ d: Driver) async throws {
             try await d.sent(id)
         }
         try await d.project()
-        let tables = ["session_view", "message_view", "delivery_stats", "delivery_latency", "fallback_paths"]
-        func snapshot() async throws -> [String: [String]] {
-            try await f.pool.withConnection { conn in
-                var out: [String: [String]] = [:]
-                for t in tables {
-                    // applied_ms says when a row was written, which a rebuild changes by design.
-                    out[t] = try conn.query(
-                        PGQuery(unsafeSQL: "SELECT (to_jsonb(t) - 'applied_ms')::text FROM projections.\(t) t")
-                    ).rows.map { try $0.decode(0, as: String.self) }.sorted()
-                }
-                return out
-            }
-        }
+        func snapshot() async throws -> [String: [String]] { try await projectionRows(f.pool) }
         let live = try await snapshot()
         // Wipe a table by hand: the rebuild restores it from the log.
         try await f.pool.withConnection { try $0.execute("DELETE FROM projections.delivery_stats") }
@@ -517,23 +505,12 @@ func knownScenario(_ d: Driver) async throws {
         // 20 sessions and 30 copies of each, one of them unreadable, and the two late ones.
         #expect(report.sessions == 20 * 31 - 1 + 2)
 
-        let tables = ["session_view", "message_view", "delivery_stats", "delivery_latency", "fallback_paths"]
-        func snapshot() async throws -> [String: [String]] {
-            try await f.pool.withConnection { conn in
-                var out: [String: [String]] = [:]
-                for t in tables {
-                    out[t] = try conn.query(
-                        PGQuery(unsafeSQL: "SELECT (to_jsonb(t) - 'applied_ms')::text FROM projections.\(t) t")
-                    ).rows.map { try $0.decode(0, as: String.self) }.sorted()
-                }
-                return out
-            }
-        }
+        func snapshot() async throws -> [String: [String]] { try await projectionRows(f.pool) }
         let rebuilt = try await snapshot()
         #expect(rebuilt["session_view"]?.count == report.sessions)
         // The live projector, from the log's start on empty tables.
         try await f.pool.withConnection { conn in
-            for t in tables { try conn.execute("DELETE FROM projections.\(t)") }
+            for t in ReadModels.tables { try conn.execute("DELETE FROM projections.\(t)") }
             try conn.execute("UPDATE checkpoints SET tx_id = '0', position = 0 WHERE subscriber = 'projector'")
         }
         try await d.project()
@@ -583,4 +560,18 @@ private func waitUntilTheLogIsReadable(on conn: PGConnection) throws {
         Thread.sleep(forTimeInterval: 0.02)
     }
     throw ProjectorTestError("the log's end stayed unreadable")
+}
+
+/// Every read model's rows as JSON text, sorted, without `applied_ms` (when a row was written, which a rebuild
+/// changes by design).
+private func projectionRows(_ pool: PGPool) async throws -> [String: [String]] {
+    try await pool.withConnection { conn in
+        var out: [String: [String]] = [:]
+        for t in ReadModels.tables {
+            out[t] = try conn.query(
+                PGQuery(unsafeSQL: "SELECT (to_jsonb(t) - 'applied_ms')::text FROM projections.\(t) t")
+            ).rows.map { try $0.decode(0, as: String.self) }.sorted()
+        }
+        return out
+    }
 }
