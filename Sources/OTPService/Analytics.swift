@@ -91,9 +91,6 @@ public struct StatsGroup: Sendable, Hashable, Encodable {
             }
         }
     }
-
-    /// A ratio with four decimals, `0.0000` when the denominator is 0.
-    static func rate(_ n: Int64, _ d: Int64) -> String { FourDecimals.ratio(n, d) }
 }
 
 /// One hour of a tenant's traffic (the dashboard's last 24 hours).
@@ -178,8 +175,8 @@ public enum Analytics {
                 escalated: try r.decode("escalated"),
                 verified: verified,
                 expired: try r.decode("expired"),
-                deliveryRate: StatsGroup.rate(delivered, sent),
-                conversionRate: StatsGroup.rate(verified, issued),
+                deliveryRate: FourDecimals.ratio(delivered, sent),
+                conversionRate: FourDecimals.ratio(verified, issued),
                 p50DeliveryMs: try r.decode("p50_delivery_ms"),
                 p95DeliveryMs: try r.decode("p95_delivery_ms"),
                 p50VerifyMs: try r.decode("p50_verify_ms"),

@@ -158,15 +158,13 @@ enum Fold {
         onEveryCore: Bool = false,
         logger: Logger
     ) -> Int {
-        let decoded: [Result<SessionEvent, any Error>] =
-            onEveryCore
-            ? Parallel.map(records, threshold: 512) { r in Result { try codec.decode(r, key: nil) } }
-            : records.map { r in Result { try codec.decode(r, key: nil) } }
+        let decoded =
+            onEveryCore ? Parallel.map(records, threshold: 512) { r in Result { try codec.decode(r, key: nil) } } : nil
         var unreadable = 0
-        for (r, outcome) in zip(records, decoded) {
+        for (i, r) in records.enumerated() {
             guard let stream = StreamID(text: r.streamID) else { continue }
             let event: SessionEvent
-            do { event = try outcome.get() } catch {
+            do { event = try decoded?[i].get() ?? codec.decode(r, key: nil) } catch {
                 unreadable += 1
                 logger.error(
                     "projector: an event cannot be read and is left out of the read models",

@@ -61,6 +61,9 @@ public enum Rebuild {
         // the rebuild's alone. A bare SET would leave the client's bound where it was, and the swap of a million
         // sessions would be dropped as a server that stopped answering.
         try conn.setStatementTimeout(.zero)
+        let keys = try Dictionary(
+            uniqueKeysWithValues: ReadModels.tables.map { ($0, try primaryKey(of: $0, on: conn)) }
+        )
         try conn.execute("DROP SCHEMA IF EXISTS projections_rebuild CASCADE")
         try conn.execute("CREATE SCHEMA projections_rebuild")
         // The row tables start without indexes and get their primary keys once filled (a sorted build, instead
@@ -102,9 +105,7 @@ public enum Rebuild {
         written += chunk.count
         progress(Progress(phase: "writing", events: events, sessions: summaries.count, written: written))
         for t in ReadModels.rowTables {
-            try conn.execute(
-                "ALTER TABLE projections_rebuild.\(t) ADD PRIMARY KEY (\(try primaryKey(of: t, on: conn)))"
-            )
+            try conn.execute("ALTER TABLE projections_rebuild.\(t) ADD PRIMARY KEY (\(keys[t]!))")
         }
         progress(Progress(phase: "swapping", events: events, sessions: summaries.count, written: written))
 
@@ -131,9 +132,10 @@ public enum Rebuild {
             // In primary key order, the key's B-tree is filled page after page: about half the time of the
             // shadow's order for 720,000 sessions (docs/BENCHMARKS.md).
             for t in ReadModels.tables {
-                let key = try primaryKey(of: t, on: conn)
                 try conn.execute("DELETE FROM projections.\(t)")
-                try conn.execute("INSERT INTO projections.\(t) SELECT * FROM projections_rebuild.\(t) ORDER BY \(key)")
+                try conn.execute(
+                    "INSERT INTO projections.\(t) SELECT * FROM projections_rebuild.\(t) ORDER BY \(keys[t]!)"
+                )
             }
             try Checkpoints.write(Projector.subscriber, position, on: conn)
         }
@@ -144,7 +146,8 @@ public enum Rebuild {
         return Report(events: events, sessions: sessions, unreadable: unreadable, seconds: seconds)
     }
 
-    /// The live table's primary key columns, quoted and in order, as the catalog has them.
+    /// The live table's primary key columns, quoted and in order, as the catalog has them (read once per rebuild:
+    /// the shadow's keys are built from them, and the swap inserts in their order).
     static func primaryKey(of table: String, on conn: PGConnection) throws -> String {
         let rows = try conn.query(
             """

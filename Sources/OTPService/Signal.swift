@@ -25,7 +25,6 @@ public final class Signal: Sendable {
         for w in waiters { w.resume() }
     }
 
-    /// Waits until signalled or until `timeout` has passed.
     /// Waits for the next signal (or one already pending), with no deadline; a cancelled task returns at once.
     ///
     /// For a wait that signals usually cut short: a `Task.sleep` cut short by cancellation keeps its timer (and the
