@@ -29,9 +29,6 @@ public struct ConnectionState: Sendable {
     public var subscriptions: [String: String] = [:]
     /// Where the connection's output goes from its first SUBSCRIBE on; nil before.
     var subscriber: SubscriberQueue?
-    /// How long the last command took to answer (a reply that waited on the database is sent without waiting
-    /// for the rest of its pipeline).
-    public var lastAnswerTook: Duration = .zero
 }
 
 /// Turns requests into replies: looks the command up in the table, checks arity, authentication and roles,
@@ -88,15 +85,59 @@ public final class CommandHandler: Sendable {
             : ConnectionState(id: id, tenant: nil, roles: [])
     }
 
-    /// Handles one request and returns its reply, counted in `otpd_commands_total` and timed in
-    /// `otpd_command_duration_seconds`: by the table's name (`unknown` for any other), and by `ok` or the reply's
-    /// error code, never by anything else the client sent.
+    /// What `answer` gives for one request: its reply, or the session command still to run (`complete`).
+    public enum Answer: Sendable {
+        /// Answered on the spot: the connection commands, PING and every refusal.
+        case now(RESPValue)
+        /// A command on the tenant's sessions, which waits on the database.
+        case later(PendingCommand)
+    }
+
+    /// A session command that passed every check, ready to run off the connection's event loop.
+    public struct PendingCommand: Sendable {
+        let name: String
+        let meter: Telemetry.CommandMeter
+        let started: ContinuousClock.Instant
+        let arguments: [String]
+        let tenant: String
+        let run: @Sendable (CommandHandler, [String], _ tenant: String) async throws -> RESPValue
+    }
+
+    /// Handles one request and returns its reply (`answer`, then `complete` when it waits on the database).
     public func handle(_ request: RESPRequest, state: inout ConnectionState) async -> RESPValue {
+        switch answer(request, state: &state) {
+        case .now(let reply): return reply
+        case .later(let pending): return await complete(pending)
+        }
+    }
+
+    /// Answers a request that needs no database at once, without suspending (the connection's event loop runs
+    /// it), or returns the session command to `complete`. Either way the answer is counted in
+    /// `otpd_commands_total` and timed in `otpd_command_duration_seconds`: by the table's name (`unknown` for any
+    /// other), and by `ok` or the reply's error code, never by anything else the client sent.
+    public func answer(_ request: RESPRequest, state: inout ConnectionState) -> Answer {
         let started = ContinuousClock.now
-        let reply = await respond(request, state: &state)
         // Clients send the name in upper case as a rule: only another spelling pays for `uppercased()`.
         let sent = request.arguments.first.map { String(buffer: $0) }
         let meter = sent.flatMap { meters[$0] ?? meters[$0.uppercased()] } ?? unknownMeter
+        let answer = respond(request, state: &state, started: started, meter: meter)
+        if case .now(let reply) = answer { record(reply, meter: meter, since: started) }
+        return answer
+    }
+
+    /// Runs a session command that `answer` passed on, and counts its reply.
+    public func complete(_ pending: PendingCommand) async -> RESPValue {
+        let reply: RESPValue
+        do {
+            reply = try await pending.run(self, pending.arguments, pending.tenant)
+        } catch {
+            reply = self.reply(to: error, of: pending.name)
+        }
+        record(reply, meter: pending.meter, since: pending.started)
+        return reply
+    }
+
+    private func record(_ reply: RESPValue, meter: Telemetry.CommandMeter, since started: ContinuousClock.Instant) {
         let result: String
         if case .error(let text) = reply {
             let code = WireError.Code(rawValue: String(text.prefix { $0 != " " }))
@@ -105,31 +146,34 @@ public final class CommandHandler: Sendable {
         } else {
             result = "ok"
         }
-        state.lastAnswerTook = ContinuousClock.now - started
-        meter.record(result: result, duration: state.lastAnswerTook)
-        return reply
+        meter.record(result: result, duration: ContinuousClock.now - started)
     }
 
-    private func respond(_ request: RESPRequest, state: inout ConnectionState) async -> RESPValue {
+    private func respond(
+        _ request: RESPRequest,
+        state: inout ConnectionState,
+        started: ContinuousClock.Instant,
+        meter: Telemetry.CommandMeter
+    ) -> Answer {
         guard let firstBytes = request.arguments.first else {
-            return WireError(code: .err, message: "empty command").reply
+            return .now(WireError(code: .err, message: "empty command").reply)
         }
         let first = String(buffer: firstBytes)  // an unknown name is only looked up and shown, never used
         let name = first.uppercased()
         let raw = Array(request.arguments.dropFirst())
         var shown: String { Validation.printable(first) }  // only for error replies
         guard let command = Command.table[name] else {
-            if state.tenant == nil { return WireError.authenticationRequired.reply }
-            return WireError(code: .err, message: "unknown command '\(shown)'").reply
+            if state.tenant == nil { return .now(WireError.authenticationRequired.reply) }
+            return .now(WireError(code: .err, message: "unknown command '\(shown)'").reply)
         }
-        if command.roles != nil && state.tenant == nil { return WireError.authenticationRequired.reply }
+        if command.roles != nil && state.tenant == nil { return .now(WireError.authenticationRequired.reply) }
 
         guard command.arity.contains(raw.count) else {
-            return WireError(code: .err, message: "wrong number of arguments for '\(shown)'").reply
+            return .now(WireError(code: .err, message: "wrong number of arguments for '\(shown)'").reply)
         }
-        if state.inSubscribedMode, let reply = Self.subscribedModeReply(name, raw, sent: first) { return reply }
+        if state.inSubscribedMode, let reply = Self.subscribedModeReply(name, raw, sent: first) { return .now(reply) }
         if let allowed = command.roles, allowed.isDisjoint(with: state.roles) {
-            return WireError(code: .noPerm, message: "this credential may not run \(name)").reply
+            return .now(WireError(code: .noPerm, message: "this credential may not run \(name)").reply)
         }
         // Arguments stay bytes until here; a command that takes text gets them as UTF-8, and bytes that are not
         // UTF-8 are refused by position instead of being repaired into other bytes.
@@ -139,44 +183,63 @@ public final class CommandHandler: Sendable {
             rest.reserveCapacity(raw.count)
             for (i, bytes) in raw.enumerated() {
                 guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else {
-                    return WireError(code: .badArg, message: "argument \(i + 1) of \(name) is not UTF-8 text").reply
+                    return .now(
+                        WireError(code: .badArg, message: "argument \(i + 1) of \(name) is not UTF-8 text").reply
+                    )
                 }
                 rest.append(text)
             }
         }
-        do {
-            switch command.run {
-            case .bytes(let run):
-                return run(raw)
-            case .connection(let run):
-                return try run(self, rest, &state)
-            case .session(let run):
-                guard let tenant = state.tenant else { return WireError.authenticationRequired.reply }
-                return try await run(self, rest, tenant)
+        switch command.run {
+        case .bytes(let run):
+            return .now(run(raw))
+        case .connection(let run):
+            do {
+                return .now(try run(self, rest, &state))
+            } catch {
+                return .now(reply(to: error, of: name))
             }
-        } catch let e as WireError {
+        case .session(let run):
+            guard let tenant = state.tenant else { return .now(WireError.authenticationRequired.reply) }
+            return .later(
+                PendingCommand(
+                    name: name,
+                    meter: meter,
+                    started: started,
+                    arguments: rest,
+                    tenant: tenant,
+                    run: run
+                )
+            )
+        }
+    }
+
+    /// The reply to what a command threw: its own refusal, or the protocol's code for what went wrong.
+    private func reply(to error: any Error, of name: String) -> RESPValue {
+        switch error {
+        case let e as WireError:
             return e.reply
-        } catch let r as Rejection {
+        case let r as Rejection:
             return WireError(r).reply
-        } catch let u as UnreadableSession {
+        case let u as UnreadableSession:
             logger.error("session history unreadable", metadata: ["stream": "\(u.stream)", "version": "\(u.version)"])
             let message = "\(u.description); nothing was recorded (REPLAY checks the session's hash chain)"
             return WireError(code: .err, message: message).reply
-        } catch let e as PGError where ["55P03", "40P01", "40001"].contains(e.sqlState ?? "") {
+        case let e as PGError where ["55P03", "40P01", "40001"].contains(e.sqlState ?? ""):
             // Too many commands at once for one session or destination (a lock wait ran out, a deadlock or a
             // serialization failure): nothing was recorded, and the database is fine; try again shortly.
             logger.info("command contended", metadata: ["command": "\(name)", "error": "\(e)"])
             return WireError(.rateLimited(retryAfterSeconds: 1)).reply
-        } catch let e as AppendError where e == .versionConflict {
+        case let e as AppendError where e == .versionConflict:
             logger.info("command contended", metadata: ["command": "\(name)", "error": "\(e)"])
             return WireError(.rateLimited(retryAfterSeconds: 1)).reply
-        } catch let e as PGError where e.code == .commitOutcomeUnknown {
+        case let e as PGError where e.code == .commitOutcomeUnknown:
             logger.warning("commit outcome unknown", metadata: ["command": "\(name)", "error": "\(e)"])
             let message =
                 "the connection to the database was lost while committing; the command may have been recorded "
                 + "(STATUS shows it; ISSUE and RECEIPT may be repeated safely)"
             return WireError(code: .unavailable, message: message).reply
-        } catch {
+        default:
             logger.warning("command failed", metadata: ["command": "\(name)", "error": "\(error)"])
             return WireError(code: .unavailable, message: "the database cannot be reached; nothing was recorded").reply
         }

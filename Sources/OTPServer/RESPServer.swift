@@ -38,10 +38,11 @@ public struct ServerConfiguration: Sendable {
     }
 }
 
-/// The TCP server: RESP/inline framing on the event loop, one task per connection, replies in request order;
-/// behind TLS when the configuration has a certificate.
+/// The TCP server: RESP/inline framing and the connections' commands on the event loops (`ConnectionHandler`),
+/// replies in request order; behind TLS when the configuration has a certificate.
 ///
-/// On graceful shutdown it stops accepting, lets each connection finish the request in flight, then closes it.
+/// On graceful shutdown it stops accepting, closes the idle connections, lets each busy one answer the
+/// requests it has read, then closes it; `run` returns once every connection is gone.
 public final class RESPServer: Service {
     let configuration: ServerConfiguration
     let handler: CommandHandler
@@ -50,18 +51,7 @@ public final class RESPServer: Service {
     let onListening: @Sendable (HostPort) -> Void
     /// Counts the open connections (`otpd_connections`).
     let telemetry: Telemetry
-    private let connections = Mutex(Registry())
-
-    private struct Registry {
-        var next = 0
-        var open: [Int: Entry] = [:]
-        var shuttingDown = false
-    }
-
-    private struct Entry {
-        var channel: any Channel
-        var busy: Bool
-    }
+    private let connections: ConnectionRegistry
 
     /// Creates a server; `onListening` is called with the bound address once it accepts connections.
     public init(
@@ -78,6 +68,7 @@ public final class RESPServer: Service {
         self.group = group
         self.telemetry = telemetry
         self.onListening = onListening
+        self.connections = ConnectionRegistry(limit: configuration.maxConnections)
     }
 
     /// Binds, accepts and serves until graceful shutdown.
@@ -85,11 +76,17 @@ public final class RESPServer: Service {
         let (address, limits, timeout) = (configuration.address, configuration.limits, configuration.requestTimeout)
         let tls = configuration.tls
         let requestTimeout = TimeAmount(timeout)
+        let settings = ConnectionHandler.Settings(
+            flushBytes: configuration.outboundFlushBytes,
+            writeTimeout: configuration.writeTimeout,
+            authTimeout: configuration.authTimeout
+        )
+        let (handler, connections, telemetry, logger) = (self.handler, self.connections, self.telemetry, self.logger)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: address.host, port: address.port) { channel in
+            .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
                         // A client that does not speak TLS fails the handshake, and only its connection ends.
@@ -103,165 +100,31 @@ public final class RESPServer: Service {
                     try channel.pipeline.syncOperations.addHandler(
                         RequestBatcher(partial: partial, requestTimeout: requestTimeout)
                     )
-                    return try NIOAsyncChannel<[RESPRequest], ByteBuffer>(wrappingChannelSynchronously: channel)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(
+                            handler: handler,
+                            registry: connections,
+                            telemetry: telemetry,
+                            logger: logger,
+                            settings: settings
+                        )
+                    )
                 }
             }
-        onListening(HostPort(host: address.host, port: server.channel.localAddress?.port ?? address.port))
+            .bind(host: address.host, port: address.port).get()
+        onListening(HostPort(host: address.host, port: server.localAddress?.port ?? address.port))
 
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
-                    }
-                }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try? await server.closeFuture.get()
+                await connections.drained()
+            } onGracefulShutdown: {
+                server.close(promise: nil)
+                for c in connections.shutDown() { c.close(promise: nil) }
             }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-            let idle = self.connections.withLock { r -> [any Channel] in
-                r.shuttingDown = true
-                return r.open.values.filter { !$0.busy }.map(\.channel)
-            }
-            for c in idle { c.close(promise: nil) }
-        }
-    }
-
-    private func register(_ channel: any Channel) -> Int? {
-        connections.withLock { r -> Int? in
-            guard !r.shuttingDown, r.open.count < configuration.maxConnections else { return nil }
-            r.next += 1
-            r.open[r.next] = Entry(channel: channel, busy: false)
-            return r.next
-        }
-    }
-
-    /// Marks a connection busy or idle; returns false when it should close (shutdown began while idle).
-    private func setBusy(_ id: Int, _ busy: Bool) -> Bool {
-        connections.withLock { r in
-            r.open[id]?.busy = busy
-            return !r.shuttingDown
-        }
-    }
-
-    private func serve(_ connection: NIOAsyncChannel<[RESPRequest], ByteBuffer>) async {
-        guard let id = register(connection.channel) else {
-            try? await connection.executeThenClose { _, outbound in
-                var out = ByteBuffer()
-                WireError(code: .busy, message: "too many connections or shutting down").reply
-                    .encode(into: &out, protocolVersion: 2)
-                try await outbound.write(out)
-            }
-            return
-        }
-        telemetry.connectionsChanged(by: 1)
-        defer {
-            _ = connections.withLock { $0.open.removeValue(forKey: id) }
-            telemetry.connectionsChanged(by: -1)
-        }
-        var state = handler.newConnection()
-        let channel = connection.channel
-        let (flushBytes, writeTimeout) = (configuration.outboundFlushBytes, configuration.writeTimeout)
-        // Without a tenant yet, the connection has `authTimeout` to authenticate.
-        var authDeadline: Scheduled<Void>? =
-            state.tenant == nil
-            ? channel.eventLoop.scheduleTask(in: .init(configuration.authTimeout)) { channel.close(promise: nil) }
-            : nil
-        defer { authDeadline?.cancel() }
-        do {
-            try await connection.executeThenClose { inbound, outbound in
-                func write(_ buffer: ByteBuffer) async throws {
-                    try await Self.write(buffer, to: outbound, of: channel, within: writeTimeout)
-                }
-                // From the first SUBSCRIBE on, every reply and message goes through the connection's queue,
-                // and a writer task sends them in order while the loop goes on reading requests. Only a
-                // subscribed connection has one (`startWriter`), so the others' frames stay as small as before.
-                var writer: Task<Void, Never>?
-                defer { handler.endSubscriptions(state) }
-                var out = ByteBuffer()
-                do {
-                    // One batch is every request decoded from one read: its replies go out together, in
-                    // writes of about `outboundFlushBytes`; but a reply that waited on the database goes out at
-                    // once with those before it, so a pipeline of ISSUEs is answered as each commits, not at
-                    // the end.
-                    for try await batch in inbound {
-                        guard setBusy(id, true) else { break }
-                        out.clear()
-                        for request in batch {
-                            let reply = await handler.handle(request, state: &state)
-                            if let q = state.subscriber {
-                                if writer == nil {
-                                    // The replies before the first SUBSCRIBE go first, through the queue too.
-                                    q.enqueue(bytes: out)
-                                    out.clear()
-                                    writer = Self.startWriter(q, to: outbound, of: channel, within: writeTimeout)
-                                }
-                                q.enqueue(reply, protocolVersion: state.protocolVersion)
-                            } else {
-                                reply.encode(into: &out, protocolVersion: state.protocolVersion)
-                            }
-                            if state.tenant != nil, let pending = authDeadline {
-                                pending.cancel()
-                                authDeadline = nil
-                            }
-                            if state.closeAfterReply { break }
-                            if out.readableBytes >= flushBytes || state.lastAnswerTook > .milliseconds(1) {
-                                try await write(out)
-                                out.clear()
-                            }
-                        }
-                        if out.readableBytes > 0 { try await write(out) }
-                        if state.closeAfterReply || !setBusy(id, false) { break }
-                    }
-                } catch let e as RESPProtocolError {
-                    let error = WireError(code: .proto, message: e.reason).reply
-                    if let queue = state.subscriber, writer != nil {
-                        queue.enqueue(error, protocolVersion: state.protocolVersion)
-                    } else {
-                        out.clear()
-                        error.encode(into: &out, protocolVersion: state.protocolVersion)
-                        try await write(out)
-                    }
-                }
-                handler.endSubscriptions(state)
-                await writer?.value
-            }
-        } catch {
-            logger.debug("connection ended", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// Writes, closing the connection when the client has not taken the bytes within `timeout`.
-    private static func write(
-        _ buffer: ByteBuffer,
-        to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-        of channel: any Channel,
-        within timeout: Duration
-    ) async throws {
-        let deadline = channel.eventLoop.scheduleTask(in: .init(timeout)) { channel.close(promise: nil) }
-        defer { deadline.cancel() }
-        try await outbound.write(buffer)
-    }
-
-    /// The subscribed connection's writer: sends what its queue holds, in order, until the queue ends.
-    private static func startWriter(
-        _ queue: SubscriberQueue,
-        to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-        of channel: any Channel,
-        within timeout: Duration
-    ) -> Task<Void, Never> {
-        queue.onCutOff = {
-            // The writer ends the output once the error is written; a client that does not read even that is
-            // closed after a grace.
-            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
-        }
-        return Task {
-            // A write fails only once the connection is closing; its loop then ends the queue.
-            while let bytes = await queue.next() {
-                guard (try? await write(bytes, to: outbound, of: channel, within: timeout)) != nil else { return }
-            }
-            // Only the output: closing while the client's requests are still unread would reset the connection,
-            // and the client could lose the error before it.
-            if queue.wasCutOff { channel.close(mode: .output, promise: nil) }
+        } onCancel: {
+            server.close(promise: nil)
+            for c in connections.all() { c.close(promise: nil) }
         }
     }
 }
