@@ -39,19 +39,3 @@ for r in $(seq 1 "$rounds"); do
   rm -f "$work/idle.json"
   kill $pid; wait $pid 2>/dev/null || true
 done
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
-sleep 2
-for r in $(seq 1 "$rounds"); do
-  before=$(rss)
-  "$otpbench" --port "$port" --mode idle --connections "$n" --seconds 300 > "$work/idle.json" &
-  ipid=$!
-  for _ in $(seq 1 240); do [ -s "$work/idle.json" ] && break; sleep 0.25; done
-  sleep 1
-  after=$(rss)
-  kill $ipid 2>/dev/null || true
-  wait $ipid 2>/dev/null || true
-  printf 'round %d: %d connections: RSS %d MB -> %d MB, +%d MB (%.1f KB each)\n' "$r" "$n" $((before / 1024)) \
-    $((after / 1024)) $(((after - before) / 1024)) "$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN {print (a - b) / n}')"
-  rm -f "$work/idle.json"
-  sleep 3
-done
