@@ -94,6 +94,7 @@ public final class SessionService: Sendable {
         }
         let (outcome, effects) =
             if let committer { try await committer.run(key: stream.text, attempt) } else { try await alone(attempt) }
+        if let session = effects.session { store.memo.remember(stream.text, session) }
         if effects.queuedMessages > 0 { store.outbox.signal.signal() }
         if effects.timersChanged { store.timers.signal.signal() }
         if !outcome.decision.events.isEmpty { store.appended.signal() }

@@ -40,6 +40,8 @@ struct CommitEffects {
     var queuedMessages = 0
     /// Whether the session's deadlines changed.
     var timersChanged = false
+    /// The session as it stands after the commit, for `SessionStore.memo` once the transaction committed.
+    var session: SessionMemo.Entry?
 }
 
 /// Sessions in PostgreSQL: the owner of `session_keys`, and the one place that reads a session and writes a
@@ -60,24 +62,37 @@ public struct SessionStore: Sendable {
     public let messages: Messages
     /// Signalled after every commit that appended events: wakes this instance's projector and live feed at once.
     public let appended = SignalFan()
+    /// The sessions this instance read or wrote lately, so a load folds again only what changed elsewhere.
+    let memo: SessionMemo
 
     /// Creates the store.
     public init(
         secrets: Secrets,
         outbox: Outbox = Outbox(),
         timers: Timers = Timers(),
-        messages: Messages = Messages()
+        messages: Messages = Messages(),
+        memoCapacity: Int = 10_000
     ) {
         self.secrets = secrets
+        self.memo = SessionMemo(capacity: memoCapacity)
         self.replay = SessionReplay(secrets: secrets)
         self.outbox = outbox
         self.timers = timers
         self.messages = messages
     }
 
-    /// Reads and folds a session with the database clock and its data key.
+    /// Reads and folds a session with the database clock and its data key; rows the memo folded before are not
+    /// decoded again.
     func load(_ stream: StreamID, on conn: PGConnection) throws -> LoadedSession {
         let (records, head, now) = try EventStore.readWithHead(stream: stream.text, on: conn)
+        // A stream that no longer reaches its recorded head lost its last events (deleted by hand): nothing may
+        // be decided on what is left, or the deletion would give back what those events took (attempts).
+        if records.last?.version != head?.version {
+            throw UnreadableSession(stream: stream, version: min(records.count, head?.version ?? records.count) + 1)
+        }
+        if let known = memo.entry(stream.text, matching: records) {
+            return LoadedSession(state: known.state, records: records, now: now, key: known.key)
+        }
         // A stream without events has no key yet: a new ISSUE reads nothing more (its key is made at the commit).
         var key: [UInt8]? = nil
         if !records.isEmpty,
@@ -85,12 +100,9 @@ public struct SessionStore: Sendable {
         {
             key = try secrets.openSessionKey(try row.decode("sealed_key", as: [UInt8].self), stream: stream.text)
         }
-        // A stream that no longer reaches its recorded head lost its last events (deleted by hand): nothing may
-        // be decided on what is left, or the deletion would give back what those events took (attempts).
-        if records.last?.version != head?.version {
-            throw UnreadableSession(stream: stream, version: min(records.count, head?.version ?? records.count) + 1)
-        }
-        return LoadedSession(state: try fold(records, key: key, stream: stream), records: records, now: now, key: key)
+        let state = try fold(records, key: key, stream: stream)
+        if !records.isEmpty { memo.remember(stream.text, .init(records: records, key: key, state: state)) }
+        return LoadedSession(state: state, records: records, now: now, key: key)
     }
 
     /// Reads a session's stored events as they are, without decoding them (HISTORY, REPLAY: a tampered row
@@ -138,7 +150,7 @@ public struct SessionStore: Sendable {
             try conn.query("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream.text), \(fresh.sealed))")
             key = fresh.key
         }
-        try EventStore.append(
+        let written = try EventStore.append(
             try events.map { try codec.encode($0, stream: stream.text, key: key) },
             to: stream.text,
             expectedVersion: state.version,
@@ -176,6 +188,12 @@ public struct SessionStore: Sendable {
             try timers.sync(stream, from: state.timers, to: next.timers, on: conn)
             effects.timersChanged = true
         }
+        // What the next load will read back, byte for byte; an erased session's key is gone with its row.
+        effects.session = .init(
+            records: session.records + written,
+            key: events.contains(.erased) ? nil : key,
+            state: next
+        )
         return (next, effects)
     }
 }

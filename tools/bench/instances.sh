@@ -7,7 +7,8 @@
 # fsync and synchronous_commit on), then INSTANCES-1 more otpd processes on the same database. For each count
 # from 1 to INSTANCES it drives the lifecycle load of tools/bench/run's P1 (ISSUE, RECEIPT delivered, VERIFY,
 # over CONNECTIONS connections split evenly across the instances running) for SECONDS and prints the events
-# appended per second and the commands per second. otpbench is OTPBENCH_BIN (default beside otpd).
+# appended per second, the commands per second and the CPU time per command of every otpd and the cluster.
+# otpbench is OTPBENCH_BIN (default beside otpd).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 instances=${1:-3}
@@ -31,10 +32,11 @@ for k in $(seq 2 "$instances"); do
 done
 events() { psql "$db" -XAtc "SELECT count(*) FROM events"; }
 echo "otpd ($bin) x $instances on one embedded PostgreSQL; $connections connections, $seconds s per count"
-echo "| otpd processes | events/s | commands/s | errors |"
-echo "| --- | --- | --- | --- |"
+echo "| otpd processes | events/s | commands/s | CPU ms per command (otpd + PostgreSQL) | errors |"
+echo "| --- | --- | --- | --- | --- |"
 for n in $(seq 1 "$instances"); do
   before=$(events)
+  ticks=$(cpu_ticks $pid "${extra[@]}")
   start=$(date +%s.%N)
   outs=()
   for k in $(seq 0 $((n - 1))); do
@@ -46,9 +48,11 @@ for n in $(seq 1 "$instances"); do
   elapsed=$(python3 -c "import time; print(time.time() - $start)")
   sleep 1  # the dispatcher's last hand-offs
   after=$(events)
-  python3 - "$n" "$before" "$after" "$elapsed" "$work" <<'PY'
+  ticks=$(($(cpu_ticks $pid "${extra[@]}") - ticks))
+  python3 - "$n" "$before" "$after" "$elapsed" "$work" "$ticks" "$(getconf CLK_TCK)" <<'PY'
 import glob, json, sys
 n, before, after, elapsed, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+cpu_s = int(sys.argv[6]) / int(sys.argv[7])
 runs = [json.loads(open(f).read().strip().splitlines()[-1]) for f in glob.glob('%s/load%d-*.json' % (work, n))]
 sent = sum(r.get('replies', 0) for r in runs)
 errors = sum(r.get('errors', 0) for r in runs)
@@ -56,6 +60,6 @@ kinds = {}
 for r in runs:
     for k, v in r.get('errors_by_kind', {}).items(): kinds[k] = kinds.get(k, 0) + v
 shown = ' (%s)' % ', '.join('%s %d' % kv for kv in sorted(kinds.items())) if kinds else ''
-print('| %d | %.0f | %.0f | %d%s |' % (n, (after - before) / elapsed, sent / elapsed, errors, shown))
+print('| %d | %.0f | %.0f | %.2f | %d%s |' % (n, (after - before) / elapsed, sent / elapsed, cpu_s * 1000 / max(sent, 1), errors, shown))
 PY
 done

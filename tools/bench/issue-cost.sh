@@ -17,18 +17,10 @@ rounds=${2:-2}
 [ "$rounds" -le 9 ] || { echo "at most 9 rounds" >&2; exit 2; }
 . tools/bench/lib.sh
 start_otpd 3600
-postmaster=$(find "$work/data" -name postmaster.pid -exec head -1 {} \; | head -1)
-cpu_ticks() {  # user + system clock ticks of otpd, the postmaster and its children
-  local total=0
-  for p in $pid $postmaster $(pgrep -P "$postmaster"); do
-    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo $total
-}
 hz=$(getconf CLK_TCK)
 echo "otpd ($bin) on :$port; $rounds rounds of $sessions ISSUEs over 8 connections"
 for round in $(seq 1 "$rounds"); do
-  before=$(cpu_ticks)
+  before=$(cpu_ticks $pid)
   python3 - "$port" "$sessions" "$round" <<'PY'
 import sys, threading, time, redis
 port, n, round_ = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -50,6 +42,6 @@ elapsed = time.time() - start
 print("  round %d: %d ISSUEs in %.1f s, %.0f/s" % (round_, n, elapsed, n / elapsed), end="")
 PY
   sleep 1  # let the dispatcher finish the round's hand-offs
-  after=$(cpu_ticks)
+  after=$(cpu_ticks $pid)
   python3 -c "print(', %.2f ms CPU per ISSUE' % (($after - $before) * 1000 / $hz / $sessions))"
 done

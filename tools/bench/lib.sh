@@ -55,3 +55,14 @@ start_another_otpd() {
   for _ in $(seq 1 120); do grep -q "listening" "$work/out$1.log" && break; sleep 0.5; done
   grep -q "listening" "$work/out$1.log" || { cat "$work/err$1.log" >&2; echo "otpd $1 did not start" >&2; exit 1; }
 }
+
+# cpu_ticks PID...: user + system clock ticks (getconf CLK_TCK a second) of the given processes and of the
+# embedded cluster's postmaster and its children, so a figure counts otpd and its PostgreSQL together.
+cpu_ticks() {
+  local total=0 postmaster
+  postmaster=$(find "$work/data" -name postmaster.pid -exec head -1 {} \; | head -1)
+  for p in "$@" $postmaster $(pgrep -P "$postmaster"); do
+    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo $total
+}

@@ -1,0 +1,70 @@
+import EventStore
+import OTPDomain
+import Synchronization
+
+/// Recent sessions as this instance last read or wrote them: their stored records with the data key and the
+/// state they fold to, so a command on a session still reads its rows but need not read its key, decrypt,
+/// decode and fold them again.
+///
+/// A memo answers only for exactly the rows it was made from, every column byte for byte (`json` keeps the
+/// text that was hashed): an event appended by another instance, an erasure, or a row edited or deleted by hand
+/// makes it miss, and the session is read and folded from what is stored, as without it. So it changes what a
+/// command costs, never what it decides. It holds at most `capacity` sessions, the oldest remembered going first,
+/// and it lives in memory only, beside the states commands decide on.
+final class SessionMemo: Sendable {
+    /// A session's stored records, its data key (nil once erased) and their fold.
+    struct Entry: Sendable {
+        var records: [EventRecord]
+        var key: [UInt8]?
+        var state: SessionState
+    }
+
+    private struct Store {
+        var entries: [String: Entry] = [:]
+        /// The streams in the order they were first remembered; `start` is the oldest still counted.
+        var order: [String] = []
+        var start = 0
+    }
+
+    private let store = Mutex(Store())
+    let capacity: Int
+
+    /// Creates a memo of at most `capacity` sessions (0 remembers none).
+    init(capacity: Int) {
+        self.capacity = max(capacity, 0)
+    }
+
+    /// The entry for `stream` if it was made from exactly `records`.
+    func entry(_ stream: String, matching records: [EventRecord]) -> Entry? {
+        store.withLock { store in
+            guard let entry = store.entries[stream], entry.records == records else { return nil }
+            return entry
+        }
+    }
+
+    /// Remembers `entry` for `stream`, unless what is remembered is already further along (two commands of one
+    /// session may finish in either order); past `capacity` the oldest stream is forgotten.
+    func remember(_ stream: String, _ entry: Entry) {
+        guard capacity > 0 else { return }
+        store.withLock { store in
+            if let known = store.entries[stream] {
+                if known.records.count <= entry.records.count { store.entries[stream] = entry }
+                return
+            }
+            store.entries[stream] = entry
+            store.order.append(stream)
+            while store.entries.count > capacity {
+                store.entries[store.order[store.start]] = nil
+                store.start += 1
+            }
+            // The forgotten prefix is dropped once it is half the array, so `order` stays within 2 × capacity.
+            if store.start > capacity {
+                store.order.removeFirst(store.start)
+                store.start = 0
+            }
+        }
+    }
+
+    /// How many sessions are remembered.
+    var count: Int { store.withLock { $0.entries.count } }
+}
