@@ -13,17 +13,31 @@ extension PGConnection {
     @discardableResult
     public func transaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
         let handle = try liveHandle()
-        if PQtransactionStatus(handle) != PQTRANS_IDLE {
+        if beginPending || PQtransactionStatus(handle) != PQTRANS_IDLE {
             return try nestedTransaction(body)
         }
-        try execute("BEGIN")
+        // BEGIN goes out with the first statement, in its round trip.
+        beginPending = true
         let value: T
         do {
             value = try body(self)
         } catch {
-            if isConnected { try? execute("ROLLBACK") }
+            // Nothing to roll back when no statement ran.
+            let begun = !beginPending
+            beginPending = false
+            if begun && isConnected { try? execute("ROLLBACK") }
             throw error
         }
+        try commitIfBegun()
+        return value
+    }
+
+    /// Ends `transaction`'s transaction: nothing when no statement ran (not even BEGIN was sent), a ROLLBACK and
+    /// 25P02 when an error the body swallowed aborted it, otherwise COMMIT.
+    private func commitIfBegun() throws {
+        let begun = !beginPending
+        beginPending = false
+        guard begun else { return }
         if isConnected, let current = self.handle, PQtransactionStatus(current) == PQTRANS_INERROR {
             try? execute("ROLLBACK")
             throw PGError(code: .server, sqlState: "25P02", message: "the transaction was aborted by an earlier error")
@@ -35,7 +49,6 @@ extension PGConnection {
         } catch  where error.code == .connection {
             throw PGError(code: .commitOutcomeUnknown, sqlState: error.sqlState, message: error.message)
         }
-        return value
     }
 
     private func nestedTransaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
@@ -59,6 +72,7 @@ extension PGConnection {
 
     /// Ends a transaction left open by a body; returns false when the connection is unusable.
     func resetSessionState() -> Bool {
+        beginPending = false
         guard let handle, PQstatus(handle) == CONNECTION_OK else { return false }
         switch PQtransactionStatus(handle) {
         case PQTRANS_IDLE:

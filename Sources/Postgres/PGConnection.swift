@@ -25,6 +25,9 @@ public final class PGConnection {
     let responseGrace: Duration
     /// Numbers the savepoints of nested transactions.
     var savepointCounter = 0
+    /// Whether `transaction` has begun a transaction whose BEGIN is not sent yet: it goes out in the same round
+    /// trip as the transaction's first statement, and a transaction that runs none sends neither BEGIN nor COMMIT.
+    var beginPending = false
     /// Statements prepared on this connection, by SQL text (parse and plan once, not per call).
     private var prepared: [String: String] = [:]
     private var preparedCounter = 0
@@ -79,14 +82,14 @@ public final class PGConnection {
         }
         let count = Int32(q.parameters.count)
         guard let name = try statementName(q.sql, parameterCount: count, on: handle) else {
-            return try exchange(on: handle) { handle throws(PGError) in
+            return try exchangeAfterBegin(on: handle) { handle throws(PGError) in
                 try Self.withOptionalCStrings(q.parameters) { values in
                     PQsendQueryParams(handle, q.sql, count, nil, values, nil, nil, 0)
                 }
             }
         }
         do {
-            return try exchange(on: handle) { handle throws(PGError) in
+            return try exchangeAfterBegin(on: handle) { handle throws(PGError) in
                 try Self.withOptionalCStrings(q.parameters) { values in
                     PQsendQueryPrepared(handle, name, count, values, nil, nil, 0)
                 }
@@ -123,7 +126,10 @@ public final class PGConnection {
         if sql.utf8.contains(0) {
             throw PGError(code: .server, sqlState: "22021", message: "the SQL text contains a NUL byte")
         }
-        _ = try exchange(on: handle) { handle in PQsendQuery(handle, sql) }
+        // A BEGIN not sent yet leads the same text (a savepoint as a transaction's first statement, say).
+        let text = beginPending ? "BEGIN; " + sql : sql
+        beginPending = false
+        _ = try exchange(on: handle) { handle in PQsendQuery(handle, text) }
     }
 
     // MARK: Bounded round trips
@@ -164,6 +170,76 @@ public final class PGConnection {
         if let firstError { throw firstError }
         guard let outcome else { throw makeError(nil) }
         return outcome
+    }
+
+    /// Like `exchange`, but a BEGIN not sent yet goes first in the same round trip: both are sent as one
+    /// pipeline with one sync, so a failed BEGIN leaves the statement unrun and its error is the one thrown.
+    /// Whatever breaks the pipeline itself (a send, a lost connection, a server that stops answering) closes the
+    /// connection, whose pipeline state is then unknown.
+    private func exchangeAfterBegin(
+        on handle: OpaquePointer,
+        _ send: (OpaquePointer) throws(PGError) -> Int32
+    ) throws(PGError) -> PGResult {
+        guard beginPending else { return try exchange(on: handle, send) }
+        beginPending = false
+        if PQisnonblocking(handle) == 0, PQsetnonblocking(handle, 1) != 0 {
+            throw .connection("could not make the connection non-blocking: " + Self.errorMessage(handle))
+        }
+        guard PQenterPipelineMode(handle) == 1 else { throw makeError(nil) }
+        let results: Result<PGResult, PGError>
+        do {
+            results = try pipelineAfterBegin(on: handle, send)
+        } catch {
+            close()
+            throw error.code == .connection ? error : .connection(error.message)
+        }
+        guard PQexitPipelineMode(handle) == 1 else {
+            close()
+            throw .connection("the database connection's pipeline did not end")
+        }
+        return try results.get()
+    }
+
+    /// Sends BEGIN, the statement and a sync, and reads every result up to the sync's. Returns the statement's
+    /// result or the first server error; throws what breaks the pipeline.
+    private func pipelineAfterBegin(
+        on handle: OpaquePointer,
+        _ send: (OpaquePointer) throws(PGError) -> Int32
+    ) throws(PGError) -> Result<PGResult, PGError> {
+        var deadline = responseTimeout.map { ContinuousClock.now.advanced(by: $0) }
+        guard PQsendQueryParams(handle, "BEGIN", 0, nil, nil, nil, nil, 0) == 1 else { throw makeError(nil) }
+        guard try send(handle) == 1, PQpipelineSync(handle) == 1 else { throw makeError(nil) }
+        try flush(handle, until: deadline)
+        var outcome: PGResult?
+        var firstError: PGError?
+        var synced = false
+        // Each statement's results end with a null result; the sync's own result ends the pipeline.
+        while !synced {
+            try awaitResult(handle, until: deadline)
+            guard let result = PQgetResult(handle) else {
+                if PQstatus(handle) == CONNECTION_BAD { throw firstError ?? makeError(nil) }
+                continue
+            }
+            deadline = responseTimeout.map { ContinuousClock.now.advanced(by: $0) }
+            let status = PQresultStatus(result)
+            if status == PGRES_PIPELINE_SYNC {
+                synced = true
+            } else if status != PGRES_PIPELINE_ABORTED {
+                do {
+                    outcome = try consume(result)
+                } catch {
+                    if self.handle == nil || PQstatus(handle) == CONNECTION_BAD {
+                        PQclear(result)
+                        throw firstError ?? error
+                    }
+                    if firstError == nil { firstError = error }
+                }
+            }
+            PQclear(result)
+        }
+        if let firstError { return .failure(firstError) }
+        guard let outcome else { throw makeError(nil) }
+        return .success(outcome)
     }
 
     /// Writes libpq's output buffer to the socket, reading input meanwhile, until it is empty or `deadline` passes.

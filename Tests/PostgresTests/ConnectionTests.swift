@@ -208,6 +208,39 @@ struct ConnectionTests {
         #expect(caught)
     }
 
+    /// BEGIN travels with the transaction's first statement (one pipeline): that statement is inside the
+    /// transaction, a first statement that fails leaves the connection idle and usable, and a transaction that
+    /// runs nothing returns its value and leaves no transaction open.
+    @Test func beginGoesOutWithTheFirstStatement() async throws {
+        let (same, failedState, usable, empty, inside) = try await withWorker("lazybegin") { worker in
+            try await worker.submit { connection in
+                let (first, second) = try connection.transaction { tx in
+                    (
+                        try tx.query("SELECT txid_current()::text AS x").rows[0].decode("x", as: String.self),
+                        try tx.query("SELECT txid_current()::text AS x").rows[0].decode("x", as: String.self)
+                    )
+                }
+                var failedState: String?
+                do {
+                    try connection.transaction { tx in try tx.query("SELECT 1 / \(0)") }
+                } catch let error as PGError {
+                    failedState = error.sqlState
+                }
+                let usable = try connection.query("SELECT \(41) + 1 AS n").rows[0].decode("n", as: Int.self)
+                let empty = try connection.transaction { _ in 7 }
+                // Not in a transaction block: a statement now runs on its own, and SAVEPOINT is refused.
+                var inside = true
+                do { try connection.execute("SAVEPOINT s") } catch { inside = false }
+                return (first == second, failedState, usable, empty, inside)
+            }
+        }
+        #expect(same)
+        #expect(failedState == "22012")
+        #expect(usable == 42)
+        #expect(empty == 7)
+        #expect(!inside)
+    }
+
     @Test func transactionWithASwallowedErrorIsRolledBackNotCommitted() async throws {
         let (sqlState, count, nestedCount) = try await withWorker("txnabort") { worker in
             try await worker.submit { connection in
