@@ -99,6 +99,31 @@ public enum EventStore {
         key: ChainKey,
         on conn: PGConnection
     ) throws -> [EventRecord] {
+        var batch = PGBatch()
+        let written = append(
+            events,
+            to: stream,
+            expectedVersion: expectedVersion,
+            headHash: headHash,
+            at: at,
+            key: key,
+            into: &batch
+        )
+        try conn.run(batch)
+        return written
+    }
+
+    /// Adds the append to `batch`, to run in one round trip with other writes, and returns the records it
+    /// writes; running the batch throws `AppendError.versionConflict` as `append(…on:)` does.
+    public static func append(
+        _ events: [NewEvent],
+        to stream: String,
+        expectedVersion: Int,
+        headHash: [UInt8],
+        at: Int64,
+        key: ChainKey,
+        into batch: inout PGBatch
+    ) -> [EventRecord] {
         var prev = expectedVersion == 0 ? HashChain.genesis : headHash
         var written: [EventRecord] = []
         written.reserveCapacity(events.count)
@@ -157,15 +182,15 @@ public enum EventStore {
             ]
         }
         sql += ") AS new WHERE EXISTS (SELECT 1 FROM head)"
-        let inserted: Int
-        do {
-            inserted = try conn.query(PGQuery(unsafeSQL: sql, parameters: parameters)).affectedRows
-        } catch {
+        let count = written.count
+        batch.add(PGQuery(unsafeSQL: sql, parameters: parameters)) { result in
+            switch result {
+            case .success(let inserted): guard inserted.affectedRows == count else { throw AppendError.versionConflict }
             // A row with one of these versions exists: another writer appended first. Nothing was written.
-            if error.isUniqueViolation { throw AppendError.versionConflict }
-            throw error
+            case .failure(let error) where error.isUniqueViolation: throw AppendError.versionConflict
+            case .failure(let error): throw error
+            }
         }
-        guard inserted == written.count else { throw AppendError.versionConflict }
         return written
     }
 

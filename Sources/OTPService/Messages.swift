@@ -47,8 +47,8 @@ public struct Messages: Sendable {
     }
 
     /// Removes a session's rows (it was erased).
-    func forget(_ stream: StreamID, on conn: PGConnection) throws {
-        try conn.query("DELETE FROM messages WHERE stream_id = \(stream.text)")
+    func forget(_ stream: StreamID, into batch: inout PGBatch) {
+        batch.add("DELETE FROM messages WHERE stream_id = \(stream.text)")
     }
 
     /// The message with otpd's id `messageId`.

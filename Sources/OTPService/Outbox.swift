@@ -35,8 +35,8 @@ public struct Outbox: Sendable {
     }
 
     /// Queues the message of the step started at `token`.
-    func enqueue(_ stream: StreamID, token: Int, step: Int, channel: DeliveryChannel, on conn: PGConnection) throws {
-        try conn.query(
+    func enqueue(_ stream: StreamID, token: Int, step: Int, channel: DeliveryChannel, into batch: inout PGBatch) {
+        batch.add(
             """
             INSERT INTO outbox (stream_id, token, step, channel)
             VALUES (\(stream.text), \(token), \(step), \(channel.rawValue))
@@ -117,8 +117,8 @@ public struct Outbox: Sendable {
     /// Removes the row of a step whose message the session no longer wants (cancelled, verified, expired,
     /// erased, superseded), whoever holds it, in the transaction that decided so: a dispatcher that has not
     /// yet begun the send then finds no row and sends nothing.
-    func withdraw(_ stream: StreamID, token: Int, on conn: PGConnection) throws {
-        try conn.query("DELETE FROM outbox WHERE stream_id = \(stream.text) AND token = \(token)")
+    func withdraw(_ stream: StreamID, token: Int, into batch: inout PGBatch) {
+        batch.add("DELETE FROM outbox WHERE stream_id = \(stream.text) AND token = \(token)")
     }
 
     /// Removes a row whose message was handed off, refused, or is no longer wanted, if this claim still holds it.

@@ -131,7 +131,8 @@ public struct SessionStore: Sendable {
     }
 
     /// Writes one decision: the session's key when it is issued, the events after `session`'s version, an outbox
-    /// row for each step they start, and the deadlines that changed. Returns the state after the events.
+    /// row for each step they start, and the deadlines that changed, all in one round trip (`PGBatch`). Returns
+    /// the state after the events.
     ///
     /// Throws `AppendError.versionConflict` when another writer appended first; roll the transaction back then.
     func commit(
@@ -145,31 +146,34 @@ public struct SessionStore: Sendable {
         let state = session.state
         guard !events.isEmpty else { return (state, effects) }
         var key = session.key
+        // None of these writes decides anything for the next: they go out together, and a version conflict the
+        // append's row count shows is thrown once all have run (the caller rolls the transaction back).
+        var batch = PGBatch()
         if case .issued = events[0] {
             let fresh = try secrets.newSessionKey(stream: stream.text)
-            try conn.query("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream.text), \(fresh.sealed))")
+            batch.add("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream.text), \(fresh.sealed))")
             key = fresh.key
         }
-        let written = try EventStore.append(
+        let written = EventStore.append(
             try events.map { try codec.encode($0, stream: stream.text, key: key) },
             to: stream.text,
             expectedVersion: state.version,
             headHash: session.records.last?.hash ?? HashChain.genesis,
             at: now,
             key: secrets.chainKey,
-            on: conn
+            into: &batch
         )
         if events.contains(.erased) {
             // Crypto-shredding: without this key nothing it sealed (destinations, seed, fingerprint) can be read.
-            try conn.query("DELETE FROM session_keys WHERE stream_id = \(stream.text)")
-            try messages.forget(stream, on: conn)
+            batch.add("DELETE FROM session_keys WHERE stream_id = \(stream.text)")
+            messages.forget(stream, into: &batch)
         }
         // Each event that starts a step queues its message, keyed by the event's version (the token).
         var next = state
         for event in events {
             next = SessionDecider.evolve(next, event, at: now)
             if event.startsStep, let step = next.currentStep {
-                try outbox.enqueue(stream, token: next.version, step: next.step, channel: step.channel, on: conn)
+                outbox.enqueue(stream, token: next.version, step: next.step, channel: step.channel, into: &batch)
                 effects.queuedMessages += 1
             }
         }
@@ -182,12 +186,13 @@ public struct SessionStore: Sendable {
         if !recordsTheSend && state.awaitsHandOff(token: pending, now: now)
             && !next.awaitsHandOff(token: pending, now: now)
         {
-            try outbox.withdraw(stream, token: pending, on: conn)
+            outbox.withdraw(stream, token: pending, into: &batch)
         }
         if state.timers != next.timers {
-            try timers.sync(stream, from: state.timers, to: next.timers, on: conn)
+            timers.sync(stream, from: state.timers, to: next.timers, into: &batch)
             effects.timersChanged = true
         }
+        try conn.run(batch)
         // What the next load will read back, byte for byte; an erased session's key is gone with its row.
         effects.session = .init(
             records: session.records + written,

@@ -22,10 +22,10 @@ public struct Timers: Sendable {
     }
 
     /// Writes the deadlines that changed between two states of a session.
-    func sync(_ stream: StreamID, from old: [TimerSpec], to new: [TimerSpec], on conn: PGConnection) throws {
+    func sync(_ stream: StreamID, from old: [TimerSpec], to new: [TimerSpec], into batch: inout PGBatch) {
         guard old != new else { return }
         for t in new where !old.contains(t) {
-            try conn.query(
+            batch.add(
                 """
                 INSERT INTO timers (stream_id, name, due_ms, token) VALUES (\(stream.text), \(t.name), \(t.dueAt), \(t.token))
                 ON CONFLICT (stream_id, name)
@@ -34,7 +34,7 @@ public struct Timers: Sendable {
             )
         }
         for t in old where !new.contains(where: { $0.name == t.name }) {
-            try conn.query("DELETE FROM timers WHERE stream_id = \(stream.text) AND name = \(t.name)")
+            batch.add("DELETE FROM timers WHERE stream_id = \(stream.text) AND name = \(t.name)")
         }
     }
 

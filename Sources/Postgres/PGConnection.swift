@@ -77,24 +77,16 @@ public final class PGConnection {
     @discardableResult
     public func query(_ q: PGQuery) throws(PGError) -> PGResult {
         let handle = try liveHandle()
-        if q.sql.utf8.contains(0) || q.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
-            throw PGError(code: .server, sqlState: "22021", message: "the query or a parameter contains a NUL byte")
-        }
-        let count = Int32(q.parameters.count)
-        guard let name = try statementName(q.sql, parameterCount: count, on: handle) else {
-            return try exchangeAfterBegin(on: handle) { handle throws(PGError) in
-                try Self.withOptionalCStrings(q.parameters) { values in
-                    PQsendQueryParams(handle, q.sql, count, nil, values, nil, nil, 0)
-                }
-            }
-        }
-        do {
-            return try exchangeAfterBegin(on: handle) { handle throws(PGError) in
-                try Self.withOptionalCStrings(q.parameters) { values in
-                    PQsendQueryPrepared(handle, name, count, values, nil, nil, 0)
-                }
+        let send = try sender(for: q, on: handle)
+        do throws(PGError) {
+            guard beginPending else { return try exchange(on: handle, send) }
+            switch try pipeline([send], on: handle)[0] {
+            case .success(let result): return result
+            case .failure(let error): throw error
+            case nil: throw makeError(nil)
             }
         } catch {
+            guard prepared[q.sql] != nil else { throw error }
             // 26000: the statement is gone (DISCARD ALL). 0A000: a table changed under a cached plan
             // ("cached plan must not change result type"). Prepare again; outside a transaction nothing was
             // done, so run it again at once; inside one, the transaction has failed and the caller retries it.
@@ -102,6 +94,48 @@ public final class PGConnection {
             prepared[q.sql] = nil
             guard isConnected, PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
             return try query(q)
+        }
+    }
+
+    /// Runs a batch's statements in one round trip (libpq's pipeline mode), after a BEGIN not sent yet, and
+    /// hands each its result in order. The first statement the server refuses ends the batch: those after it do
+    /// not run, and what its check throws (by default the error itself) is thrown.
+    public func run(_ batch: PGBatch) throws {
+        guard !batch.items.isEmpty else { return }
+        let handle = try liveHandle()
+        var sends: [Send] = []
+        sends.reserveCapacity(batch.items.count)
+        for item in batch.items { sends.append(try sender(for: item.query, on: handle)) }
+        let results = try pipeline(sends, on: handle)
+        for (item, result) in zip(batch.items, results) {
+            guard let result else { break }
+            if case .failure(let error) = result, error.sqlState == "26000" || error.sqlState == "0A000" {
+                prepared[item.query.sql] = nil
+            }
+            try item.check(result)
+        }
+    }
+
+    typealias Send = (OpaquePointer) throws(PGError) -> Int32
+
+    /// The libpq call that sends `q`: as its prepared statement (preparing it on first use), or unprepared once
+    /// the cache is full.
+    private func sender(for q: PGQuery, on handle: OpaquePointer) throws(PGError) -> Send {
+        if q.sql.utf8.contains(0) || q.parameters.contains(where: { $0?.utf8.contains(0) == true }) {
+            throw PGError(code: .server, sqlState: "22021", message: "the query or a parameter contains a NUL byte")
+        }
+        let count = Int32(q.parameters.count)
+        guard let name = try statementName(q.sql, parameterCount: count, on: handle) else {
+            return { handle throws(PGError) in
+                try Self.withOptionalCStrings(q.parameters) { values in
+                    PQsendQueryParams(handle, q.sql, count, nil, values, nil, nil, 0)
+                }
+            }
+        }
+        return { handle throws(PGError) in
+            try Self.withOptionalCStrings(q.parameters) { values in
+                PQsendQueryPrepared(handle, name, count, values, nil, nil, 0)
+            }
         }
     }
 
@@ -172,23 +206,20 @@ public final class PGConnection {
         return outcome
     }
 
-    /// Like `exchange`, but a BEGIN not sent yet goes first in the same round trip: both are sent as one
-    /// pipeline with one sync, so a failed BEGIN leaves the statement unrun and its error is the one thrown.
-    /// Whatever breaks the pipeline itself (a send, a lost connection, a server that stops answering) closes the
-    /// connection, whose pipeline state is then unknown.
-    private func exchangeAfterBegin(
-        on handle: OpaquePointer,
-        _ send: (OpaquePointer) throws(PGError) -> Int32
-    ) throws(PGError) -> PGResult {
-        guard beginPending else { return try exchange(on: handle, send) }
+    /// Sends `sends` as one pipeline with one sync, after a BEGIN not sent yet, and returns each one's result in
+    /// order: nil for a statement that did not run because one before it failed. Whatever breaks the pipeline
+    /// itself (a send, a lost connection, a server that stops answering) closes the connection, whose pipeline
+    /// state is then unknown, and is thrown as `.connection`.
+    private func pipeline(_ sends: [Send], on handle: OpaquePointer) throws(PGError) -> [Result<PGResult, PGError>?] {
+        let begin = beginPending
         beginPending = false
         if PQisnonblocking(handle) == 0, PQsetnonblocking(handle, 1) != 0 {
             throw .connection("could not make the connection non-blocking: " + Self.errorMessage(handle))
         }
         guard PQenterPipelineMode(handle) == 1 else { throw makeError(nil) }
-        let results: Result<PGResult, PGError>
+        var results: [Result<PGResult, PGError>?]
         do {
-            results = try pipelineAfterBegin(on: handle, send)
+            results = try pipelined(sends, begin: begin, on: handle)
         } catch {
             close()
             throw error.code == .connection ? error : .connection(error.message)
@@ -197,49 +228,58 @@ public final class PGConnection {
             close()
             throw .connection("the database connection's pipeline did not end")
         }
-        return try results.get()
+        // BEGIN's own result: only its failure, which left every statement unrun, is reported (as the first's).
+        if begin, case .failure(let error) = results.removeFirst(), !results.isEmpty { results[0] = .failure(error) }
+        return results
     }
 
-    /// Sends BEGIN, the statement and a sync, and reads every result up to the sync's. Returns the statement's
-    /// result or the first server error; throws what breaks the pipeline.
-    private func pipelineAfterBegin(
-        on handle: OpaquePointer,
-        _ send: (OpaquePointer) throws(PGError) -> Int32
-    ) throws(PGError) -> Result<PGResult, PGError> {
+    /// Sends BEGIN (when `begin`), the statements and a sync, and reads every result up to the sync's.
+    private func pipelined(
+        _ sends: [Send],
+        begin: Bool,
+        on handle: OpaquePointer
+    ) throws(PGError) -> [Result<PGResult, PGError>?] {
         var deadline = responseTimeout.map { ContinuousClock.now.advanced(by: $0) }
-        guard PQsendQueryParams(handle, "BEGIN", 0, nil, nil, nil, nil, 0) == 1 else { throw makeError(nil) }
-        guard try send(handle) == 1, PQpipelineSync(handle) == 1 else { throw makeError(nil) }
+        if begin, PQsendQueryParams(handle, "BEGIN", 0, nil, nil, nil, nil, 0) != 1 { throw makeError(nil) }
+        for send in sends where try send(handle) != 1 { throw makeError(nil) }
+        guard PQpipelineSync(handle) == 1 else { throw makeError(nil) }
         try flush(handle, until: deadline)
-        var outcome: PGResult?
-        var firstError: PGError?
-        var synced = false
+        var results: [Result<PGResult, PGError>?] = []
+        results.reserveCapacity(sends.count + 1)
+        var current: Result<PGResult, PGError>?
         // Each statement's results end with a null result; the sync's own result ends the pipeline.
-        while !synced {
+        while true {
             try awaitResult(handle, until: deadline)
             guard let result = PQgetResult(handle) else {
-                if PQstatus(handle) == CONNECTION_BAD { throw firstError ?? makeError(nil) }
+                if PQstatus(handle) == CONNECTION_BAD {
+                    if case .failure(let error) = current { throw error }
+                    throw makeError(nil)
+                }
+                results.append(current)
+                current = nil
                 continue
             }
             deadline = responseTimeout.map { ContinuousClock.now.advanced(by: $0) }
             let status = PQresultStatus(result)
             if status == PGRES_PIPELINE_SYNC {
-                synced = true
-            } else if status != PGRES_PIPELINE_ABORTED {
+                PQclear(result)
+                break
+            }
+            if status != PGRES_PIPELINE_ABORTED {
                 do {
-                    outcome = try consume(result)
+                    let value = try consume(result)
+                    if case .failure = current {} else { current = .success(value) }
                 } catch {
                     if self.handle == nil || PQstatus(handle) == CONNECTION_BAD {
                         PQclear(result)
-                        throw firstError ?? error
+                        throw error
                     }
-                    if firstError == nil { firstError = error }
+                    if case .failure = current {} else { current = .failure(error) }
                 }
             }
             PQclear(result)
         }
-        if let firstError { return .failure(firstError) }
-        guard let outcome else { throw makeError(nil) }
-        return .success(outcome)
+        return results
     }
 
     /// Writes libpq's output buffer to the socket, reading input meanwhile, until it is empty or `deadline` passes.

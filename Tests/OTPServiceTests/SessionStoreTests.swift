@@ -113,7 +113,9 @@ let issue = SessionCommand.issue(
         let streams = (1...6).map { StreamID(tenant: "default", session: "lane\($0)") }
         let (sms, email, rest) = try await f.pool.withConnection { conn in
             for (i, s) in streams.enumerated() {
-                try outbox.enqueue(s, token: 1, step: 1, channel: i < 5 ? .sms : .email, on: conn)
+                var batch = PGBatch()
+                outbox.enqueue(s, token: 1, step: 1, channel: i < 5 ? .sms : .email, into: &batch)
+                try conn.run(batch)
                 // Oldest first: each row a second older than the next.
                 try conn.query(
                     "UPDATE outbox SET available_at = now() - make_interval(secs => \(10 - i)) WHERE stream_id = \(s.text)"

@@ -241,6 +241,64 @@ struct ConnectionTests {
         #expect(!inside)
     }
 
+    /// A batch runs its statements in order in one round trip and hands each check its result; the first one
+    /// refused ends it (outside a transaction the batch is one implicit transaction, so nothing of it stays), a
+    /// check's own error is thrown after every statement ran, and the connection is usable afterwards.
+    @Test func aBatchRunsInOrderAndStopsAtTheFirstRefusal() async throws {
+        struct Short: Error {}
+        let (seen, afterFailure, failedState, checked, afterCheck, inTransaction) = try await withWorker("batch") {
+            worker in
+            try await worker.submit { connection in
+                try connection.execute("CREATE TABLE b (v int PRIMARY KEY)")
+                var seen: [Int] = []
+                var ok = PGBatch()
+                ok.add("INSERT INTO b VALUES (\(1)), (\(2))") { seen.append(try $0.get().affectedRows) }
+                ok.add("INSERT INTO b VALUES (\(3))")
+                ok.add("SELECT count(*)::int AS n FROM b") { seen.append(try $0.get().rows[0].decode("n")) }
+                try connection.run(ok)
+
+                var failing = PGBatch()
+                failing.add("INSERT INTO b VALUES (\(10))")
+                failing.add("INSERT INTO b VALUES (\(1))")  // a duplicate key
+                failing.add("INSERT INTO b VALUES (\(11))") { _ in seen.append(-1) }  // never runs
+                var failedState: String?
+                do { try connection.run(failing) } catch let error as PGError { failedState = error.sqlState }
+                let afterFailure = try connection.query("SELECT count(*)::int AS n FROM b").rows[0].decode(
+                    "n",
+                    as: Int.self
+                )
+
+                var checking = PGBatch()
+                checking.add("DELETE FROM b WHERE v = \(3)") { if try $0.get().affectedRows < 2 { throw Short() } }
+                checking.add("INSERT INTO b VALUES (\(4))")
+                var checked = false
+                do { try connection.run(checking) } catch is Short { checked = true }
+                let afterCheck = try connection.query("SELECT array_agg(v ORDER BY v)::text AS a FROM b").rows[0]
+                    .decode("a", as: String.self)
+
+                // The first statement of a transaction: BEGIN rides in the same pipeline, and a check that throws
+                // rolls the whole transaction back.
+                do {
+                    try connection.transaction { tx in
+                        var batch = PGBatch()
+                        batch.add("INSERT INTO b VALUES (\(20))")
+                        batch.add("INSERT INTO b VALUES (\(21))") { _ in throw Short() }
+                        try tx.run(batch)
+                    }
+                } catch is Short {}
+                let inTransaction = try connection.query("SELECT count(*)::int AS n FROM b WHERE v >= \(20)").rows[0]
+                    .decode("n", as: Int.self)
+                return (seen, afterFailure, failedState, checked, afterCheck, inTransaction)
+            }
+        }
+        #expect(seen == [2, 3])
+        #expect(failedState == "23505")
+        #expect(afterFailure == 3)
+        #expect(checked)
+        #expect(afterCheck == "{1,2,4}")
+        #expect(inTransaction == 0)
+    }
+
     @Test func transactionWithASwallowedErrorIsRolledBackNotCommitted() async throws {
         let (sqlState, count, nestedCount) = try await withWorker("txnabort") { worker in
             try await worker.submit { connection in
