@@ -71,7 +71,7 @@ public struct SessionStore: Sendable {
         outbox: Outbox = Outbox(),
         timers: Timers = Timers(),
         messages: Messages = Messages(),
-        memoCapacity: Int = 10_000
+        memoCapacity: Int = 4_096
     ) {
         self.secrets = secrets
         self.memo = SessionMemo(capacity: memoCapacity)
