@@ -209,6 +209,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             writeDeadline?.cancel()
             writeDeadline = nil
             serve(context)
+        } else {
+            // From the moment replies back up, not only when a request waits for them: a client that stops
+            // reading after its last request would otherwise hold the connection open, unread, forever.
+            waitForWritable(context)
         }
         context.fireChannelWritabilityChanged()
     }
