@@ -8,10 +8,11 @@ import Synchronization
 /// decrypt, decode and fold them again.
 ///
 /// A memo answers only for exactly the rows it was made from, every column byte for byte (`json` keeps the
-/// text that was hashed; the rows are compared by a SHA-256 of every column, so the memo does not keep them): an event appended by another instance, an erasure, or a row edited or deleted by hand
-/// makes it miss, and the session is read and folded from what is stored, as without it. So it changes what a
-/// command costs, never what it decides. It holds at most `capacity` sessions, the oldest remembered going first,
-/// and it lives in memory only, beside the states commands decide on.
+/// text that was hashed; rows are compared by a SHA-256 of every column, so the memo does not keep them). An
+/// event appended by another instance, an erasure, or a row edited or deleted by hand makes it miss, and the
+/// session is read and folded from what is stored, as without it. So it changes what a command costs, never
+/// what it decides. It holds at most `capacity` sessions, the oldest remembered going first, and it lives in
+/// memory only, beside the states commands decide on.
 final class SessionMemo: Sendable {
     /// A session's stored records, its data key (nil once erased) and their fold.
     struct Entry: Sendable {

@@ -224,9 +224,9 @@ public final class PGConnection {
             close()
             throw error.code == .connection ? error : .connection(error.message)
         }
-        guard PQexitPipelineMode(handle) == 1 else {
+        guard PQexitPipelineMode(handle) == 1, results.count == sends.count + (begin ? 1 : 0) else {
             close()
-            throw .connection("the database connection's pipeline did not end")
+            throw .connection("the database connection's pipeline did not end as it began")
         }
         // BEGIN's own result: only its failure, which left every statement unrun, is reported (as the first's).
         if begin, case .failure(let error) = results.removeFirst(), !results.isEmpty { results[0] = .failure(error) }
