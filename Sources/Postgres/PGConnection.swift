@@ -86,11 +86,9 @@ public final class PGConnection {
             case nil: throw makeError(nil)
             }
         } catch {
-            guard prepared[q.sql] != nil else { throw error }
-            // 26000: the statement is gone (DISCARD ALL). 0A000: a table changed under a cached plan
-            // ("cached plan must not change result type"). Prepare again; outside a transaction nothing was
-            // done, so run it again at once; inside one, the transaction has failed and the caller retries it.
-            guard error.sqlState == "26000" || error.sqlState == "0A000" else { throw error }
+            // Prepare again; outside a transaction nothing was done, so run it again at once; inside one, the
+            // transaction has failed and the caller retries it.
+            guard prepared[q.sql] != nil, error.isStalePreparedStatement else { throw error }
             prepared[q.sql] = nil
             guard isConnected, PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
             return try query(q)
@@ -109,9 +107,8 @@ public final class PGConnection {
         let results = try pipeline(sends, on: handle)
         for (item, result) in zip(batch.items, results) {
             guard let result else { break }
-            if case .failure(let error) = result, error.sqlState == "26000" || error.sqlState == "0A000" {
-                prepared[item.query.sql] = nil
-            }
+            // Prepared again on next use; the transaction this ran in has failed and its caller retries it.
+            if case .failure(let error) = result, error.isStalePreparedStatement { prepared[item.query.sql] = nil }
             try item.check(result)
         }
     }

@@ -64,6 +64,10 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
     /// Whether the server reported a unique constraint violation (SQLSTATE 23505).
     public var isUniqueViolation: Bool { sqlState == "23505" }
 
+    /// Whether a prepared statement is no longer usable as prepared: gone (26000, after DISCARD ALL) or planned
+    /// for a table that changed shape (0A000, "cached plan must not change result type"). Prepare it again.
+    var isStalePreparedStatement: Bool { sqlState == "26000" || sqlState == "0A000" }
+
     /// Whether the statement was canceled, typically by `statement_timeout` (SQLSTATE 57014).
     public var isQueryCanceled: Bool { sqlState == "57014" }
 
