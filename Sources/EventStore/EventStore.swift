@@ -8,62 +8,6 @@ public struct AppendError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String
 }
 
-/// One stream's events, chained to its head and ready to append (`EventStore.append(_:into:)`).
-public struct StreamAppend: Sendable {
-    /// The stream.
-    public var stream: String
-    /// The version its writer read: the head must still be there (0: a new stream, with no head yet).
-    public var expectedVersion: Int
-    /// The records to write, each hash chained to the one before, the first to the stream's head.
-    public var records: [EventRecord]
-    /// The head after the last record.
-    public var head: StreamHead
-
-    /// Chains `events` after `expectedVersion`, the first to `headHash`, under `key`, all stamped `at`; nil
-    /// when there are none.
-    public init?(
-        _ events: [NewEvent],
-        to stream: String,
-        expectedVersion: Int,
-        headHash: [UInt8],
-        at: Int64,
-        key: ChainKey
-    ) {
-        var prev = expectedVersion == 0 ? HashChain.genesis : headHash
-        var written: [EventRecord] = []
-        written.reserveCapacity(events.count)
-        for (i, e) in events.enumerated() {
-            let version = expectedVersion + i + 1
-            let h = HashChain.hash(
-                key: key,
-                prev: prev,
-                streamID: stream,
-                version: version,
-                type: e.type,
-                at: at,
-                data: e.data
-            )
-            written.append(
-                EventRecord(
-                    streamID: stream,
-                    version: version,
-                    type: e.type,
-                    data: e.data,
-                    at: at,
-                    prevHash: prev,
-                    hash: h
-                )
-            )
-            prev = h
-        }
-        guard let last = written.last else { return nil }
-        self.stream = stream
-        self.expectedVersion = expectedVersion
-        self.records = written
-        self.head = HashChain.head(key: key, streamID: stream, version: last.version, hash: last.hash)
-    }
-}
-
 /// A position in the global log: subscribers read strictly after it.
 public struct LogPosition: Sendable, Hashable, Comparable {
     /// The appending transaction's id.
@@ -133,43 +77,6 @@ public enum EventStore {
         return (try rows.map(EventStore.record), head, now)
     }
 
-    /// Reads several streams' events in version order and their recorded heads, with the database clock, in one
-    /// statement: `readWithHead` for a batch of streams. Every stream asked for is in the result (with no
-    /// records and no head when it has none).
-    public static func readWithHeads(
-        streams: [String],
-        on conn: PGConnection
-    ) throws -> (streams: [String: (records: [EventRecord], head: StreamHead?)], now: Int64) {
-        let rows = try conn.query(
-            """
-            SELECT one.now, s.wanted, h.version AS head_version, h.mac AS head_mac,
-                   e.stream_id, e.version, e.type, e.data::text AS data, e.at_ms, e.prev_hash, e.hash
-            FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now) AS one
-            CROSS JOIN unnest(\(PGTextArray(streams))::text[]) AS s(wanted)
-            LEFT JOIN stream_heads h ON h.stream_id = s.wanted
-            LEFT JOIN events e ON e.stream_id = s.wanted
-            ORDER BY s.wanted, e.version
-            """
-        ).rows
-        guard let first = rows.first else { return ([:], try now(on: conn)) }
-        let now = try first.decode("now", as: Int64.self)
-        var found: [String: (records: [EventRecord], head: StreamHead?)] = [:]
-        found.reserveCapacity(streams.count)
-        for row in rows {
-            let stream = try row.decode("wanted", as: String.self)
-            if found[stream] == nil {
-                let head = try row.decodeIfPresent("head_version", as: Int.self).map {
-                    StreamHead(version: $0, mac: try row.decode("head_mac"))
-                }
-                found[stream] = ([], head)
-            }
-            if try row.decodeIfPresent("stream_id", as: String.self) != nil {
-                found[stream]?.records.append(try EventStore.record(row))
-            }
-        }
-        return (found, now)
-    }
-
     /// Reads a stream's recorded head, or nil when none was recorded.
     public static func head(stream: String, on conn: PGConnection) throws -> StreamHead? {
         try conn.query("SELECT version, mac FROM stream_heads WHERE stream_id = \(stream)").rows.first.map {
@@ -217,72 +124,74 @@ public enum EventStore {
         key: ChainKey,
         into batch: inout PGBatch
     ) -> [EventRecord] {
-        let chained = StreamAppend(
-            events,
-            to: stream,
-            expectedVersion: expectedVersion,
-            headHash: headHash,
-            at: at,
-            key: key
-        )
-        guard let chained else { return [] }
-        append([chained], into: &batch)
-        return chained.records
-    }
-
-    /// Adds the appends of several streams (each stream once) to `batch` as one statement: every stream's head
-    /// moves from the version its writer read, and its events are written, or, if any stream's head is not
-    /// where its writer read it, running the batch throws `AppendError.versionConflict` and the statement has
-    /// written only the others' (roll the transaction back then).
-    ///
-    /// The SQL text is the same for any number of streams and events (the values travel as arrays), so it is
-    /// prepared once per connection.
-    public static func append(_ appends: [StreamAppend], into batch: inout PGBatch) {
-        guard !appends.isEmpty else { return }
-        // A new stream has no head and gets one; an existing one's moves only from the version read. Events
-        // are written only for the streams whose head moved: another writer came first, or the stream's rows
-        // were cut back under its head, which no append may paper over.
-        let sql = """
-            WITH input AS (
-                SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::bytea[]) AS i(stream_id, expected, version, mac)
-            ), fresh AS (
-                INSERT INTO stream_heads (stream_id, version, mac)
-                SELECT stream_id, version, mac FROM input WHERE expected = 0
-                ON CONFLICT DO NOTHING RETURNING stream_id
-            ), moved AS (
-                UPDATE stream_heads h SET version = i.version, mac = i.mac FROM input i
-                WHERE i.expected > 0 AND h.stream_id = i.stream_id AND h.version = i.expected RETURNING h.stream_id
+        var prev = expectedVersion == 0 ? HashChain.genesis : headHash
+        var written: [EventRecord] = []
+        written.reserveCapacity(events.count)
+        for (i, e) in events.enumerated() {
+            let version = expectedVersion + i + 1
+            let h = HashChain.hash(
+                key: key,
+                prev: prev,
+                streamID: stream,
+                version: version,
+                type: e.type,
+                at: at,
+                data: e.data
             )
-            INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
-            SELECT e.stream_id, e.version, e.type, e.data::json, e.at_ms, e.prev_hash, e.hash
-            FROM unnest($5::text[], $6::integer[], $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::bytea[])
-                 WITH ORDINALITY AS e(stream_id, version, type, data, at_ms, prev_hash, hash, n)
-            WHERE e.stream_id IN (SELECT stream_id FROM fresh UNION ALL SELECT stream_id FROM moved)
-            ORDER BY e.n
+            written.append(
+                EventRecord(
+                    streamID: stream,
+                    version: version,
+                    type: e.type,
+                    data: e.data,
+                    at: at,
+                    prevHash: prev,
+                    hash: h
+                )
+            )
+            prev = h
+        }
+        guard let last = written.last else { return [] }
+        // One statement for all of them and the head: rows of placeholders, the values as parameters. The head
+        // moves only from the version the writer read: a new stream has none, and an existing one must be at
+        // `expectedVersion`. Otherwise nothing is written: another writer came first, or the stream's rows were
+        // cut back under its head, which no append may paper over.
+        let head = HashChain.head(key: key, streamID: stream, version: last.version, hash: last.hash)
+        let moveHead =
+            expectedVersion == 0
+            ? """
+            INSERT INTO stream_heads (stream_id, version, mac) SELECT $1::text, $2::integer, $3::bytea
+            WHERE $4::integer = 0 ON CONFLICT DO NOTHING RETURNING 1
             """
-        let records = appends.flatMap(\.records)
-        let parameters = [
-            PGTextArray(appends.map(\.stream)).pgText,
-            PGTextArray(appends.map { String($0.expectedVersion) }).pgText,
-            PGTextArray(appends.map { String($0.head.version) }).pgText,
-            PGTextArray(appends.map { $0.head.mac.pgText ?? "" }).pgText,
-            PGTextArray(records.map(\.streamID)).pgText,
-            PGTextArray(records.map { String($0.version) }).pgText,
-            PGTextArray(records.map(\.type)).pgText,
-            PGTextArray(records.map(\.data)).pgText,
-            PGTextArray(records.map { String($0.at) }).pgText,
-            PGTextArray(records.map { $0.prevHash.pgText ?? "" }).pgText,
-            PGTextArray(records.map { $0.hash.pgText ?? "" }).pgText,
-        ]
-        let count = records.count
+            : "UPDATE stream_heads SET version = $2::integer, mac = $3::bytea WHERE stream_id = $1::text AND version = $4::integer RETURNING 1"
+        var sql = """
+            WITH head AS (\(moveHead))
+            INSERT INTO events (stream_id, version, type, data, at_ms, prev_hash, hash)
+            SELECT * FROM (VALUES
+            """
+        var parameters: [String?] = [stream.pgText, head.version.pgText, head.mac.pgText, expectedVersion.pgText]
+        parameters.reserveCapacity(4 + written.count * 7)
+        for (i, r) in written.enumerated() {
+            let n = 4 + i * 7
+            sql += i == 0 ? " " : ", "
+            sql += "($\(n + 1)::text, $\(n + 2)::integer, $\(n + 3)::text, $\(n + 4)::json, $\(n + 5)::bigint, "
+            sql += "$\(n + 6)::bytea, $\(n + 7)::bytea)"
+            parameters += [
+                r.streamID.pgText, r.version.pgText, r.type.pgText, r.data.pgText, r.at.pgText, r.prevHash.pgText,
+                r.hash.pgText,
+            ]
+        }
+        sql += ") AS new WHERE EXISTS (SELECT 1 FROM head)"
+        let count = written.count
         batch.add(PGQuery(unsafeSQL: sql, parameters: parameters)) { result in
             switch result {
             case .success(let inserted): guard inserted.affectedRows == count else { throw AppendError.versionConflict }
-            // A row with one of these versions exists: another writer appended first.
+            // A row with one of these versions exists: another writer appended first. Nothing was written.
             case .failure(let error) where error.isUniqueViolation: throw AppendError.versionConflict
             case .failure(let error): throw error
             }
         }
+        return written
     }
 
     /// Reads up to `limit` events of every stream after `position`, in the stable log order.

@@ -46,10 +46,9 @@ public struct Messages: Sendable {
         try conn.query("UPDATE messages SET provider_ref = \(providerRef) WHERE message_id = \(messageId)")
     }
 
-    /// Removes the rows of sessions that were erased.
-    func forget(_ streams: [StreamID], into batch: inout PGBatch) {
-        guard !streams.isEmpty else { return }
-        batch.add("DELETE FROM messages WHERE stream_id = ANY(\(PGTextArray(streams.map(\.text)))::text[])")
+    /// Removes a session's rows (it was erased).
+    func forget(_ stream: StreamID, into batch: inout PGBatch) {
+        batch.add("DELETE FROM messages WHERE stream_id = \(stream.text)")
     }
 
     /// The message with otpd's id `messageId`.

@@ -34,22 +34,12 @@ public struct Outbox: Sendable {
         public var maybeSent = false
     }
 
-    /// A message to queue: the step of `stream` that the event at version `token` started.
-    struct Queued: Sendable, Hashable {
-        var stream: StreamID
-        var token: Int
-        var step: Int
-        var channel: DeliveryChannel
-    }
-
-    /// Queues the messages of the steps `rows` started, in one statement for any number of sessions.
-    func enqueue(_ rows: [Queued], into batch: inout PGBatch) {
-        guard !rows.isEmpty else { return }
+    /// Queues the message of the step started at `token`.
+    func enqueue(_ stream: StreamID, token: Int, step: Int, channel: DeliveryChannel, into batch: inout PGBatch) {
         batch.add(
             """
             INSERT INTO outbox (stream_id, token, step, channel)
-            SELECT * FROM unnest(\(PGTextArray(rows.map(\.stream.text)))::text[], \(PGTextArray(rows.map { String($0.token) }))::integer[],
-                                 \(PGTextArray(rows.map { String($0.step) }))::integer[], \(PGTextArray(rows.map(\.channel.rawValue)))::text[])
+            VALUES (\(stream.text), \(token), \(step), \(channel.rawValue))
             """
         )
     }
@@ -124,19 +114,11 @@ public struct Outbox: Sendable {
         ).affectedRows == 1
     }
 
-    /// Removes the rows of steps whose messages the sessions no longer want (cancelled, verified, expired,
-    /// erased, superseded), whoever holds them, in the transaction that decided so: a dispatcher that has not
-    /// yet begun the send then finds no row and sends nothing. One statement for any number of sessions.
-    func withdraw(_ rows: [(stream: StreamID, token: Int)], into batch: inout PGBatch) {
-        guard !rows.isEmpty else { return }
-        batch.add(
-            """
-            DELETE FROM outbox o
-            USING unnest(\(PGTextArray(rows.map(\.stream.text)))::text[], \(PGTextArray(rows.map { String($0.token) }))::integer[])
-                  AS w(stream_id, token)
-            WHERE o.stream_id = w.stream_id AND o.token = w.token
-            """
-        )
+    /// Removes the row of a step whose message the session no longer wants (cancelled, verified, expired,
+    /// erased, superseded), whoever holds it, in the transaction that decided so: a dispatcher that has not
+    /// yet begun the send then finds no row and sends nothing.
+    func withdraw(_ stream: StreamID, token: Int, into batch: inout PGBatch) {
+        batch.add("DELETE FROM outbox WHERE stream_id = \(stream.text) AND token = \(token)")
     }
 
     /// Removes a row whose message was handed off, refused, or is no longer wanted, if this claim still holds it.

@@ -388,6 +388,17 @@ final class PendingCounts {
     private var kept: [Key: Int] = [:]
     private var current: [Key: Int] = [:]
 
+    /// Runs one command in a transaction of its own, its counts written just before COMMIT.
+    static func transaction<T>(on conn: PGConnection, _ body: (PendingCounts) throws -> T) throws -> T {
+        try conn.transaction { conn in
+            let counts = PendingCounts()
+            let value = try body(counts)
+            counts.keep()
+            try counts.write(on: conn)
+            return value
+        }
+    }
+
     /// Counts `amount` more (one send, or a price in millionths) in `scope`'s bucket, for the command running now.
     func add(scope: String, bucketMs: Int64, amount: Int = 1) {
         current[Key(scope: scope, bucketMs: bucketMs), default: 0] += amount

@@ -67,9 +67,7 @@ public final class SessionService: Sendable {
                 pool: pool,
                 transactions: pool.size,
                 maxAttempts: Self.maxConflictRetries + 1,
-                isLostRace: Self.isLostRace,
-                read: { [store] streams, conn in try store.read(streams, on: conn) },
-                write: { [store] writes, conn in try store.write(writes, on: conn) }
+                isLostRace: Self.isLostRace
             ) : nil
     }
 
@@ -84,13 +82,13 @@ public final class SessionService: Sendable {
         also: (@Sendable (PGConnection, SessionState) throws -> Void)? = nil
     ) async throws -> CommandOutcome {
         // One attempt; only the first may decide on the caller's load.
-        let attempt: GroupCommit<(outcome: CommandOutcome, effects: CommitEffects)>.Work = { conn, scope, attempt in
+        let attempt: GroupCommit<(outcome: CommandOutcome, effects: CommitEffects)>.Work = { conn, counts, attempt in
             try self.run(
                 command,
                 on: stream,
                 preloaded: attempt == 0 ? loaded : nil,
                 also: also,
-                scope: scope,
+                counts: counts,
                 on: conn
             )
         }
@@ -111,14 +109,14 @@ public final class SessionService: Sendable {
     /// One transaction per command (the default): a lost race rolls back and runs the command again on a
     /// fresh load, a bounded number of times.
     private func alone<Value: Sendable>(
-        _ work: @escaping @Sendable (PGConnection, BatchScope, Int) throws -> Value
+        _ work: @escaping @Sendable (PGConnection, PendingCounts, Int) throws -> Value
     ) async throws -> Value {
         var attempt = 0
         while true {
             let n = attempt
             do {
                 return try await pool.withConnection { conn in
-                    try BatchScope.alone(on: conn) { scope in try work(conn, scope, n) }
+                    try PendingCounts.transaction(on: conn) { counts in try work(conn, counts, n) }
                 }
             } catch  where Self.isLostRace(error) && attempt < Self.maxConflictRetries {
                 attempt += 1
@@ -140,22 +138,11 @@ public final class SessionService: Sendable {
         on stream: StreamID,
         preloaded: LoadedSession?,
         also: (@Sendable (PGConnection, SessionState) throws -> Void)?,
-        scope: BatchScope,
+        counts: PendingCounts,
         on conn: PGConnection
     ) throws -> (outcome: CommandOutcome, effects: CommitEffects) {
-        let counts = scope.counts
-        // Until the decision is made the command only reads: a refusal is its own, even in a merged batch.
-        scope.clean = true
-        var session: LoadedSession
-        if let stored = scope.stored[stream.text] {
-            // Read with the rest of a merged batch, just now: fresher than a caller's load.
-            session = try store.load(stream, from: stored, on: conn)
-        } else if let preloaded {
-            session = preloaded
-            session.now = try EventStore.now(on: conn)
-        } else {
-            session = try store.load(stream, on: conn)
-        }
+        var session = try preloaded ?? store.load(stream, on: conn)
+        if preloaded != nil { session.now = try EventStore.now(on: conn) }
         let now = session.now
         let context = DecisionContext(
             now: now,
@@ -176,12 +163,7 @@ public final class SessionService: Sendable {
             routeLatency: routeLatency
         )
         let decision = try SessionDecider.decide(command, state: session.state, context: context)
-        // From here on it writes: in a merged batch, an error from now on rolls the whole batch back.
-        scope.clean = false
-        let (next, effects) =
-            scope.merging
-            ? try store.commit(decision.events, to: stream, after: session, now: now, into: &scope.deferred)
-            : try store.commit(decision.events, to: stream, after: session, now: now, on: conn)
+        let (next, effects) = try store.commit(decision.events, to: stream, after: session, now: now, on: conn)
         try pacing.apply(
             command,
             events: decision.events,

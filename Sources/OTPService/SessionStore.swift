@@ -85,20 +85,6 @@ public struct SessionStore: Sendable {
     /// decoded again.
     func load(_ stream: StreamID, on conn: PGConnection) throws -> LoadedSession {
         let (records, head, now) = try EventStore.readWithHead(stream: stream.text, on: conn)
-        return try load(stream, from: StoredStream(records: records, head: head, now: now), on: conn)
-    }
-
-    /// Reads the streams of a batch of commands in one statement (`EventStore.readWithHeads`), for
-    /// `load(_:from:on:)`.
-    func read(_ streams: [String], on conn: PGConnection) throws -> [String: StoredStream] {
-        let (found, now) = try EventStore.readWithHeads(streams: streams, on: conn)
-        return found.mapValues { StoredStream(records: $0.records, head: $0.head, now: now) }
-    }
-
-    /// Folds a session from its stored rows as read (`read`), with its data key; rows the memo folded before are
-    /// not decoded again.
-    func load(_ stream: StreamID, from stored: StoredStream, on conn: PGConnection) throws -> LoadedSession {
-        let (records, head, now) = (stored.records, stored.head, stored.now)
         // A stream that no longer reaches its recorded head lost its last events (deleted by hand): nothing may
         // be decided on what is left, or the deletion would give back what those events took (attempts).
         if records.last?.version != head?.version {
@@ -156,47 +142,38 @@ public struct SessionStore: Sendable {
         now: Int64,
         on conn: PGConnection
     ) throws -> (next: SessionState, effects: CommitEffects) {
-        var writes = SessionWrites()
-        let result = try commit(events, to: stream, after: session, now: now, into: &writes)
-        try write(writes, on: conn)
-        return result
-    }
-
-    /// Decides what writing one decision takes (as `commit(…on:)` writes it) and adds it to `writes`, to be
-    /// written with other sessions' (`write`). Reads nothing; only a new session's key is made here.
-    func commit(
-        _ events: [SessionEvent],
-        to stream: StreamID,
-        after session: LoadedSession,
-        now: Int64,
-        into writes: inout SessionWrites
-    ) throws -> (next: SessionState, effects: CommitEffects) {
         var effects = CommitEffects()
         let state = session.state
         guard !events.isEmpty else { return (state, effects) }
         var key = session.key
+        // None of these writes decides anything for the next: they go out together, and a version conflict the
+        // append's row count shows is thrown once all have run (the caller rolls the transaction back).
+        var batch = PGBatch()
         if case .issued = events[0] {
             let fresh = try secrets.newSessionKey(stream: stream.text)
-            writes.keys.append((stream.text, fresh.sealed))
+            batch.add("INSERT INTO session_keys (stream_id, sealed_key) VALUES (\(stream.text), \(fresh.sealed))")
             key = fresh.key
         }
-        let append = StreamAppend(
+        let written = EventStore.append(
             try events.map { try codec.encode($0, stream: stream.text, key: key) },
             to: stream.text,
             expectedVersion: state.version,
             headHash: session.records.last?.hash ?? HashChain.genesis,
             at: now,
-            key: secrets.chainKey
+            key: secrets.chainKey,
+            into: &batch
         )
-        if let append { writes.appends.append(append) }
-        // Crypto-shredding: without its key nothing it sealed (destinations, seed, fingerprint) can be read.
-        if events.contains(.erased) { writes.erased.append(stream) }
+        if events.contains(.erased) {
+            // Crypto-shredding: without this key nothing it sealed (destinations, seed, fingerprint) can be read.
+            batch.add("DELETE FROM session_keys WHERE stream_id = \(stream.text)")
+            messages.forget(stream, into: &batch)
+        }
         // Each event that starts a step queues its message, keyed by the event's version (the token).
         var next = state
         for event in events {
             next = SessionDecider.evolve(next, event, at: now)
             if event.startsStep, let step = next.currentStep {
-                writes.queued.append(.init(stream: stream, token: next.version, step: next.step, channel: step.channel))
+                outbox.enqueue(stream, token: next.version, step: next.step, channel: step.channel, into: &batch)
                 effects.queuedMessages += 1
             }
         }
@@ -209,65 +186,21 @@ public struct SessionStore: Sendable {
         if !recordsTheSend && state.awaitsHandOff(token: pending, now: now)
             && !next.awaitsHandOff(token: pending, now: now)
         {
-            writes.withdrawn.append((stream, pending))
+            outbox.withdraw(stream, token: pending, into: &batch)
         }
         if state.timers != next.timers {
-            writes.timers.add(stream, from: state.timers, to: next.timers)
+            timers.sync(stream, from: state.timers, to: next.timers, into: &batch)
             effects.timersChanged = true
         }
+        try conn.run(batch)
         // What the next load will read back, byte for byte; an erased session's key is gone with its row.
         effects.session = .init(
-            records: session.records + (append?.records ?? []),
+            records: session.records + written,
             key: events.contains(.erased) ? nil : key,
             state: next
         )
         return (next, effects)
     }
-
-    /// Writes decisions (`commit(…into:)`), one statement per table for any number of sessions, all in one round
-    /// trip. Throws `AppendError.versionConflict` when any session's stream moved since its writer read it, once
-    /// every statement has run: roll the transaction back then.
-    func write(_ writes: SessionWrites, on conn: PGConnection) throws {
-        // None of these writes decides anything for the next: they go out together.
-        var batch = PGBatch()
-        if !writes.keys.isEmpty {
-            batch.add(
-                """
-                INSERT INTO session_keys (stream_id, sealed_key)
-                SELECT * FROM unnest(\(PGTextArray(writes.keys.map(\.stream)))::text[], \(PGTextArray(writes.keys.map { $0.sealed.pgText ?? "" }))::bytea[])
-                """
-            )
-        }
-        EventStore.append(writes.appends, into: &batch)
-        if !writes.erased.isEmpty {
-            batch.add(
-                "DELETE FROM session_keys WHERE stream_id = ANY(\(PGTextArray(writes.erased.map(\.text)))::text[])"
-            )
-            messages.forget(writes.erased, into: &batch)
-        }
-        outbox.enqueue(writes.queued, into: &batch)
-        outbox.withdraw(writes.withdrawn, into: &batch)
-        timers.write(writes.timers, into: &batch)
-        try conn.run(batch)
-    }
-}
-
-/// What decisions write besides pacing, as rows (`SessionStore.commit(…into:)`), so that the decisions of many
-/// sessions in one transaction are written with one statement per table (`SessionStore.write`). Each session at
-/// most once.
-struct SessionWrites: Sendable {
-    /// New sessions' sealed data keys.
-    var keys: [(stream: String, sealed: [UInt8])] = []
-    /// The events, chained to each stream's head.
-    var appends: [StreamAppend] = []
-    /// Sessions erased: their keys and messages go.
-    var erased: [StreamID] = []
-    /// Messages queued, one per step started.
-    var queued: [Outbox.Queued] = []
-    /// Messages no longer wanted.
-    var withdrawn: [(stream: StreamID, token: Int)] = []
-    /// Deadlines set and cleared.
-    var timers = Timers.Changes()
 }
 
 extension SessionEvent {

@@ -21,46 +21,20 @@ public struct Timers: Sendable {
         public var timer: TimerSpec
     }
 
-    /// The deadlines that decisions changed, across sessions: those set (new or moved) and those cleared.
-    struct Changes: Sendable {
-        var placed: [(stream: StreamID, timer: TimerSpec)] = []
-        var cleared: [(stream: StreamID, name: String)] = []
-
-        /// Adds what changed between two states of a session.
-        mutating func add(_ stream: StreamID, from old: [TimerSpec], to new: [TimerSpec]) {
-            guard old != new else { return }
-            for t in new where !old.contains(t) { placed.append((stream, t)) }
-            for t in old where !new.contains(where: { $0.name == t.name }) { cleared.append((stream, t.name)) }
-        }
-
-        /// Whether nothing changed.
-        var isEmpty: Bool { placed.isEmpty && cleared.isEmpty }
-    }
-
-    /// Writes the deadlines that changed, one statement for those set and one for those cleared, for any number
-    /// of sessions (each session's deadline once).
-    func write(_ changes: Changes, into batch: inout PGBatch) {
-        if !changes.placed.isEmpty {
-            let set = changes.placed
+    /// Writes the deadlines that changed between two states of a session.
+    func sync(_ stream: StreamID, from old: [TimerSpec], to new: [TimerSpec], into batch: inout PGBatch) {
+        guard old != new else { return }
+        for t in new where !old.contains(t) {
             batch.add(
                 """
-                INSERT INTO timers (stream_id, name, due_ms, token)
-                SELECT * FROM unnest(\(PGTextArray(set.map(\.stream.text)))::text[], \(PGTextArray(set.map(\.timer.name)))::text[],
-                                     \(PGTextArray(set.map { String($0.timer.dueAt) }))::bigint[], \(PGTextArray(set.map { String($0.timer.token) }))::integer[])
+                INSERT INTO timers (stream_id, name, due_ms, token) VALUES (\(stream.text), \(t.name), \(t.dueAt), \(t.token))
                 ON CONFLICT (stream_id, name)
                 DO UPDATE SET due_ms = EXCLUDED.due_ms, token = EXCLUDED.token, leased_until_ms = NULL
                 """
             )
         }
-        if !changes.cleared.isEmpty {
-            let cleared = changes.cleared
-            batch.add(
-                """
-                DELETE FROM timers t
-                USING unnest(\(PGTextArray(cleared.map(\.stream.text)))::text[], \(PGTextArray(cleared.map(\.name)))::text[]) AS c(stream_id, name)
-                WHERE t.stream_id = c.stream_id AND t.name = c.name
-                """
-            )
+        for t in old where !new.contains(where: { $0.name == t.name }) {
+            batch.add("DELETE FROM timers WHERE stream_id = \(stream.text) AND name = \(t.name)")
         }
     }
 

@@ -75,14 +75,7 @@ import Testing
     }
 
     static func committer(_ pool: PGPool) -> GroupCommit<Int> {
-        GroupCommit<Int>(
-            pool: pool,
-            transactions: 1,
-            maxAttempts: 3,
-            isLostRace: { ($0 as? AppendError) == .versionConflict },
-            read: { _, _ in [:] },
-            write: { _, _ in }
-        )
+        GroupCommit<Int>(pool: pool, transactions: 1, maxAttempts: 3) { ($0 as? AppendError) == .versionConflict }
     }
 
     @Test func aRefusedCommandOrALostRaceRollsBackAloneAndTheRestShareOneTransaction() async throws {
@@ -136,13 +129,7 @@ import Testing
         #expect(try results["a"]?.get() == 1)
         #expect(try results["b"]?.get() == 2)
         #expect(try results["race"]?.get() == 1, "the lost race is decided again, on attempt 1")
-        // Careful, then again; and once more in the merged run when it came before the first job that rolled the
-        // merged run back (the refused and the broken ones had written).
-        #expect((2...3).contains(attempts.value))
-        #expect(
-            committer.tally == .init(alone: 2, merged: 0, careful: 1),
-            "the blocker and the race's second attempt ran alone"
-        )
+        #expect(attempts.value == 2)
         #expect(throws: Rejection.notFound) { try results["refused"]?.get() }
         #expect(throws: PGError.self) { try results["broken"]?.get() }
         let rows = try await Self.rows(pool)
@@ -210,8 +197,7 @@ import Testing
         let pool = PGPool(url: url, size: 1)
         let committer = Self.committer(pool)
         let now: Int64 = 1_800_000_000_000
-        let count: GroupCommit<Int>.Work = { conn, scope, _ in
-            let counts = scope.counts
+        let count: GroupCommit<Int>.Work = { conn, counts, _ in
             let before = counts.count(scope: "tenant:t", from: now)
             counts.add(scope: "tenant:t", bucketMs: now)
             return before
@@ -222,8 +208,8 @@ import Testing
                 ("one", count), ("two", count),
                 (
                     "dropped",
-                    { conn, scope, _ in
-                        scope.counts.add(scope: "tenant:t", bucketMs: now)
+                    { conn, counts, _ in
+                        counts.add(scope: "tenant:t", bucketMs: now)
                         throw Rejection.notFound
                     }
                 ),
@@ -273,156 +259,6 @@ import Testing
         let transactions = try row.decode("transactions", as: Int.self)
         #expect(transactions <= n / 2, "\(n) ISSUEs from \(n) callers committed in \(transactions) transactions")
         await f.pool.close()
-    }
-}
-
-extension GroupCommitTests {
-    /// Runs `commands` at once while both of the fixture's pool connections are held for a moment, so that they
-    /// queue and go out in batches; each command's outcome by stream.
-    static func batched(
-        _ f: Fixture,
-        _ commands: [(StreamID, SessionCommand)]
-    ) async -> [StreamID: Result<CommandOutcome, any Error>] {
-        await withTaskGroup(of: (StreamID, Result<CommandOutcome, any Error>)?.self) { group in
-            for _ in 0..<2 {
-                group.addTask {
-                    _ = try? await f.pool.withConnection { conn in try conn.query("SELECT pg_sleep(0.3)") }
-                    return nil
-                }
-            }
-            try? await Task.sleep(for: .milliseconds(100))
-            for (stream, command) in commands {
-                group.addTask {
-                    do { return (stream, .success(try await f.sessions.execute(command, on: stream))) } catch {
-                        return (stream, .failure(error))
-                    }
-                }
-            }
-            var out: [StreamID: Result<CommandOutcome, any Error>] = [:]
-            for await case let (stream, result)? in group { out[stream] = result }
-            return out
-        }
-    }
-
-    static func issue(_ i: Int, phone: String? = nil) -> (StreamID, SessionCommand) {
-        let request = IssueRequest(
-            session: "m\(i)",
-            destinations: [
-                Destination(channel: .sms, address: phone ?? "+1555\(String(format: "%07d", i))"),
-                Destination(channel: .email, address: "m\(i)@example.com"),
-            ],
-            fingerprint: "fp"
-        )
-        return (StreamID(tenant: "acme", session: "m\(i)"), .issue(request))
-    }
-
-    /// What the tables a decision writes hold, leaving out what differs between two runs (times, keys, hashes).
-    static func snapshot(_ pool: PGPool) async throws -> [String] {
-        try await pool.withConnection { conn in
-            var out: [String] = []
-            for q: PGQuery in [
-                "SELECT 'event ' || stream_id || ' ' || version || ' ' || type FROM events",
-                "SELECT 'head ' || stream_id || ' ' || version FROM stream_heads",
-                "SELECT 'key ' || stream_id FROM session_keys",
-                "SELECT 'outbox ' || stream_id || ' ' || token || ' ' || step || ' ' || channel FROM outbox",
-                "SELECT 'timer ' || stream_id || ' ' || name || ' ' || token FROM timers",
-                "SELECT 'destination ' || destination_key || ' ' || stream_id FROM destination_sessions",
-                "SELECT 'failures ' || destination_key || ' ' || consecutive FROM destination_failures",
-            ] {
-                out += try conn.query(q).rows.map { try $0.decode(0, as: String.self) }
-            }
-            return out.sorted()
-        }
-    }
-
-    @Test func aMergedBatchWritesWhatEachCommandWouldHaveWrittenAlone() async throws {
-        var snapshots: [[String]] = []
-        for groupCommit in [false, true] {
-            let f = try await Fixture.make("gc_merged_\(groupCommit)", groupCommit: groupCommit)
-            let issued = await Self.batched(f, (0..<24).map { Self.issue($0) })
-            #expect(issued.values.allSatisfy { (try? $0.get()) != nil }, "every ISSUE recorded")
-            // Cancelled (its message withdrawn, its deadlines cleared), a wrong code, a receipt, and codes for
-            // sessions never issued (refused by the decision, before anything is written).
-            let later = (0..<24).map { i -> (StreamID, SessionCommand) in
-                if i >= 20 { return (StreamID(tenant: "acme", session: "none\(i)"), .verify(code: "000000")) }
-                let command: SessionCommand =
-                    i < 8
-                    ? .cancel
-                    : i < 16 ? .verify(code: "000000") : .recordReceipt(channel: .sms, outcome: .delivered, detail: nil)
-                return (StreamID(tenant: "acme", session: "m\(i)"), command)
-            }
-            let results = await Self.batched(f, later)
-            for (stream, result) in results {
-                if stream.session.hasPrefix("none") {
-                    #expect(throws: Rejection.notFound, "\(stream) was never issued") { try result.get() }
-                } else {
-                    #expect((try? result.get()) != nil, "\(stream): \(result)")
-                }
-            }
-            snapshots.append(try await Self.snapshot(f.pool))
-            if groupCommit, let tally = f.sessions.committer?.tally {
-                #expect(tally.merged >= 2, "the commands went out in merged batches: \(tally)")
-                #expect(tally.careful == 0, "a decision's rejection rolls nothing back: \(tally)")
-            }
-            await f.pool.close()
-        }
-        #expect(snapshots[0].count > 24 * 5)
-        #expect(snapshots[0] == snapshots[1])
-    }
-
-    @Test func aLimitRefusedAfterItsRowsWereWrittenRunsTheBatchCarefulAndRefusesOnlyThatCommand() async throws {
-        var limits = Limits()
-        limits.sessionsPerDestinationDay = 1
-        let f = try await Fixture.make("gc_careful", limits: limits, groupCommit: true)
-        // Two sessions for each of twelve phone numbers, all queued: the second of each is refused by the limit
-        // after its start was written, in batches with other commands.
-        let commands = (0..<24).map { Self.issue($0, phone: "+1555000\(String(format: "%04d", $0 % 12))") }
-        let results = await Self.batched(f, commands)
-        let refused = results.filter { stream, result in
-            guard case .failure(let error) = result, case .rateLimited = error as? Rejection else { return false }
-            return true
-        }
-        #expect(refused.count == 12, "\(results)")
-        #expect(results.values.filter { (try? $0.get()) != nil }.count == 12)
-        let tally = try #require(f.sessions.committer?.tally)
-        #expect(tally.careful >= 1, "\(tally)")
-        let stream = try #require(refused.keys.first)
-        #expect(try await f.rows(stream) == ["session_keys": 0, "events": 0, "outbox": 0, "timers": 0])
-        await f.pool.close()
-    }
-
-    @Test func aConflictInTheMergedWriteRollsTheBatchBackAndItRunsCareful() async throws {
-        let url = try await TestDatabase.make(label: "gc_conflict")
-        try Self.table(url)
-        let pool = PGPool(url: url, size: 1)
-        let conflicts = Counter()
-        let committer = GroupCommit<Int>(
-            pool: pool,
-            transactions: 1,
-            maxAttempts: 3,
-            isLostRace: { ($0 as? AppendError) == .versionConflict },
-            read: { _, _ in [:] },
-            write: { _, _ in
-                // Another writer came first, once: the merged run's writes are refused.
-                if conflicts.value == 0 {
-                    conflicts.add()
-                    throw AppendError.versionConflict
-                }
-            }
-        )
-        let work: (String) -> GroupCommit<Int>.Work = { name in
-            { conn, _, _ in
-                try Self.insert(name, on: conn)
-                return 1
-            }
-        }
-        let results = await Self.queued(committer, [("a", work("a")), ("b", work("b")), ("c", work("c"))])
-        for name in ["a", "b", "c"] { #expect(try results[name]?.get() == 1) }
-        let rows = try await Self.rows(pool)
-        #expect(Set(rows.keys) == ["blocker", "a", "b", "c"], "each row once: the merged run's went with it")
-        #expect(rows["a"] == rows["c"])
-        #expect(committer.tally == .init(alone: 1, merged: 0, careful: 1))
-        await pool.close()
     }
 }
 

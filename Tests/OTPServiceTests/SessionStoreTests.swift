@@ -114,7 +114,7 @@ let issue = SessionCommand.issue(
         let (sms, email, rest) = try await f.pool.withConnection { conn in
             for (i, s) in streams.enumerated() {
                 var batch = PGBatch()
-                outbox.enqueue([.init(stream: s, token: 1, step: 1, channel: i < 5 ? .sms : .email)], into: &batch)
+                outbox.enqueue(s, token: 1, step: 1, channel: i < 5 ? .sms : .email, into: &batch)
                 try conn.run(batch)
                 // Oldest first: each row a second older than the next.
                 try conn.query(
